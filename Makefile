@@ -1,0 +1,42 @@
+# `make demo` runs the embedded default end to end; `make test` runs the test suite.
+# Both create .venv on first use (Python >= 3.11; set PYTHON=python3.12 etc. to choose).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: demo test lint report dry-run schema clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) all
+
+test: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check lfr tests benchmarks scripts
+	$(BIN)/snakemake --lint
+
+report: $(STAMP)
+	$(BIN)/snakemake --report results/report.html
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n all
+
+schema: $(STAMP)
+	$(BIN)/python -m lfr schema > workflow/schemas/config.schema.json
+
+clean:
+	rm -rf results/corpus results/tokenizer results/data results/runs results/resume \
+	  results/tables results/figures results/logs results/benchmarks .snakemake

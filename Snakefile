@@ -1,0 +1,35 @@
+# LFR reproduction: corpus -> tokenizer -> tokens -> pretraining (size x method x seed) -> tables.
+#
+#   snakemake --cores all results/tables/main.csv                 # embedded CPU demo
+#   snakemake --cores all --configfile config/smoke.yaml ...      # tiny config used by the tests
+#
+# Every rule calls one `python -m lfr <stage>`; the library does the work (see README.md).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    main_table,
+    plot_val_loss,
+
+
+rule all:
+    default_target: True
+    input:
+        rules.main_table.output,
+        rules.plot_val_loss.output,

@@ -1,0 +1,3 @@
+from lfr.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""`python -m lfr <stage>`: one subcommand per pipeline stage (each Snakemake rule calls one).
+
+Every stage takes the experiment config as `--config FILE` (YAML) or `--config-json JSON`
+(what the Snakemake rules pass: only the sections that stage depends on, so editing one section
+reruns only the stages downstream of it). Heavy imports happen inside each subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lfr.config import ConfigError, ExperimentConfig, config_hash, load_config, validate_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, with -dirty for uncommitted changes; unknown outside git."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_config(args: argparse.Namespace) -> ExperimentConfig:
+    if args.config_json:
+        cfg = validate_config(json.loads(args.config_json), "--config-json")
+    elif args.config:
+        cfg = load_config(args.config)
+    else:
+        cfg = ExperimentConfig()
+    if cfg.offline:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(var, "1")
+    return cfg
+
+
+def run_hash(cfg: ExperimentConfig, size: str, method: str, seed: int) -> str:
+    """Hash of everything that determines a training run's result."""
+    return config_hash({
+        "corpus": cfg.corpus.model_dump(), "tokenizer": cfg.tokenizer.model_dump(),
+        "data": cfg.data.model_dump(), "model": cfg.model_preset(size).model_dump(),
+        "train": cfg.train.model_dump(exclude={"device", "log_every", "ckpt_every"}),
+        "method": method, "method_options": cfg.method_options.get(method, {}), "seed": seed,
+    })
+
+
+def cmd_corpus(args: argparse.Namespace) -> None:
+    from lfr.corpus import prepare_corpus
+
+    prepare_corpus(read_config(args).corpus, args.train_out, args.val_out)
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from lfr.tokenizer import prepare_tokenizer
+
+    prepare_tokenizer(read_config(args).tokenizer, args.train_docs, args.out)
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from lfr.data import tokenize
+
+    tokenize(args.train_docs, args.val_docs, args.tokenizer, read_config(args).data, args.out)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = read_config(args)
+    import torch
+
+    from lfr.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = {"config_hash": run_hash(cfg, args.size, args.method, args.seed),
+            "git_commit": git_commit()}
+    train(cfg, args.size, args.method, args.seed, args.data, args.tokenizer, args.out,
+          args.resume_dir, info)
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from lfr.report import summarize
+
+    print(summarize(args.runs, args.out).to_string(index=False))
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from lfr.report import plot_val_loss
+
+    plot_val_loss(args.runs, args.out)
+
+
+def cmd_schema(args: argparse.Namespace) -> None:
+    from lfr.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lfr", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def stage(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--config", type=Path, help="experiment config YAML")
+        src.add_argument("--config-json", help="experiment config (or sections of it) as JSON")
+        return p
+
+    p = stage("corpus", cmd_corpus, "read the corpus and split it into train/val documents")
+    p.add_argument("--train-out", type=Path, required=True)
+    p.add_argument("--val-out", type=Path, required=True)
+    p = stage("tokenizer", cmd_tokenizer, "train the BPE (or build GPT-2's) into a folder")
+    p.add_argument("--train-docs", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = stage("tokenize", cmd_tokenize, "tokenize both splits into token files and block tables")
+    p.add_argument("--train-docs", type=Path, required=True)
+    p.add_argument("--val-docs", type=Path, required=True)
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = stage("train", cmd_train, "pretrain one size x method x seed")
+    p.add_argument("--size", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p = stage("summarize", cmd_summarize, "collect finished runs into the main table (csv)")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = stage("plot", cmd_plot, "plot validation loss against tokens (png + pdf)")
+    p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    stage("schema", cmd_schema, "print the config's JSON Schema")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"lfr {args.stage}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,270 @@
+"""The experiment config: one validated, typed view of `config/*.yaml`.
+
+The same models validate the Snakemake config (the Snakefile calls `validate_config`) and the
+JSON that each `python -m lfr <stage>` receives, so a typo fails before any job runs, with a
+message that names the key. `workflow/schemas/config.schema.json` is generated from these models
+(`python -m lfr schema`); a test keeps the two in sync. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class HFSource(Section):
+    name: str
+    """Hugging Face dataset name, e.g. `Skylion007/openwebtext`."""
+    config: str | None = None
+    """Dataset config (subset) name, if the dataset has several."""
+    split: str = "train"
+    """Split to read; the validation split is carved out of it by document."""
+
+
+class CorpusConfig(Section):
+    source: Literal["bundled", "files", "hf"] = "bundled"
+    """`bundled`: the demo corpus shipped in lfr/assets; `files`: local paths; `hf`: a HF dataset."""
+    paths: list[str] = []
+    """For `files`: paths or globs of .txt (one document per file), .jsonl or .parquet."""
+    hf: HFSource | None = None
+    """For `hf`: which dataset to read."""
+    text_field: str = "text"
+    """Field holding the document text in .jsonl/.parquet/HF records."""
+    domain_field: str | None = "domain"
+    """Optional field holding a domain label; records without it get no domain."""
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Keep this fraction of documents, chosen by a seeded hash of the document id."""
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    """Fraction of documents held out for validation (and local eval tasks)."""
+    seed: int = 0
+    """Seed of the document hash that decides subsampling and the validation split."""
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> CorpusConfig:
+        if self.source == "files" and not self.paths:
+            raise ValueError("corpus.paths is empty; list .txt/.jsonl/.parquet files or globs")
+        if self.source == "hf" and self.hf is None:
+            raise ValueError("corpus.hf is missing; give {name: <dataset>, split: train}")
+        return self
+
+
+class TokenizerConfig(Section):
+    kind: Literal["bpe", "gpt2"] = "bpe"
+    """`bpe`: a byte-level BPE trained on the train split; `gpt2`: OpenAI's GPT-2 BPE (50257)."""
+    vocab_size: Annotated[int, Field(ge=260, le=1_000_000)] = 8192
+    """Vocabulary size of the trained BPE (ignored for gpt2, which is always 50257)."""
+    train_chars: Annotated[int, Field(ge=10_000)] = 50_000_000
+    """The BPE is trained on at most this many characters of the train split."""
+
+
+class DataConfig(Section):
+    block_size: Annotated[int, Field(ge=8, le=65_536)] = 128
+    """Tokens per data block = model context. Blocks are fixed and tracked across epochs."""
+    token_dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    """Dtype of train.bin/val.bin; `auto` picks uint16 when the vocab fits, else uint32."""
+
+
+class ModelPreset(Section):
+    n_layer: Annotated[int, Field(ge=1)]
+    n_head: Annotated[int, Field(ge=1)]
+    n_embd: Annotated[int, Field(ge=8)]
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelPreset:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        return self
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    # CPU sizes: "nano" for tests, "micro"/"mini" for the laptop demo.
+    "nano": ModelPreset(n_layer=2, n_head=2, n_embd=64),
+    "micro": ModelPreset(n_layer=4, n_head=4, n_embd=128),
+    "mini": ModelPreset(n_layer=6, n_head=6, n_embd=192),
+    # The GPT-2 family (Radford et al. 2019), context 1024, vocab 50257.
+    "gpt2": ModelPreset(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": ModelPreset(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": ModelPreset(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": ModelPreset(n_layer=48, n_head=25, n_embd=1600),
+}
+
+
+class TrainConfig(Section):
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    """Blocks per micro-batch (per GPU)."""
+    grad_accum: Annotated[int, Field(ge=1)] = 1
+    """Micro-batches per optimizer step."""
+    epochs: Annotated[float, Field(gt=0)] = 4.0
+    """Run length of `random` in passes over all train blocks (LFR derives its own)."""
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio at the last step."""
+    warmup_frac: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    """Linear warmup over this fraction of the planned steps."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
+    """Clip the global grad norm to this value; 0 disables clipping."""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    eval_every: Annotated[int, Field(ge=1)] = 100
+    """Optimizer steps between validation-loss evaluations (and always at the last step)."""
+    eval_blocks: Annotated[int, Field(ge=1)] = 256
+    """Size of the fixed validation subset (seed 0, the same for every run)."""
+    log_every: Annotated[int, Field(ge=1)] = 10
+    ckpt_every: Annotated[int, Field(ge=1)] = 500
+    """Optimizer steps between resume checkpoints."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Autocast dtype on CUDA; CPU always trains in float32."""
+    compile: bool = False
+    """torch.compile the model (worth it only for runs longer than a few minutes)."""
+
+
+class ExperimentConfig(Section):
+    corpus: CorpusConfig = CorpusConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    data: DataConfig = DataConfig()
+    custom_models: dict[str, ModelPreset] = {}
+    """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}."""
+    models: Annotated[list[str], Field(min_length=1)] = ["micro"]
+    """Model sizes to train: names from MODEL_PRESETS or `custom_models`."""
+    methods: Annotated[list[str], Field(min_length=1)] = ["random"]
+    """Data-selection methods (samplers) to compare."""
+    method_sizes: dict[str, list[str]] = {}
+    """Restrict a method to some sizes, e.g. {lfr-reverse: [nano]}; default: every size."""
+    method_options: dict[str, dict[str, Any]] = {}
+    """Per-method options, e.g. {lfr: {preset: paper-v1}}; each method validates its own."""
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    train: TrainConfig = TrainConfig()
+    eval: dict[str, Any] = {}
+    """Downstream evaluation settings (lm-eval); see the evaluation stage."""
+    offline: bool = True
+    """Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE in every stage so nothing waits on the network."""
+
+    @field_validator("models")
+    @classmethod
+    def _known_sizes(cls, models: list[str], info: ValidationInfo) -> list[str]:
+        sizes = {**MODEL_PRESETS, **info.data.get("custom_models", {})}
+        for i, name in enumerate(models):
+            if name not in sizes:
+                raise ValueError(f"models[{i}]={name!r} is unknown; choose from {sorted(sizes)}")
+        return models
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        from lfr.sampling import SAMPLERS  # the registry imports no torch
+
+        for i, name in enumerate(methods):
+            if name not in SAMPLERS:
+                raise ValueError(f"methods[{i}]={name!r} is unknown; choose from {sorted(SAMPLERS)}")
+        return methods
+
+    @field_validator("method_options")
+    @classmethod
+    def _valid_method_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from lfr.sampling import SAMPLERS
+
+        for name, opts in options.items():
+            if name not in SAMPLERS:
+                raise ValueError(f"{name!r} is not a method; choose from {sorted(SAMPLERS)}")
+            try:
+                SAMPLERS[name].Options.model_validate(opts)
+            except ValidationError as err:
+                bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                raise ValueError(f"{name}: {bad}") from None
+        return options
+
+    @model_validator(mode="after")
+    def _method_sizes(self) -> ExperimentConfig:
+        for method, sizes in self.method_sizes.items():
+            if method not in self.methods or not set(sizes) <= set(self.models):
+                raise ValueError(f"method_sizes.{method}={sizes}: the method must be in `methods` and "
+                                 f"the sizes in `models` ({self.models})")
+        return self
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """Every (size, method, seed) of the grid, in config order."""
+        return [(size, method, seed) for size in self.models for method in self.methods
+                if size in self.method_sizes.get(method, self.models) for seed in self.seeds]
+
+    @model_validator(mode="after")
+    def _dtype_fits(self) -> ExperimentConfig:
+        if self.data.token_dtype == "uint16" and self.vocab_size > 65_536:
+            raise ValueError(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
+                             "use uint32 or auto")
+        return self
+
+    def model_preset(self, size: str) -> ModelPreset:
+        return {**MODEL_PRESETS, **self.custom_models}[size]
+
+    @property
+    def vocab_size(self) -> int:
+        return 50257 if self.tokenizer.kind == "gpt2" else self.tokenizer.vocab_size
+
+
+class ConfigError(ValueError):
+    """A config that fails validation; the message names each bad key."""
+
+
+def format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against config/README.md"
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error") or not e["loc"]
+        got = "" if quiet else f" (got {e['input']!r})"
+        lines.append(f"  - {key}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw config mapping; raise ConfigError naming every bad key."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, source)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return validate_config(raw, str(path))
+
+
+def config_hash(payload: Any) -> str:
+    """Short, stable hash of any JSON-serialisable payload (sorted keys)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def json_schema() -> dict[str, Any]:
+    schema = ExperimentConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,34 @@
+"""Registry of data-selection methods. Adding one = one module + one entry here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions
+from lfr.sampling.lfr import LFRRandomDropSampler, LFRReverseSampler, LFRSampler
+from lfr.sampling.random import RandomSampler
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "random": RandomSampler,
+    "lfr": LFRSampler,
+    "lfr-random-drop": LFRRandomDropSampler,
+    "lfr-reverse": LFRReverseSampler,
+}
+
+
+def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
+    """Instantiate sampler `name`, validating its options."""
+    if name not in SAMPLERS:
+        raise ValueError(f"method {name!r} is unknown; choose from {sorted(SAMPLERS)}")
+    cls = SAMPLERS[name]
+    try:
+        opts = cls.Options.model_validate(options)
+    except ValidationError as err:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"options of method {name!r}: {bad}") from None
+    return cls(run, opts)
+
+
+__all__ = ["SAMPLERS", "RunFacts", "Sampler", "SamplerOptions", "build_sampler"]

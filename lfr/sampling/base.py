@@ -1,0 +1,90 @@
+"""The contract between the training loop and a data-selection method (a *sampler*).
+
+The loop knows nothing else about methods: it asks for the global block ids of each optimizer
+step, trains on them, and reports back each block's training loss from that same forward pass
+(taken before the update, so recording costs no extra FLOPs). Samplers are numpy-only and own
+their RNG, which goes into the checkpoint with the rest of their state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class SamplerOptions(BaseModel):
+    """Options of one sampler; plug-ins subclass this. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a sampler may know about the run it plans."""
+
+    num_blocks: int
+    """Training blocks in the corpus."""
+    batch_blocks: int
+    """Blocks per optimizer step, summed over micro-batches and ranks."""
+    block_size: int
+    """Tokens per block."""
+    seed: int
+    epochs: float
+    """train.epochs: the run length of methods that have no schedule of their own."""
+
+
+class Sampler(ABC):
+    """Decides which training blocks make up each optimizer step."""
+
+    Options: ClassVar[type[SamplerOptions]] = SamplerOptions
+    forward_only_tokens: int = 0
+    """Tokens this method runs through the model outside training steps (scoring passes)."""
+
+    def __init__(self, run: RunFacts, options: SamplerOptions):
+        self.run, self.options = run, options
+        self.num_blocks, self.batch_blocks, self.seed = run.num_blocks, run.batch_blocks, run.seed
+
+    @abstractmethod
+    def num_steps(self) -> int:
+        """Optimizer steps in the whole plan; fixed before step 0 (the LR schedule spans it)."""
+
+    @abstractmethod
+    def batch_ids(self, step: int) -> np.ndarray:
+        """Global block ids (int64, length batch_blocks) of optimizer step `step`.
+
+        Steps are requested in order 0, 1, ...; every DDP rank gets the same ids and takes its
+        own slice.
+        """
+
+    def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        """Per-block training losses (mean token CE) of the blocks just trained. Default: ignore."""
+
+    def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
+        """Per-block loss weights for the next step; None means all ones."""
+        return None
+
+    def phase(self, step: int) -> str:
+        """Name of the phase that step `step` belongs to (a column of the metrics log)."""
+        return "train"
+
+    def records(self) -> dict[str, Any]:
+        """Tables (name -> DataFrame) to save now, e.g. per-block state at a phase boundary.
+
+        The loop calls this after every step and writes what it gets; default: nothing.
+        """
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
+
+def epoch_permutation(num_blocks: int, seed: int, epoch: int) -> np.ndarray:
+    """The block order of one epoch: a permutation fixed by (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch]).permutation(num_blocks)

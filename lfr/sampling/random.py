@@ -1,0 +1,41 @@
+"""`random`: the baseline. Each epoch is a fresh seeded permutation of all blocks (uniform
+sampling without replacement); steps take consecutive slices of the concatenated epochs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field
+
+from lfr.sampling.base import Sampler, SamplerOptions, epoch_permutation
+
+
+class RandomOptions(SamplerOptions):
+    epochs: Annotated[float, Field(gt=0)] | None = None
+    """Passes over all blocks (the run length); default: train.epochs."""
+
+
+class RandomSampler(Sampler):
+    Options = RandomOptions
+    options: RandomOptions
+
+    def num_steps(self) -> int:
+        epochs = self.options.epochs or self.run.epochs
+        return int(epochs * self.num_blocks) // self.batch_blocks
+
+    def batch_ids(self, step: int) -> np.ndarray:
+        start = step * self.batch_blocks
+        positions = np.arange(start, start + self.batch_blocks)
+        epochs, slots = np.divmod(positions, self.num_blocks)
+        ids = np.empty(self.batch_blocks, dtype=np.int64)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            ids[mask] = self._order(int(epoch))[slots[mask]]
+        return ids
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if getattr(self, "_cached_epoch", None) != epoch:
+            self._cached_epoch, self._cached_order = epoch, epoch_permutation(
+                self.num_blocks, self.seed, epoch)
+        return self._cached_order

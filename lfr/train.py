@@ -1,0 +1,267 @@
+"""Stage `train`: pretrain one GPT-2 (size x method x seed) from scratch.
+
+nanoGPT's loop, with fixed data blocks chosen by a sampler plug-in. Each step: set the LR,
+evaluate when due, run grad_accum micro-batches (forward once, per-block losses, backward),
+clip, step, hand the per-block losses to the sampler, log, checkpoint. The loop never names a
+method. Runs under torchrun (DDP): every rank draws the same global ids and trains its slice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from lfr import checkpoint
+from lfr.config import ExperimentConfig, TrainConfig
+from lfr.data import BlockStore
+from lfr.files import atomic_dir, write_json, write_parquet
+from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config, num_params
+from lfr.sampling import RunFacts, build_sampler
+from lfr.sampling.base import epoch_permutation
+from lfr.tokenizer import load_hf_tokenizer, tokenizer_meta
+
+log = logging.getLogger(__name__)
+VAL_SUBSET_SEED = 0  # the validation subset is the same for every run, whatever its seed
+
+
+@dataclass
+class Dist:
+    """Rank and world size; single-process unless launched by torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(requested: str) -> Dist:
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use cpu or auto")
+    use_cuda = requested == "cuda" or (requested == "auto" and cuda)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return Dist(rank, world, torch.device("cuda", local))
+    return Dist(rank, world)
+
+
+def lr_at(step: int, num_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio exactly at the last step."""
+    warmup = max(1, int(cfg.warmup_frac * num_steps)) if cfg.warmup_frac > 0 else 0
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, num_steps - 1 - warmup)
+    coeff = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * coeff)
+
+
+def val_subset(num_val_blocks: int, size: int) -> np.ndarray:
+    return np.sort(epoch_permutation(num_val_blocks, VAL_SUBSET_SEED, 0)[:size])
+
+
+@torch.no_grad()
+def estimate_val_loss(model: torch.nn.Module, store: BlockStore, ids: np.ndarray,
+                      batch_size: int, d: Dist, autocast: Any) -> float:
+    """Mean per-token loss over the fixed validation blocks (sharded across ranks)."""
+    model.eval()
+    mine = ids[d.rank :: d.world]
+    total = torch.zeros(2, dtype=torch.float64, device=d.device)
+    for i in range(0, len(mine), batch_size):
+        x, y = (torch.from_numpy(a).to(d.device) for a in store.batch(mine[i : i + batch_size]))
+        with autocast:
+            losses = block_losses(model, x, y)
+        total += torch.stack([losses.double().sum(), torch.tensor(len(losses), device=d.device)])
+    if d.world > 1:
+        dist.all_reduce(total)
+    model.train()
+    return (total[0] / total[1]).item()
+
+
+class TrainingInterrupted(RuntimeError):
+    """The run stopped before its last step after saving a resume checkpoint; rerun to resume."""
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 of a sampler's state, to compare ranks and runs."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(state[key]).tobytes())
+    return h.hexdigest()
+
+
+def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
+    """Per-block losses of the whole global batch, in global-id order, on every rank."""
+    if d.world > 1:
+        parts = [torch.empty_like(losses) for _ in range(d.world)]
+        dist.all_gather(parts, losses)
+        losses = torch.cat(parts)
+    return losses.float().cpu().numpy()
+
+
+def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Path,
+          tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
+          run_info: dict[str, Any] | None = None, stop_at_step: int | None = None) -> dict[str, Any]:
+    """Train one run; write out_dir/{model/, metrics.parquet, run.json}; return the summary.
+
+    With `stop_at_step`, save a resume checkpoint there and raise TrainingInterrupted.
+    """
+    tc = cfg.train
+    d = setup_dist(tc.device)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    train_store, val_store = BlockStore.open(data_dir, "train"), BlockStore.open(data_dir, "val")
+    T = train_store.block_size
+    meta = tokenizer_meta(tok_dir)
+    hf_config = gpt2_config(cfg.model_preset(size), meta["vocab_size"], T, meta["eot_id"], tc.dropout)
+    model = build_model(hf_config).to(d.device)
+    optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), d.device)
+    per_rank = tc.batch_size * tc.grad_accum
+    batch_blocks = per_rank * d.world
+    facts = RunFacts(train_store.num_blocks, batch_blocks, T, seed, tc.epochs)
+    sampler = build_sampler(method, facts, cfg.method_options.get(method, {}))
+    num_steps = sampler.num_steps()
+    if num_steps < 1:
+        raise ValueError(f"{method}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
+                         f"{train_store.num_blocks} blocks. Lower train.batch_size or add data")
+    val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
+    use_bf16 = d.device.type == "cuda" and tc.dtype == "bfloat16"
+    autocast = torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    if d.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    step, rows, elapsed_before = 0, [], 0.0
+    records_dir = Path(resume_dir or out_dir) / "records.partial"  # moved to out_dir/records at the end
+    state = checkpoint.load_latest(resume_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        step, rows, elapsed_before = state["step"], state["metrics"], state["elapsed_s"]
+        log.info("resumed from %s at step %d", resume_dir, step)
+    raw_model = model
+    if tc.compile:
+        model = torch.compile(model)
+    if d.world > 1:
+        model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    tokens_per_step = batch_blocks * T
+    t_start = time.perf_counter() - elapsed_before
+    t_window, train_time = time.perf_counter(), 0.0
+    bar = tqdm(total=num_steps, initial=step, desc=f"train {size}/{method}/s{seed}",
+               disable=not d.main, unit="step", mininterval=2.0)
+    if step == 0:
+        rows.append({"step": 0, "tokens": 0, "phase": sampler.phase(0), "elapsed_s": 0.0, "val_loss":
+                     estimate_val_loss(model, val_store, val_ids, tc.batch_size, d, autocast)})
+    while step < num_steps:
+        lr = lr_at(step, num_steps, tc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids = sampler.batch_ids(step)
+        weights = sampler.loss_weights(ids)
+        mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
+        step_losses = []
+        for micro in range(tc.grad_accum):
+            part = slice(mine.start + micro * tc.batch_size, mine.start + (micro + 1) * tc.batch_size)
+            x, y = (torch.from_numpy(a).to(d.device, non_blocking=True)
+                    for a in train_store.batch(ids[part]))
+            w = None if weights is None else torch.as_tensor(weights[part], device=d.device)
+            sync = micro == tc.grad_accum - 1 or d.world == 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+                losses = block_losses(model, x, y)
+                loss = (losses if w is None else losses * w).mean() / tc.grad_accum
+            loss.backward()
+            step_losses.append(losses.detach())
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        all_losses = gather_losses(torch.cat(step_losses), d)  # the only host sync per step
+        if not np.isfinite(all_losses).all():
+            raise FloatingPointError(
+                f"non-finite training loss at step {step} (blocks {ids[~np.isfinite(all_losses)]}); "
+                f"the last good checkpoint is kept in {resume_dir}. Lower train.lr or check the data"
+            )
+        sampler.observe(step, ids, all_losses)
+        for name, table in sampler.records().items():
+            if d.main:
+                write_parquet(records_dir / f"{name}.parquet", table)
+        step += 1
+        bar.update()
+        last = step == num_steps
+        if step % tc.log_every == 0 or step % tc.eval_every == 0 or last:
+            now = time.perf_counter()
+            train_time += now - t_window
+            row = {"step": step, "tokens": step * tokens_per_step, "phase": sampler.phase(step - 1),
+                   "train_loss": float(all_losses.mean()), "lr": lr,
+                   "tokens_per_s": (step - (rows[-1]["step"] if rows else 0)) * tokens_per_step
+                   / max(now - t_window, 1e-9)}
+            if step % tc.eval_every == 0 or last:
+                row["val_loss"] = estimate_val_loss(model, val_store, val_ids, tc.batch_size, d,
+                                                    autocast)
+            row["elapsed_s"] = time.perf_counter() - t_start
+            rows.append(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}")
+            t_window = time.perf_counter()
+        stop = step == stop_at_step and not last
+        if resume_dir and d.main and (step % tc.ckpt_every == 0 or stop) and not last:
+            checkpoint.save(resume_dir, step, {
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(), "metrics": rows,
+                "elapsed_s": time.perf_counter() - t_start})
+        if stop:
+            raise TrainingInterrupted(f"stopped at step {step}/{num_steps}; rerun to resume")
+    bar.close()
+    wall = time.perf_counter() - t_start
+    summary = {
+        "size": size, "method": method, "seed": seed, "params": num_params(raw_model),
+        "steps": step, "tokens": step * tokens_per_step, "block_size": T,
+        "batch_blocks": batch_blocks, "world_size": d.world,
+        "val_loss": rows[-1]["val_loss"], "wall_s": wall,
+        "device": str(d.device), "train_tokens_per_s": step * tokens_per_step / max(train_time, 1e-9),
+        "forward_only_tokens": sampler.forward_only_tokens,
+        "sampler_state_sha256": state_digest(sampler.state_dict()), **(run_info or {}),
+    }
+    if d.main:
+        out_dir = Path(out_dir)
+        with atomic_dir(out_dir / "model") as tmp:
+            raw_model.save_pretrained(tmp)
+            tok = load_hf_tokenizer(tok_dir)
+            tok.model_max_length = T
+            tok.save_pretrained(tmp)
+        write_parquet(out_dir / "metrics.parquet", pd.DataFrame(rows))
+        records_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out_dir / "records", ignore_errors=True)
+        os.replace(records_dir, out_dir / "records")
+        write_json(out_dir / "run.json", summary)
+        if resume_dir:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

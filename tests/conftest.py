@@ -1,0 +1,47 @@
+"""Shared fixtures: offline env, CPU only, and one tiny prepared dataset per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides):
+    """A config small enough for unit tests: ~200 KB of the bundled corpus, 2-layer model."""
+    from lfr.config import validate_config
+
+    raw = {
+        "corpus": {"source": "bundled", "fraction": 0.03, "val_fraction": 0.1},
+        "tokenizer": {"kind": "bpe", "vocab_size": 512, "train_chars": 200_000},
+        "data": {"block_size": 32},
+        "models": ["nano"],
+        "train": {"batch_size": 8, "epochs": 1, "eval_every": 10, "eval_blocks": 32,
+                  "log_every": 5, "ckpt_every": 10},
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return validate_config(raw, "tiny_config")
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """(config, dir) with corpus/, tokenizer/ and data/ built from the bundled corpus."""
+    from lfr.corpus import prepare_corpus
+    from lfr.data import tokenize
+    from lfr.tokenizer import prepare_tokenizer
+
+    cfg = tiny_config()
+    root = tmp_path_factory.mktemp("prepared")
+    prepare_corpus(cfg.corpus, root / "corpus/train.parquet", root / "corpus/val.parquet")
+    prepare_tokenizer(cfg.tokenizer, root / "corpus/train.parquet", root / "tokenizer")
+    tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", root / "tokenizer",
+             cfg.data, root / "data")
+    return cfg, root

@@ -1,0 +1,142 @@
+"""LFR: the schedule, the selection rule, the controls and resumability, on synthetic losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_sampling import make
+
+from lfr.config import ConfigError, validate_config
+
+
+def drive(sampler, loss_of, until=None):
+    """Run the sampler's whole plan, reporting loss_of(ids, step); return ids per step."""
+    served = []
+    for step in range(sampler.num_steps() if until is None else until):
+        ids = sampler.batch_ids(step)
+        sampler.observe(step, ids, loss_of(ids, step).astype(np.float32))
+        served.append(ids)
+    return served
+
+
+def phase_ids(sampler, served, name):
+    return np.concatenate([ids for step, ids in enumerate(served) if sampler.phase(step) == name])
+
+
+def test_paper_v1_plan_and_step_count():
+    s = make("lfr", 100, 10, reps=5)
+    assert [(p.kind, p.active_size, p.num_steps) for p in s.plan] == [
+        ("learn", 100, 10), ("focus", 50, 5), ("review", 100, 10)] + [("focus", 30, 3)] * 5
+    assert s.num_steps() == 40  # 4.0 epochs of all blocks, as random with epochs=4
+    served = drive(s, lambda ids, step: ids * 1.0)
+    assert len(served) == 40 and sum(len(i) for i in served) == 400
+
+
+def test_focus_keeps_exactly_the_hardest_fraction():
+    s = make("lfr", 100, 10, reps=2)
+    served = drive(s, lambda ids, step: (ids % 10) + ids / 1000)  # hardest: ids ending in 9, 8, ...
+    focus = set(phase_ids(s, served, "1:focus"))
+    expected = set(np.argsort(-((np.arange(100) % 10) + np.arange(100) / 1000))[:50])
+    assert focus == expected
+    assert set(phase_ids(s, served, "2:review")) == set(range(100))  # review restores all blocks
+    assert set(phase_ids(s, served, "3:focus")) == set(np.arange(100)[np.arange(100) % 10 >= 7])
+
+
+def test_ties_are_broken_by_block_id():
+    s = make("lfr", 20, 5, schedule=[{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5,
+                                                                         "epochs": 1}])
+    served = drive(s, lambda ids, step: np.ones(len(ids)))
+    assert set(phase_ids(s, served, "1:focus")) == set(range(10, 20))
+
+
+@pytest.mark.parametrize(("name", "kept"), [("lfr", range(50, 100)), ("lfr-reverse", range(50))])
+def test_drop_rules(name, kept):
+    s = make(name, 100, 10, schedule=[{"kind": "learn", "epochs": 1},
+                                      {"kind": "focus", "drop": 0.5, "epochs": 1}])
+    served = drive(s, lambda ids, step: ids * 1.0)
+    assert set(phase_ids(s, served, "1:focus")) == set(kept)
+
+
+def test_random_drop_control_drops_the_same_number_at_random():
+    sched = [{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1}]
+    kept = []
+    for seed in (0, 1):
+        s = make("lfr-random-drop", 100, 10, seed=seed, schedule=sched)
+        kept.append(set(phase_ids(s, drive(s, lambda ids, step: ids * 1.0), "1:focus")))
+    assert len(kept[0]) == len(kept[1]) == 50
+    assert kept[0] != kept[1] and kept[0] != set(range(50, 100))
+    assert 10 < len(kept[0] & set(range(50, 100))) < 40  # not loss-driven
+
+
+def test_scores_mean_vs_last_and_rescore():
+    sched = [{"kind": "learn", "epochs": 2}, {"kind": "focus", "drop": 0.5, "epochs": 1, "repeats": 2}]
+    # epoch 0: loss = id; epoch 1: loss = 100 - id. mean is flat (ties -> by id), last is reversed.
+    loss = lambda ids, step: np.where(step < 10, ids, 100 - ids) * 1.0  # noqa: E731
+    for score, kept in (("mean", range(50, 100)), ("last", range(50))):
+        s = make("lfr", 100, 10, schedule=sched, score=score)
+        assert set(phase_ids(s, drive(s, loss), "1:focus")) == set(kept)
+    s = make("lfr", 100, 10, schedule=sched, score="last", rescore=True)
+    served = drive(s, lambda ids, step: np.where(step < 20, 100 - ids, -ids) * 1.0)
+    assert set(phase_ids(s, served, "1:focus")) == set(range(50))
+    # the second repeat re-selects: blocks 0-49 were re-scored during focus (now -id <= 0, easy),
+    # blocks 50-99 keep their learn scores (100 - id >= 1), so the hard half is now 50-99
+    assert set(phase_ids(s, served, "2:focus")) == set(range(50, 100))
+
+
+def test_epoch_unit_and_token_lengths():
+    s = make("lfr", 100, 10, epoch_unit="full", schedule=[
+        {"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1}])
+    assert [p.num_steps for p in s.plan] == [10, 10]  # a full-size epoch over half the blocks
+    s = make("lfr", 100, 10, schedule=[{"kind": "learn", "tokens": 16 * 35},
+                                       {"kind": "focus", "drop": 0.5, "epochs": 1}])
+    assert [p.active_size for p in s.plan] == [100, 20]  # 40 blocks scored (4 steps), keep half
+
+
+def test_resume_mid_phase_gives_the_same_order():
+    loss = lambda ids, step: np.sin(ids * 1.0 + step)  # noqa: E731
+    full = drive(make("lfr", 100, 10, reps=2), loss)
+    for cut in (3, 12, 17, 26):
+        a = make("lfr", 100, 10, reps=2)
+        served = drive(a, loss, until=cut)
+        b = make("lfr", 100, 10, reps=2)
+        b.load_state_dict(a.state_dict())
+        for step in range(cut, b.num_steps()):
+            ids = b.batch_ids(step)
+            b.observe(step, ids, loss(ids, step).astype(np.float32))
+            served.append(ids)
+        assert all(np.array_equal(x, y) for x, y in zip(full, served, strict=True)), cut
+
+
+def test_phase_records_are_emitted_at_each_boundary():
+    s = make("lfr", 100, 10, reps=1)
+    tables = {}
+    for step in range(s.num_steps()):
+        ids = s.batch_ids(step)
+        s.observe(step, ids, ids * 1.0)
+        tables |= s.records()
+    assert list(tables) == ["phase00_learn", "phase01_focus", "phase02_review", "phase03_focus", "final"]
+    focus = tables["phase01_focus"]
+    assert list(focus.columns) == ["block_id", "phase", "visits", "score", "last_loss", "last_step", "kept"]
+    assert focus.kept.sum() == 50 and (focus.visits == 1).all()
+    assert focus[focus.kept].score.min() > focus[~focus.kept].score.max()
+
+
+def test_schedule_written_only_in_yaml_validates():
+    cfg = validate_config({"methods": ["random", "lfr"], "method_options": {"lfr": {"schedule": [
+        {"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.3, "epochs": 1},
+        {"kind": "review", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1, "repeats": 2}]}}})
+    s = make("lfr", 100, 10, **cfg.method_options["lfr"])
+    assert [p.active_size for p in s.plan] == [100, 70, 100, 50, 50]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"schedule": []}, "schedule is empty"),
+    ({"schedule": [{"kind": "focus", "drop": 0.5, "epochs": 1}]}, "before any learn"),
+    ({"schedule": [{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 1.0, "epochs": 1}]},
+     "less than 1"),
+    ({"schedule": [{"kind": "learn"}]}, "exactly one of"),
+    ({"schedule": [{"kind": "review", "drop": 0.2, "epochs": 1}]}, "focus phases only"),
+])
+def test_bad_schedules_fail_in_config_validation(options, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"methods": ["lfr"], "method_options": {"lfr": options}})

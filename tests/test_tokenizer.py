@@ -1,0 +1,58 @@
+"""Tokenizers: trained BPE and offline GPT-2 BPE, both loadable by transformers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lfr.config import TokenizerConfig
+from lfr.tokenizer import batch_encoder, load_hf_tokenizer, prepare_tokenizer
+
+SAMPLE = "The quick brown fox jumps over the lazy dog.\n\tdef f(x): return x ** 2  # émoji 🦊"
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt2") / "tok"
+    prepare_tokenizer(TokenizerConfig(kind="gpt2"), tmp_path_factory.mktemp("x") / "unused", out)
+    return out
+
+
+def test_trained_bpe_has_the_configured_vocab(prepared):
+    _, root = prepared
+    tok = load_hf_tokenizer(root / "tokenizer")
+    assert len(tok) == 512
+    assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 0
+    assert tok.decode(tok.encode(SAMPLE)) == SAMPLE
+
+
+def test_gpt2_bpe_offline_matches_openai_ids(gpt2_dir):
+    tok = load_hf_tokenizer(gpt2_dir)
+    assert len(tok) == 50257 and tok.eos_token_id == 50256
+    assert tok.encode("hello world") == [31373, 995]  # OpenAI's GPT-2 ids
+    encode = batch_encoder(gpt2_dir)  # tiktoken
+    assert encode([SAMPLE, "hello world"]) == [tok.encode(SAMPLE), [31373, 995]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=200))
+def test_bpe_round_trips_arbitrary_unicode(prepared_tok, text):
+    encode, tok = prepared_tok
+    assert tok.decode(encode([text])[0]) == text
+
+
+@pytest.fixture(scope="module")
+def prepared_tok(prepared):
+    _, root = prepared
+    return batch_encoder(root / "tokenizer"), load_hf_tokenizer(root / "tokenizer")
+
+
+def test_too_small_corpus_for_vocab_fails_clearly(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"doc_id": ["a"], "domain": [None], "text": ["tiny text"]}).to_parquet(
+        tmp_path / "train.parquet")
+    with pytest.raises(ValueError, match="lower it"):
+        prepare_tokenizer(TokenizerConfig(vocab_size=5000), tmp_path / "train.parquet", tmp_path / "t")
+    assert not (tmp_path / "t").exists()

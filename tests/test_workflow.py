@@ -1,0 +1,84 @@
+"""The Snakemake DAG: lint, dry runs, config errors before any job, and one real end-to-end
+run of the smoke config (corpus -> tokenizer -> tokens -> training -> table and figure)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+
+def snakemake(target, *args, cwd, check=False):
+    """Run snakemake on `target` in cwd (the target goes first: --configfile takes several values)."""
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
+                        target, "--workflow-profile", "none", *args],
+                       capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_lint_is_clean():
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dry_run_of_the_default_config(tmp_path):
+    r = snakemake("results/tables/main.csv", "-n", "--configfile", str(REPO / "config/config.yaml"),
+                  cwd=tmp_path, check=True)
+    assert "train" in r.stdout and "main_table" in r.stdout
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ({"train": {"batch_size": "sixteen"}}, "train.batch_size"),
+    ({"models": ["nano", "gpt7"]}, "models[1]='gpt7' is unknown"),
+    ({"corpus": {"source": "files", "paths": ["/nonexistent/corpus/*.txt"]}}, "corpus.paths"),
+])
+def test_invalid_config_stops_before_any_job(tmp_path, override, key):
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text()) | override
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("results/tables/main.csv", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
+                  cwd=tmp_path)
+    assert r.returncode != 0
+    assert key in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_smoke_run(tmp_path):
+    snakemake("all", "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path,
+              check=True)
+    table = pd.read_csv(tmp_path / "results/tables/main.csv")
+    assert list(table[["size", "method", "seed"]].itertuples(index=False, name=None)) == [
+        ("nano", "random", 0)]
+    row = table.iloc[0]
+    assert row.val_loss < row.val_loss_initial and row.tokens > 0 and len(row.config_hash) == 12
+    assert (tmp_path / "results/figures/val_loss.png").stat().st_size > 10_000
+    r = snakemake("all", "-n", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path, check=True)
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_user_txt_folder_runs_by_changing_only_corpus(tmp_path):
+    folder = tmp_path / "my_corpus"
+    folder.mkdir()
+    rng = random.Random(0)
+    words = ["".join(rng.choices("etaoinshrdlucmfwypvbgk", k=rng.randint(2, 9))) for _ in range(3000)]
+    for i in range(60):
+        (folder / f"doc{i:03d}.txt").write_text(" ".join(rng.choices(words, k=400)) + ".\n")
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg["corpus"] = {"source": "files", "paths": [str(folder)], "val_fraction": 0.1}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake("results/tables/main.csv", "--cores", "2", "--configfile", str(tmp_path / "mine.yaml"),
+              cwd=tmp_path, check=True)
+    docs = pd.read_parquet(tmp_path / "results/corpus/train.parquet")
+    assert docs.doc_id.str.contains("my_corpus").all()
+    assert pd.read_csv(tmp_path / "results/tables/main.csv").val_loss.notna().all()

@@ -1,0 +1,57 @@
+# Config validation and the helpers that the rules share.
+# -------------------------------------------------------------------------------------------
+import json
+import os
+import re
+import sys
+
+from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import validate
+
+from lfr.config import ConfigError, validate_config
+
+# The lfr models give one clear message per bad key; the JSON Schema generated from them
+# (`python -m lfr schema`) then checks the structure; CFG carries the filled-in defaults.
+try:
+    CFG = validate_config(config, "config")
+except ConfigError as err:
+    sys.exit(f"{err}\nNothing was run.")
+validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
+
+RUNS_DIR = "results/runs/{size}/{method}/seed{seed}"
+
+
+# Rules run `python -m lfr`. Without --sdm conda, that `python` must be the one running snakemake
+# (e.g. .venv/bin/python even when the venv is not activated), so put its folder first on PATH.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.getenv("PATH", "")]))
+
+
+def alternation(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    size=alternation(CFG.models),
+    method=alternation(CFG.methods),
+    seed=r"\d+",
+
+
+def stage_config(*sections):
+    """The config sections a stage depends on, as JSON (a param: editing one reruns its users)."""
+    dump = CFG.model_dump(mode="json")
+    return json.dumps({key: dump[key] for key in (*sections, "offline")}, sort_keys=True)
+
+
+def corpus_inputs(wildcards):
+    from lfr.corpus import BUNDLED_CORPUS, resolve_paths
+
+    if CFG.corpus.source == "bundled":
+        return [str(BUNDLED_CORPUS)]
+    if CFG.corpus.source == "files":
+        return [str(p) for p in resolve_paths(CFG.corpus.paths)]
+    return []
+
+
+def all_runs():
+    return [RUNS_DIR.format(size=size, method=method, seed=seed) for size, method, seed in CFG.runs()]

@@ -1,0 +1,35 @@
+# Pretraining: one job per model size x data-selection method x seed.
+# -------------------------------------------------------------------------------------------
+
+
+rule train:
+    input:
+        meta=rules.tokenize.output.meta,
+        tokens=rules.tokenize.output.train,
+        tokenizer=rules.tokenizer.output,
+    output:
+        model=directory(f"{RUNS_DIR}/model"),
+        metrics=f"{RUNS_DIR}/metrics.parquet",
+        run=f"{RUNS_DIR}/run.json",
+        records=directory(f"{RUNS_DIR}/records"),
+    log:
+        "results/logs/train/{size}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{size}/{method}/seed{seed}.tsv"
+    params:
+        config=stage_config(
+            "corpus", "tokenizer", "data", "models", "custom_models", "train", "method_options"
+        ),
+        data_dir=subpath(input.meta, parent=True),
+        out_dir=subpath(output.run, parent=True),
+        resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
+    threads: 2
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Training {wildcards.size} with {wildcards.method}, seed {wildcards.seed}."
+    shell:
+        "python -m lfr train --config-json {params.config:q} --size {wildcards.size} "
+        "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
+        "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
+        "--threads {threads} > {log} 2>&1"
