@@ -85,10 +85,36 @@ def cmd_train(args: argparse.Namespace) -> None:
           args.resume_dir, info)
 
 
+def cmd_eval_tasks(args: argparse.Namespace) -> None:
+    from lfr.eval_tasks import prepare_eval_tasks
+
+    cfg = read_config(args)
+    print(prepare_eval_tasks(args.val_docs, args.tokenizer, cfg.eval, cfg.data.block_size, args.out))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    cfg = read_config(args)
+    from lfr.evaluate import evaluate
+
+    run = {"size": args.size, "method": args.method, "seed": args.seed, "git_commit": git_commit(),
+           "config_hash": config_hash(cfg.eval.model_dump())}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    evaluate(cfg.eval, args.model, args.tasks, args.out_json, args.out_parquet, run)
+
+
+def cmd_prefetch(args: argparse.Namespace) -> None:
+    from lfr.evaluate import prefetch_eval_data
+
+    print("cached:", prefetch_eval_data(read_config(args).eval))
+
+
 def cmd_summarize(args: argparse.Namespace) -> None:
     from lfr.report import summarize
 
-    print(summarize(args.runs, args.out).to_string(index=False))
+    print(summarize(args.runs, args.out, args.evals or []).to_string(index=False))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -136,8 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p = stage("eval-tasks", cmd_eval_tasks, "build the offline lm-eval tasks from held-out documents")
+    p.add_argument("--val-docs", type=Path, required=True)
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = stage("evaluate", cmd_evaluate, "run lm-evaluation-harness on one checkpoint")
+    p.add_argument("--model", required=True, help="HF model folder, or a hub name (reference)")
+    p.add_argument("--tasks", type=Path, help="folder written by `eval-tasks`")
+    p.add_argument("--size", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-json", type=Path, required=True)
+    p.add_argument("--out-parquet", type=Path, required=True)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    stage("prefetch", cmd_prefetch, "download the datasets of the standard eval tasks (needs network)")
     p = stage("summarize", cmd_summarize, "collect finished runs into the main table (csv)")
     p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--evals", type=Path, nargs="*", help="tidy eval parquets (evaluate)")
     p.add_argument("--out", type=Path, required=True)
     p = stage("plot", cmd_plot, "plot validation loss against tokens (png + pdf)")
     p.add_argument("--runs", type=Path, nargs="+", required=True)

@@ -140,6 +140,32 @@ class TrainConfig(Section):
     """torch.compile the model (worth it only for runs longer than a few minutes)."""
 
 
+class EvalConfig(Section):
+    tasks: list[str] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
+    """lm-eval task names; `lfr_*` are the offline tasks built from held-out documents."""
+    references: list[str] = []
+    """HF models evaluated by the same rule as rows with method `reference` (e.g. gpt2)."""
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    num_fewshot: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1)] | None = None
+    """Evaluate at most this many items per task (None: all)."""
+    bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
+    """Bootstrap resamples for the stderr of perplexity-like metrics (0: no stderr)."""
+    max_gen_toks: Annotated[int, Field(ge=1)] = 64
+    """Generation budget of generate_until tasks (translation), greedy."""
+    local_items: Annotated[int, Field(ge=4)] = 200
+    """Items per local task."""
+    ppl_tokens: Annotated[int, Field(ge=8)] = 512
+    """lfr_ppl: each held-out document is clipped to this many tokens."""
+    mc_choices: Annotated[int, Field(ge=2)] = 4
+    """lfr_mc: choices per item (the true continuation + distractors of the same domain)."""
+    seed: int = 0
+    """Seed of the local task items and of lm-eval's sampling."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str = "resources/hf_cache"
+    """HF_HOME for datasets of standard tasks (filled by the prefetch_eval_data rule)."""
+
+
 class ExperimentConfig(Section):
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -156,8 +182,8 @@ class ExperimentConfig(Section):
     """Per-method options, e.g. {lfr: {preset: paper-v1}}; each method validates its own."""
     seeds: Annotated[list[int], Field(min_length=1)] = [0]
     train: TrainConfig = TrainConfig()
-    eval: dict[str, Any] = {}
-    """Downstream evaluation settings (lm-eval); see the evaluation stage."""
+    eval: EvalConfig = EvalConfig()
+    """Downstream evaluation with lm-evaluation-harness."""
     offline: bool = True
     """Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE in every stage so nothing waits on the network."""
 

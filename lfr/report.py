@@ -27,8 +27,23 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads(path.read_text()), pd.read_parquet(run_dir / "metrics.parquet")
 
 
-def summarize(run_dirs: list[Path], out_csv: Path) -> pd.DataFrame:
-    """One row per size x method x seed, in the order given."""
+def eval_columns(eval_files: list[Path]) -> pd.DataFrame:
+    """Downstream metrics as columns `<metric>:<task>` (+ `<metric>_stderr:<task>`), one row per run."""
+    if not eval_files:
+        return pd.DataFrame(columns=["size", "method", "seed"])
+    tidy = pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True)
+    tidy = tidy[tidy.domain == "all"]
+    tidy = tidy.assign(col=tidy.metric + ":" + tidy.task, err=tidy.metric + "_stderr:" + tidy.task)
+    keys = ["size", "method", "seed"]
+    values = tidy.pivot_table(index=keys, columns="col", values="value", sort=False, dropna=False)
+    errors = tidy.pivot_table(index=keys, columns="err", values="stderr", sort=False, dropna=False)
+    wide = values.join(errors)
+    order = [c for pair in zip(values.columns, errors.columns, strict=True) for c in pair]
+    return wide[order].reset_index()
+
+
+def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = ()) -> pd.DataFrame:
+    """One row per size x method x seed (plus reference models), in the order given."""
     rows = []
     for run_dir in run_dirs:
         info, metrics = load_run(run_dir)
@@ -36,6 +51,8 @@ def summarize(run_dirs: list[Path], out_csv: Path) -> pd.DataFrame:
         rows.append({**info, "val_ppl": math.exp(info["val_loss"]),
                      "val_loss_initial": float(val.iloc[0])})
     table = pd.DataFrame(rows)[MAIN_COLUMNS]
+    evals = eval_columns(list(eval_files))
+    table = table.merge(evals, on=["size", "method", "seed"], how="outer", sort=False)
     write_csv(out_csv, table)
     return table
 

@@ -45,3 +45,15 @@ def prepared(tmp_path_factory):
     tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", root / "tokenizer",
              cfg.data, root / "data")
     return cfg, root
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, tmp_path_factory):
+    """(config, prepared dir, run dir, summary) of one tiny `random` run."""
+    from lfr.train import train
+
+    cfg, root = prepared
+    out = tmp_path_factory.mktemp("run")
+    summary = train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", out,
+                    run_info={"config_hash": "abc", "git_commit": "x"})
+    return cfg, root, out, summary

@@ -21,10 +21,8 @@ def run(cfg, root, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def finished(prepared, tmp_path_factory):
-    cfg, root = prepared
-    out = tmp_path_factory.mktemp("run")
-    return cfg, root, out, run(cfg, root, out, run_info={"config_hash": "abc", "git_commit": "x"})
+def finished(trained):
+    return trained
 
 
 def test_loss_falls_and_outputs_are_complete(finished):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,15 @@ def test_dry_run_of_the_default_config(tmp_path):
     assert "train" in r.stdout and "main_table" in r.stdout
 
 
+def test_paper_config_plans_every_run_and_reference(tmp_path):
+    r = snakemake("results/tables/main.csv", "-n", "--configfile", str(REPO / "config/paper.yaml"),
+                  cwd=tmp_path, check=True)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
+    # 4 sizes x {random, lfr} + the 2 controls at gpt2; 6 released reference checkpoints
+    assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("10", "10", "6")
+    assert "fraction\": 0.15" not in r.stdout  # nothing inherited from the demo config
+
+
 @pytest.mark.parametrize(("override", "key"), [
     ({"train": {"batch_size": "sixteen"}}, "train.batch_size"),
     ({"models": ["nano", "gpt7"]}, "models[1]='gpt7' is unknown"),
@@ -62,6 +72,8 @@ def test_end_to_end_smoke_run(tmp_path):
     row = table.iloc[0]
     assert row.val_loss < row.val_loss_initial and row.tokens > 0 and len(row.config_hash) == 12
     assert (tmp_path / "results/figures/val_loss.png").stat().st_size > 10_000
+    for col in ("acc:lfr_mc", "acc_stderr:lfr_mc", "acc:lfr_cloze", "bits_per_byte:lfr_ppl"):
+        assert 0 <= row[col] < 20, col
     r = snakemake("all", "-n", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path, check=True)
     assert "Nothing to be done" in r.stdout + r.stderr
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+from pathlib import PurePosixPath
 
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
@@ -55,3 +56,18 @@ def corpus_inputs(wildcards):
 
 def all_runs():
     return [RUNS_DIR.format(size=size, method=method, seed=seed) for size, method, seed in CFG.runs()]
+
+
+def reference_slug(name):
+    """A hub name as one path component: EleutherAI/pythia-160m -> EleutherAI--pythia-160m."""
+    return "--".join(PurePosixPath(name).parts)
+
+
+def reference_model(wildcards):
+    return str(PurePosixPath(*wildcards.reference.split("--")))
+
+
+def all_evals():
+    runs = [f"results/eval/{size}/{method}/seed{seed}/results.parquet" for size, method, seed in CFG.runs()]
+    refs = [f"results/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
+    return runs + refs

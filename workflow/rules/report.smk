@@ -4,7 +4,8 @@
 
 rule main_table:
     input:
-        expand("{run}/run.json", run=all_runs()),
+        runs=expand("{run}/run.json", run=all_runs()),
+        evals=all_evals(),
     output:
         report(
             "results/tables/main.csv",
@@ -20,7 +21,7 @@ rule main_table:
     message:
         "--- Writing the main table."
     shell:
-        "python -m lfr summarize --runs {params.runs} --out {output} > {log} 2>&1"
+        "python -m lfr summarize --runs {params.runs} --evals {input.evals} --out {output} > {log} 2>&1"
 
 
 rule plot_val_loss:

@@ -1,0 +1,147 @@
+"""Downstream evaluation: local task construction, lm-eval on a real checkpoint, consistency with
+our own validation loss, and the checkpoint's logits against the training model's."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lfr.config import EvalConfig
+from lfr.eval_tasks import build_items, prepare_eval_tasks
+from lfr.tokenizer import batch_encoder
+
+PAPER_TASKS = ["lambada_openai", "wikitext", "hellaswag", "arc_easy", "arc_challenge", "piqa",
+               "winogrande", "sciq", "openbookqa", "boolq", "mathqa", "wmt14-fr-en"]
+
+
+@pytest.fixture(scope="module")
+def tasks(prepared, tmp_path_factory):
+    cfg, root = prepared
+    out = tmp_path_factory.mktemp("tasks") / "eval_tasks"
+    counts = prepare_eval_tasks(root / "corpus/val.parquet", root / "tokenizer",
+                                EvalConfig(local_items=24), cfg.data.block_size, out)
+    return out, counts
+
+
+def test_items_are_deterministic_and_well_formed(prepared, tasks):
+    cfg, root = prepared
+    out, counts = tasks
+    docs = pd.read_parquet(root / "corpus/val.parquet")
+    assert counts["lfr_ppl"] == min(24, len(docs))  # whole documents, one item each
+    assert counts["lfr_cloze"] >= 12 and counts["lfr_mc"] >= 12
+    encode = batch_encoder(root / "tokenizer")
+    again = build_items(docs, EvalConfig(local_items=24), cfg.data.block_size, encode)
+    rows = {t: [json.loads(line) for line in (out / f"{t}.jsonl").read_text().splitlines()] for t in again}
+    assert rows == again
+    domain_of = dict(zip(docs.doc_id, docs.domain, strict=True))
+    for item in rows["lfr_mc"]:
+        assert len(item["choices"]) == 4 and len(set(item["choices"])) == 4
+        assert 0 <= item["label"] < 4 and item["domain"] == domain_of[item["doc_id"]]
+        assert len(encode([item["context"] + item["choices"][item["label"]]])[0]) <= cfg.data.block_size
+    for item in rows["lfr_cloze"]:
+        assert item["target"].isalpha() and " " not in item["target"]
+        assert len(encode([item["context"] + " " + item["target"]])[0]) <= cfg.data.block_size
+    assert {i["domain"] for i in rows["lfr_ppl"]} == set(docs.domain)
+
+
+def test_lm_eval_on_a_checkpoint(trained, tasks, tmp_path):
+    from lfr.evaluate import evaluate
+
+    _, _, out, _ = trained
+    run = {"size": "nano", "method": "random", "seed": 0}
+    table = evaluate(EvalConfig(local_items=24, batch_size=8, bootstrap_iters=100), str(out / "model"),
+                     tasks[0], tmp_path / "r.json", tmp_path / "r.parquet", run)
+    assert list(table.columns) == ["size", "method", "seed", "task", "domain", "metric", "value", "stderr"]
+    overall = table[table.domain == "all"].set_index(["task", "metric"])
+    assert 0 <= overall.loc[("lfr_mc", "acc"), "value"] <= 1
+    assert overall.loc[("lfr_mc", "acc"), "stderr"] > 0
+    assert 1 < overall.loc[("lfr_ppl", "word_perplexity"), "value"] < 1e6
+    assert np.isfinite(overall.loc[("lfr_cloze", "perplexity"), "stderr"])
+    item_domains = {json.loads(line)["domain"] for t in ("lfr_ppl", "lfr_cloze", "lfr_mc")
+                    for line in (tasks[0] / f"{t}.jsonl").read_text().splitlines()}
+    assert set(table.domain) == {"all"} | item_domains and len(item_domains) >= 3
+    raw = json.loads((tmp_path / "r.json").read_text())
+    assert raw["results"]["lfr_mc"]["acc,none"] == overall.loc[("lfr_mc", "acc"), "value"]
+
+
+def test_rolling_perplexity_agrees_with_our_val_loss(trained, tmp_path):
+    """lm-eval's lfr_ppl over every held-out document vs our mean loss over all val blocks.
+
+    Tolerance 0.05 nats/token: the only differences are tokenization at the edges (lm-eval scores
+    each document alone, starting from EOT; our blocks run across document boundaries) and
+    that our loss also predicts each document's closing EOT.
+    """
+    from lfr.data import BlockStore
+    from lfr.evaluate import evaluate
+    from lfr.train import Dist, estimate_val_loss
+
+    cfg, root, out, _ = trained
+    docs = pd.read_parquet(root / "corpus/val.parquet")
+    evcfg = EvalConfig(local_items=len(docs), ppl_tokens=10**6, tasks=["lfr_ppl"], bootstrap_iters=0)
+    prepare_eval_tasks(root / "corpus/val.parquet", root / "tokenizer", evcfg, cfg.data.block_size,
+                       tmp_path / "tasks")
+    table = evaluate(evcfg, str(out / "model"), tmp_path / "tasks", tmp_path / "r.json",
+                     tmp_path / "r.parquet", {"size": "nano", "method": "random", "seed": 0})
+    bpb = table.query("domain == 'all' and metric == 'bits_per_byte'").value.item()
+    encode = batch_encoder(root / "tokenizer")
+    n_bytes = sum(len(t.encode("utf-8")) for t in docs.text)
+    n_tokens = sum(len(ids) for ids in encode(docs.text.tolist()))
+    lm_eval_nats = bpb * math.log(2) * n_bytes / n_tokens
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    store = BlockStore.open(root / "data", "val")
+    ours = estimate_val_loss(model, store, np.arange(store.num_blocks), 16, Dist(), torch.no_grad())
+    assert abs(lm_eval_nats - ours) < 0.05, (lm_eval_nats, ours)
+
+
+def test_exported_checkpoint_matches_the_training_model(trained):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lfr.data import BlockStore
+    from lfr.model import build_model, gpt2_config
+    from lfr.tokenizer import tokenizer_meta
+    from lfr.train import Dist, estimate_val_loss, val_subset
+
+    cfg, root, out, summary = trained
+    hf = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    meta = tokenizer_meta(root / "tokenizer")
+    ours = build_model(gpt2_config(cfg.model_preset("nano"), meta["vocab_size"], cfg.data.block_size,
+                                   meta["eot_id"]))
+    ours.load_state_dict(load_file(out / "model/model.safetensors"), strict=False)
+    ours.eval()
+    x = torch.tensor([tok.encode("And God said, Let there be light: and there was light.")[:32]])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, ours(input_ids=x).logits, rtol=0, atol=1e-5)
+    store = BlockStore.open(root / "data", "val")
+    ids = val_subset(store.num_blocks, cfg.train.eval_blocks)
+    val = estimate_val_loss(hf, store, ids, cfg.train.batch_size, Dist(), torch.no_grad())
+    assert val == pytest.approx(summary["val_loss"], abs=1e-5)
+
+
+def test_lm_eval_cli_runs_on_the_checkpoint(trained, tasks):
+    _, _, out, _ = trained
+    r = subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
+                        f"pretrained={out / 'model'}", "--tasks", "lfr_mc", "--include_path", ".",
+                        "--limit", "4", "--device", "cpu"], cwd=tasks[0], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "lfr_mc" in r.stdout and "acc" in r.stdout
+
+
+def test_paper_task_names_are_known_to_lm_eval():
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager().all_tasks)
+    assert [t for t in PAPER_TASKS if t not in known] == []

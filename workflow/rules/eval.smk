@@ -1,0 +1,83 @@
+# Downstream evaluation with lm-evaluation-harness.
+# -------------------------------------------------------------------------------------------
+
+
+rule eval_tasks:
+    input:
+        val=rules.corpus.output.val,
+        tokenizer=rules.tokenizer.output,
+    output:
+        directory("results/eval_tasks"),
+    log:
+        "results/logs/eval_tasks.log",
+    params:
+        config=stage_config("eval", "data"),
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Building the offline eval tasks from held-out documents."
+    shell:
+        "python -m lfr eval-tasks --config-json {params.config:q} --val-docs {input.val} "
+        "--tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        model=f"{RUNS_DIR}/model",
+        tasks=rules.eval_tasks.output,
+    output:
+        json="results/eval/{size}/{method}/seed{seed}/results.json",
+        parquet="results/eval/{size}/{method}/seed{seed}/results.parquet",
+    log:
+        "results/logs/evaluate/{size}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{size}/{method}/seed{seed}.tsv"
+    params:
+        config=stage_config("eval"),
+    threads: 2
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Evaluating {wildcards.size}/{wildcards.method}/seed{wildcards.seed} with lm-eval."
+    shell:
+        "python -m lfr evaluate --config-json {params.config:q} --model {input.model} "
+        "--tasks {input.tasks} --size {wildcards.size} --method {wildcards.method} "
+        "--seed {wildcards.seed} --out-json {output.json} --out-parquet {output.parquet} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule evaluate_reference:
+    input:
+        tasks=rules.eval_tasks.output,
+    output:
+        json="results/eval/reference/{reference}/results.json",
+        parquet="results/eval/reference/{reference}/results.parquet",
+    log:
+        "results/logs/evaluate/reference/{reference}.log",
+    params:
+        config=stage_config("eval"),
+        model=reference_model,
+    threads: 2
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Evaluating the reference model {params.model} with lm-eval."
+    shell:
+        "python -m lfr evaluate --config-json {params.config:q} --model {params.model} "
+        "--tasks {input.tasks} --size {params.model} --method reference --seed -1 "
+        "--out-json {output.json} --out-parquet {output.parquet} --threads {threads} > {log} 2>&1"
+
+
+rule prefetch_eval_data:
+    output:
+        touch("resources/hf_cache/.prefetched"),
+    log:
+        "results/logs/prefetch_eval_data.log",
+    params:
+        config=stage_config("eval"),
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Downloading the datasets of the standard eval tasks (run on a networked node)."
+    shell:
+        "python -m lfr prefetch --config-json {params.config:q} > {log} 2>&1"
