@@ -32,11 +32,16 @@ localrules:
     all,
     prefetch_eval_data,
     main_table,
-    plot_val_loss,
+    plot_curves,
+    plot_table,
 
 
 rule all:
     default_target: True
     input:
         rules.main_table.output,
-        rules.plot_val_loss.output,
+        expand(
+            "results/figures/{figure}.{ext}",
+            figure=["val_loss", "lfr_phases", "speedup", "downstream"],
+            ext=["png", "pdf"],
+        ),

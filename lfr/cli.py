@@ -118,9 +118,9 @@ def cmd_summarize(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from lfr.report import plot_val_loss
+    from lfr.figures import plot
 
-    plot_val_loss(args.runs, args.out)
+    plot(args.figure, args.runs, args.main, args.out)
 
 
 def cmd_schema(args: argparse.Namespace) -> None:
@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--evals", type=Path, nargs="*", help="tidy eval parquets (evaluate)")
     p.add_argument("--out", type=Path, required=True)
-    p = stage("plot", cmd_plot, "plot validation loss against tokens (png + pdf)")
+    p = stage("plot", cmd_plot, "draw one figure (png + pdf)")
+    p.add_argument("--figure", required=True, choices=["val_loss", "lfr_phases", "speedup", "downstream"])
     p.add_argument("--runs", type=Path, nargs="+", required=True)
+    p.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
     p.add_argument("--out", type=Path, required=True)
     stage("schema", cmd_schema, "print the config's JSON Schema")
     return parser

@@ -52,7 +52,7 @@ class CorpusConfig(Section):
     domain_field: str | None = "domain"
     """Optional field holding a domain label; records without it get no domain."""
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
-    """Keep this fraction of documents, chosen by a seeded hash of the document id."""
+    """Keep this fraction of the training documents (seeded hash of the id); val is unaffected."""
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
     """Fraction of documents held out for validation (and local eval tasks)."""
     seed: int = 0
@@ -181,6 +181,9 @@ class ExperimentConfig(Section):
     method_options: dict[str, dict[str, Any]] = {}
     """Per-method options, e.g. {lfr: {preset: paper-v1}}; each method validates its own."""
     seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    """Seeds of every run."""
+    size_seeds: dict[str, Annotated[list[int], Field(min_length=1)]] = {}
+    """Seeds for some sizes instead of `seeds`, e.g. {nano: [0, 1]}: more seeds where runs are cheap."""
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     """Downstream evaluation with lm-evaluation-harness."""
@@ -222,17 +225,21 @@ class ExperimentConfig(Section):
         return options
 
     @model_validator(mode="after")
-    def _method_sizes(self) -> ExperimentConfig:
+    def _grid_names(self) -> ExperimentConfig:
         for method, sizes in self.method_sizes.items():
             if method not in self.methods or not set(sizes) <= set(self.models):
                 raise ValueError(f"method_sizes.{method}={sizes}: the method must be in `methods` and "
                                  f"the sizes in `models` ({self.models})")
+        unknown = set(self.size_seeds) - set(self.models)
+        if unknown:
+            raise ValueError(f"size_seeds names sizes {sorted(unknown)} that are not in `models`")
         return self
 
     def runs(self) -> list[tuple[str, str, int]]:
         """Every (size, method, seed) of the grid, in config order."""
         return [(size, method, seed) for size in self.models for method in self.methods
-                if size in self.method_sizes.get(method, self.models) for seed in self.seeds]
+                if size in self.method_sizes.get(method, self.models)
+                for seed in self.size_seeds.get(size, self.seeds)]
 
     @model_validator(mode="after")
     def _dtype_fits(self) -> ExperimentConfig:

@@ -2,8 +2,10 @@
 
 Sources: the bundled demo corpus, local files (.txt = one document, .jsonl, .parquet) or a
 Hugging Face dataset. Each document is `doc_id`, `domain` (may be null) and `text`. The split
-and the optional subsample use a seeded hash of `doc_id`, so they are deterministic, streamable
-and independent of input order. Output: two parquet files written in row groups.
+and the optional subsample of the training documents use a seeded hash of `doc_id`, so they
+are deterministic, streamable and independent of input order. The validation split is
+always `val_fraction` of the whole corpus, whatever `fraction` keeps for training. Output: two
+parquet files, written in row groups.
 """
 
 from __future__ import annotations
@@ -146,10 +148,10 @@ def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[st
             if not text.strip():
                 stats["docs_empty"] += 1
                 continue
-            if cfg.fraction < 1 and unit_hash(cfg.seed, "keep", doc_id) >= cfg.fraction:
+            split = "val" if unit_hash(cfg.seed, "val", doc_id) < cfg.val_fraction else "train"
+            if split == "train" and unit_hash(cfg.seed, "keep", doc_id) >= cfg.fraction:
                 stats["docs_skipped"] += 1
                 continue
-            split = "val" if unit_hash(cfg.seed, "val", doc_id) < cfg.val_fraction else "train"
             sinks[split].add((doc_id, domain, text))
         for sink in sinks.values():
             sink.close()

@@ -106,7 +106,7 @@ def build_items(docs: pd.DataFrame, cfg: EvalConfig, block_size: int, encode: Ca
     rng = random.Random(cfg.seed)
     docs = docs.sort_values("doc_id")
     domain = docs["domain"].fillna("all").tolist()
-    chars = block_size * 2  # ~4 chars/token; every text is clipped by tokens afterwards
+    chars = block_size * 4  # ~4 chars/token, so ~1 block; every text is clipped by tokens afterwards
     by_domain: dict[str, list] = defaultdict(list)
     for doc_id, dom, text in zip(docs["doc_id"], domain, docs["text"], strict=True):
         for p in passages(text, chars):
@@ -114,51 +114,60 @@ def build_items(docs: pd.DataFrame, cfg: EvalConfig, block_size: int, encode: Ca
     if not by_domain:
         raise ValueError("eval-tasks: the held-out documents hold no passage with prose; "
                          "raise corpus.val_fraction")
-    picked = round_robin(by_domain, 2 * cfg.local_items, rng)
-    cloze_src, mc_src = picked[0::2], picked[1::2]
     whole_docs: dict[str, list] = defaultdict(list)
     for doc_id, dom, text in zip(docs["doc_id"], domain, docs["text"], strict=True):
         whole_docs[dom].append((doc_id, dom, text))
-    items = {"lfr_ppl": [{"doc_id": d, "domain": dom, "text": clip_tokens(t, cfg.ppl_tokens, encode)}
-                         for d, dom, t in round_robin(whole_docs, cfg.local_items, rng)]}
-    cloze = []
-    for d, dom, p in cloze_src:
-        text = clip_tokens(p, block_size - 8, encode)
-        m = list(WORD.finditer(text))
-        if m and len(m[-1].group()) >= 3:
-            cloze.append({"doc_id": d, "domain": dom, "context": text[: m[-1].start()].rstrip(),
-                          "target": m[-1].group()})
-    items["lfr_cloze"] = cloze
-    items["lfr_mc"] = mc_items(mc_src, by_domain, cfg, block_size, encode, rng)
+    items: dict[str, list] = {"lfr_ppl": [
+        {"doc_id": d, "domain": dom, "text": clip_tokens(t, cfg.ppl_tokens, encode)}
+        for d, dom, t in round_robin(whole_docs, cfg.local_items, rng)], "lfr_cloze": [], "lfr_mc": []}
+    makers = {"lfr_cloze": lambda src: cloze_item(src, block_size, encode),
+              "lfr_mc": lambda src: mc_item(src, by_domain, cfg, block_size, encode, rng)}
+    for src in round_robin(by_domain, sum(map(len, by_domain.values())), rng):
+        task = min(makers, key=lambda t: len(items[t]))  # fill both tasks evenly
+        if len(items[task]) >= cfg.local_items:
+            break
+        item = makers[task](src)
+        if item is not None:
+            items[task].append(item)
     return items
 
 
-def mc_items(sources: list, by_domain: dict[str, list], cfg: EvalConfig, block_size: int,
-             encode: Callable, rng: random.Random) -> list[dict]:
-    """Context = first half of a passage; choices = its true ending and endings from the same domain."""
+def cloze_item(src: tuple, block_size: int, encode: Callable) -> dict | None:
+    """Context = a passage up to its last word; target = that word (letters only, >= 3)."""
+    doc_id, domain, passage = src
+    text = clip_tokens(passage, block_size - 8, encode)
+    words = list(WORD.finditer(text))
+    if not words or len(words[-1].group()) < 3 or text[words[-1].end():].strip(" .,;:!?\n"):
+        return None
+    return {"doc_id": doc_id, "domain": domain, "context": text[: words[-1].start()].rstrip(),
+            "target": words[-1].group()}
+
+
+def mc_item(src: tuple, by_domain: dict[str, list], cfg: EvalConfig, block_size: int,
+            encode: Callable, rng: random.Random) -> dict | None:
+    """Context = the first half of a passage; choices = its true ending and the endings of other
+    passages of the same domain (distinct, at least two words each)."""
     def split(p: str) -> tuple[str, str]:
         ctx = clip_tokens(p, block_size // 2, encode)
         return ctx, clip_tokens(p[len(ctx):].strip(), block_size // 4, encode)
 
-    out = []
-    for d, dom, p in sources:
-        ctx, true_end = split(p)
-        if len(WORD.findall(true_end)) < 2:
-            continue
-        endings = [true_end]
-        for q in rng.sample(by_domain[dom], len(by_domain[dom])):  # distractors: same domain
-            ending = split(q[2])[1]
-            if q[0] != d and len(WORD.findall(ending)) >= 2 and ending not in endings:
-                endings.append(ending)
-            if len(endings) == cfg.mc_choices:
-                break
-        if len(endings) < cfg.mc_choices:
-            continue
-        choices = [" " + e for e in endings]
-        rng.shuffle(choices)
-        out.append({"doc_id": d, "domain": dom, "context": ctx, "choices": choices,
-                    "label": choices.index(" " + true_end)})
-    return out
+    doc_id, domain, passage = src
+    ctx, true_end = split(passage)
+    if len(WORD.findall(true_end)) < 2:
+        return None
+    endings = [true_end]
+    for other_id, _, other in rng.sample(by_domain[domain], min(len(by_domain[domain]), 50)):
+        ending = split(other)[1]
+        if other_id != doc_id and len(WORD.findall(ending)) >= 2 and ending not in endings:
+            endings.append(ending)
+        if len(endings) == cfg.mc_choices:
+            break
+    if len(endings) < cfg.mc_choices:
+        return None
+    choices = [" " + e for e in endings]
+    rng.shuffle(choices)
+    return {"doc_id": doc_id, "domain": domain, "context": ctx, "choices": choices,
+            "label": choices.index(" " + true_end)}
 
 
 def prepare_eval_tasks(val_docs: Path, tok_dir: Path, cfg: EvalConfig, block_size: int,

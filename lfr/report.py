@@ -1,6 +1,16 @@
-"""Stage `summarize` and `plot`: read finished runs from disk, write tables and figures.
+"""Stage `summarize`: finished runs and evaluations -> `main.csv` and `main_by_seed.csv`.
 
-Reads only files (run.json, metrics.parquet), never imports torch, so it runs anywhere.
+Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
+
+Definitions (also in results/tables/README.md):
+- `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes.
+- `tokens_to_baseline`: tokens a method needed to first reach the final validation loss of
+  `random` (same size, mean over seeds), by linear interpolation between logged evaluations of
+  its mean curve over seeds; empty with `reached` = false if it never did.
+- `speedup` = `random`'s tokens / `tokens_to_baseline`.
+- `val_loss_at_baseline_tokens`: the method's loss at `random`'s token count, and
+  `baseline_val_loss_at_tokens`: `random`'s loss at the method's token count. Curves are never
+  extrapolated: empty where a curve stops before that token count.
 """
 
 from __future__ import annotations
@@ -9,14 +19,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from lfr.files import atomic_path, write_csv
+from lfr.files import write_csv
 
-MAIN_COLUMNS = [
+BASELINE = "random"
+RUN_COLUMNS = [
     "size", "method", "seed", "params", "tokens", "forward_only_tokens", "steps", "val_loss", "val_ppl",
-    "val_loss_initial", "wall_s", "train_tokens_per_s", "device", "config_hash", "git_commit",
+    "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
+KEYS = ["size", "method", "seed"]
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -27,59 +40,107 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads(path.read_text()), pd.read_parquet(run_dir / "metrics.parquet")
 
 
-def eval_columns(eval_files: list[Path]) -> pd.DataFrame:
-    """Downstream metrics as columns `<metric>:<task>` (+ `<metric>_stderr:<task>`), one row per run."""
-    if not eval_files:
-        return pd.DataFrame(columns=["size", "method", "seed"])
-    tidy = pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True)
-    tidy = tidy[tidy.domain == "all"]
-    tidy = tidy.assign(col=tidy.metric + ":" + tidy.task, err=tidy.metric + "_stderr:" + tidy.task)
-    keys = ["size", "method", "seed"]
-    values = tidy.pivot_table(index=keys, columns="col", values="value", sort=False, dropna=False)
-    errors = tidy.pivot_table(index=keys, columns="err", values="stderr", sort=False, dropna=False)
-    wide = values.join(errors)
-    order = [c for pair in zip(values.columns, errors.columns, strict=True) for c in pair]
-    return wide[order].reset_index()
-
-
-def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = ()) -> pd.DataFrame:
-    """One row per size x method x seed (plus reference models), in the order given."""
-    rows = []
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run, validation curves in long form: size, method, seed, tokens, val_loss)."""
+    runs, curves = [], []
     for run_dir in run_dirs:
         info, metrics = load_run(run_dir)
-        val = metrics["val_loss"].dropna()
-        rows.append({**info, "val_ppl": math.exp(info["val_loss"]),
-                     "val_loss_initial": float(val.iloc[0])})
-    table = pd.DataFrame(rows)[MAIN_COLUMNS]
-    evals = eval_columns(list(eval_files))
-    table = table.merge(evals, on=["size", "method", "seed"], how="outer", sort=False)
-    write_csv(out_csv, table)
-    return table
+        val = metrics.dropna(subset=["val_loss"])
+        gpus = info["world_size"] if info["device"].startswith("cuda") else 0
+        runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
+                     "val_loss_initial": float(val.val_loss.iloc[0])})
+        curves.append(val[["tokens", "val_loss", "phase"]].assign(
+            size=info["size"], method=info["method"], seed=info["seed"]))
+    return pd.DataFrame(runs)[RUN_COLUMNS], pd.concat(curves, ignore_index=True)
 
 
-def plot_val_loss(run_dirs: list[Path], out_png: Path) -> None:
-    """Validation loss against tokens, one panel per model size, one line per method/seed."""
-    import matplotlib
+def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, target: float) -> float:
+    """First token count at which the curve reaches `target` (linear interpolation), or NaN."""
+    below = np.flatnonzero(loss <= target)
+    if len(below) == 0:
+        return math.nan
+    i = below[0]
+    if i == 0:
+        return float(tokens[0])
+    t0, t1, l0, l1 = tokens[i - 1], tokens[i], loss[i - 1], loss[i]
+    return float(t0 + (t1 - t0) * (l0 - target) / (l0 - l1))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    runs = [load_run(d) for d in run_dirs]
-    sizes = list(dict.fromkeys(info["size"] for info, _ in runs))
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3.4), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        for info, metrics in runs:
-            if info["size"] != size:
-                continue
-            val = metrics.dropna(subset=["val_loss"])
-            ax.plot(val["tokens"] / 1e6, val["val_loss"], marker=".",
-                    label=f"{info['method']} (seed {info['seed']})")
-        ax.set(title=size, xlabel="training tokens (M)", ylabel="validation loss (nats/token)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        target = Path(out_png).with_suffix(suffix)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=150, format=suffix[1:])
-    plt.close(fig)
+def loss_at(tokens: np.ndarray, loss: np.ndarray, at: float) -> float:
+    """The curve's loss at `at` tokens (linear interpolation); NaN outside the curve."""
+    if not tokens[0] <= at <= tokens[-1]:
+        return math.nan
+    return float(np.interp(at, tokens, loss))
+
+
+def mean_curve(curves: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Mean validation curve over seeds, on the token counts every seed logged."""
+    wide = curves.pivot_table(index="tokens", columns="seed", values="val_loss").dropna()
+    return wide.index.to_numpy(dtype=float), wide.mean(axis=1).to_numpy()
+
+
+def eval_table(eval_files: list[Path]) -> pd.DataFrame:
+    """Downstream metrics (domain 'all') as columns `<metric>:<task>` and `<metric>_stderr:<task>`."""
+    if not eval_files:
+        return pd.DataFrame(columns=KEYS)
+    tidy = pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True)
+    tidy = tidy[tidy.domain == "all"]
+    values = tidy.pivot_table(index=KEYS, columns=tidy.metric + ":" + tidy.task, values="value",
+                              sort=False, dropna=False)
+    errors = tidy.pivot_table(index=KEYS, columns=tidy.metric + "_stderr:" + tidy.task,
+                              values="stderr", sort=False, dropna=False)
+    order = [c for pair in zip(values.columns, errors.columns, strict=True) for c in pair]
+    return values.join(errors)[order].reset_index()
+
+
+def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per size x method: tokens_to_baseline, reached, speedup and the equal-token losses."""
+    rows = []
+    for (size, method), group in curves.groupby(["size", "method"], sort=False):
+        base = curves[(curves["size"] == size) & (curves.method == BASELINE)]
+        tokens, loss = mean_curve(group)
+        row = {"size": size, "method": method}
+        if not base.empty:
+            b_tokens, b_loss = mean_curve(base)
+            target = runs[(runs["size"] == size) & (runs.method == BASELINE)].val_loss.mean()
+            reach = tokens_to_reach(tokens, loss, target)
+            row |= {"baseline_val_loss": target, "tokens_to_baseline": reach,
+                    "reached": not math.isnan(reach), "speedup": b_tokens[-1] / reach,
+                    "val_loss_at_baseline_tokens": loss_at(tokens, loss, b_tokens[-1]),
+                    "baseline_val_loss_at_tokens": loss_at(b_tokens, b_loss, tokens[-1])}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method."""
+    metric_cols = [c for c in by_seed.columns if ":" in c]
+    numeric = ["params", "tokens", "forward_only_tokens", "steps", "val_loss", "val_ppl", "wall_s",
+               "gpu_hours", "train_tokens_per_s", *metric_cols]
+    groups = by_seed.groupby(["size", "method"], sort=False, dropna=False)
+    out = groups[numeric].mean()
+    out.insert(2, "n_seeds", groups.size())
+    for col in ["val_loss", *[c for c in metric_cols if "_stderr:" not in c]]:
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_std", groups[col].std())
+    for col in ("device", "config_hash", "git_commit"):
+        out[col] = groups[col].agg(lambda s: ";".join(sorted(set(map(str, s.dropna())))))
+    return out.reset_index()
+
+
+def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
+              by_seed_csv: Path | None = None) -> pd.DataFrame:
+    """Write main.csv (size x method, mean over seeds) and main_by_seed.csv; return main."""
+    runs, curves = load_runs(run_dirs)
+    evals = eval_table(list(eval_files))
+    by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
+    unmatched = evals.merge(runs[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")
+    by_seed = pd.concat([by_seed, unmatched.drop(columns="_merge")], ignore_index=True)  # references
+    main = aggregate(by_seed)
+    speed = speed_columns(curves, runs)
+    main = main.merge(speed, on=["size", "method"], how="left", sort=False)
+    lead = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "val_loss",
+            "val_loss_std", "val_ppl"]
+    main = main[lead + [c for c in main.columns if c not in lead]]
+    write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
+    write_csv(out_csv, main)
+    return main

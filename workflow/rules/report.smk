@@ -1,4 +1,4 @@
-# Tables and figures from the finished runs.
+# Tables and figures from the finished runs and evaluations.
 # -------------------------------------------------------------------------------------------
 
 
@@ -7,9 +7,14 @@ rule main_table:
         runs=expand("{run}/run.json", run=all_runs()),
         evals=all_evals(),
     output:
-        report(
+        main=report(
             "results/tables/main.csv",
             caption="../report/main_table.rst",
+            category="Tables",
+        ),
+        by_seed=report(
+            "results/tables/main_by_seed.csv",
+            caption="../report/main_by_seed.rst",
             category="Tables",
         ),
     log:
@@ -19,28 +24,57 @@ rule main_table:
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Writing the main table."
+        "--- Writing the main tables."
     shell:
-        "python -m lfr summarize --runs {params.runs} --evals {input.evals} --out {output} > {log} 2>&1"
+        "python -m lfr summarize --runs {params.runs} --evals {input.evals} "
+        "--out {output.main} > {log} 2>&1"
 
 
-rule plot_val_loss:
+rule plot_curves:
     input:
         expand("{run}/metrics.parquet", run=all_runs()),
     output:
         png=report(
-            "results/figures/val_loss.png",
-            caption="../report/val_loss.rst",
+            "results/figures/{figure}.png",
+            caption="../report/figure.rst",
             category="Figures",
         ),
-        pdf="results/figures/val_loss.pdf",
+        pdf="results/figures/{figure}.pdf",
     log:
-        "results/logs/plot_val_loss.log",
+        "results/logs/plot/{figure}.log",
     params:
         runs=all_runs(),
+    wildcard_constraints:
+        figure="val_loss|lfr_phases",
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Plotting validation loss against tokens."
+        "--- Drawing results/figures/{wildcards.figure}.png."
     shell:
-        "python -m lfr plot --runs {params.runs} --out {output.png} > {log} 2>&1"
+        "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} "
+        "--out {output.png} > {log} 2>&1"
+
+
+rule plot_table:
+    input:
+        main=rules.main_table.output.main,
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/{figure}.pdf",
+    log:
+        "results/logs/plot/{figure}.log",
+    params:
+        runs=all_runs(),
+    wildcard_constraints:
+        figure="speedup|downstream",
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Drawing results/figures/{wildcards.figure}.png."
+    shell:
+        "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} --main {input.main} "
+        "--out {output.png} > {log} 2>&1"

@@ -1,0 +1,152 @@
+"""Stage `plot`: the paper's comparison figures, from the same files as the tables (no torch).
+
+Every figure is written as .png and .pdf, in one style, sized for a paper column or page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lfr.files import atomic_path
+from lfr.report import BASELINE, load_runs
+
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+         "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
+COLORS = {"random": "#444444", "lfr": "#d62728", "lfr-random-drop": "#1f77b4", "lfr-reverse": "#2ca02c",
+          "reference": "#9467bd"}
+PHASE_COLORS = {"learn": "#fdd0a2", "focus": "#c6dbef", "review": "#c7e9c0"}
+
+
+def color(method: str) -> str:
+    return COLORS.get(method, f"C{abs(hash(method)) % 10}")
+
+
+def save(fig: plt.Figure, out_png: Path) -> None:
+    for suffix in (".png", ".pdf"):
+        with atomic_path(Path(out_png).with_suffix(suffix)) as tmp:
+            fig.savefig(tmp, dpi=150, format=suffix[1:], bbox_inches="tight")
+    plt.close(fig)
+
+
+def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure, np.ndarray]:
+    return plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+
+
+def plot_val_loss(curves: pd.DataFrame, out_png: Path) -> plt.Figure:
+    """Validation loss against tokens per size: mean over seeds, band = min..max over seeds."""
+    with plt.rc_context(STYLE):
+        sizes = list(dict.fromkeys(curves["size"]))
+        fig, axes = panels(len(sizes))
+        for ax, size in zip(axes[0], sizes, strict=True):
+            for method, group in curves[curves["size"] == size].groupby("method", sort=False):
+                wide = group.pivot_table(index="tokens", columns="seed", values="val_loss")
+                x = wide.index / 1e6
+                ax.plot(x, wide.mean(axis=1), color=color(method), lw=1.4,
+                        label=f"{method} (n={wide.shape[1]})")
+                if wide.shape[1] > 1:
+                    ax.fill_between(x, wide.min(axis=1), wide.max(axis=1), color=color(method), alpha=0.2)
+            ax.set(title=size, xlabel="training tokens (M)", ylabel="validation loss (nats/token)")
+            ax.legend()
+        save(fig, out_png)
+    return fig
+
+
+def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt.Figure:
+    """LFR's phases (learn / focus / review) shaded under its loss curve, with random's for scale."""
+    with plt.rc_context(STYLE):
+        sizes = list(dict.fromkeys(curves[curves.method == method]["size"]))
+        fig, axes = panels(max(1, len(sizes)), width=4.2)
+        for ax, size in zip(axes[0], sizes, strict=False):
+            run = curves[(curves["size"] == size) & (curves.method == method)]
+            first_seed = run[run.seed == run.seed.min()].sort_values("tokens")
+            bounds = first_seed.groupby("phase", sort=False).tokens.agg(["min", "max"])
+            start = 0.0
+            for phase, (_, end) in bounds.iterrows():
+                kind = str(phase).split(":")[-1]
+                ax.axvspan(start / 1e6, end / 1e6, color=PHASE_COLORS.get(kind, "#eeeeee"), lw=0)
+                narrow = (end - start) < 0.1 * bounds["max"].max()
+                ax.text((start + end) / 2e6, 1.0, kind, transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=7, rotation=90 if narrow else 0)
+                start = end
+            for m in (BASELINE, method):
+                part = curves[(curves["size"] == size) & (curves.method == m)]
+                mean = part.groupby("tokens").val_loss.mean()
+                ax.plot(mean.index / 1e6, mean.to_numpy(), color=color(m), lw=1.4, label=m)
+            ax.set_title(f"{size}: {method} phases", pad=14)
+            ax.set(xlabel="training tokens (M)",
+                   ylabel="validation loss (nats/token)")
+            ax.legend(loc="upper right")
+        save(fig, out_png)
+    return fig
+
+
+def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
+    """Speed-up over random per size and method; methods that never reached random say so."""
+    with plt.rc_context(STYLE):
+        rows = main[~main.method.isin([BASELINE, "reference"]) & main["reached"].notna()]
+        sizes, methods = list(dict.fromkeys(rows["size"])), list(dict.fromkeys(rows.method))
+        fig, ax = plt.subplots(figsize=(max(3.6, 1.2 * len(sizes) * len(methods)), 2.8))
+        width = 0.8 / max(1, len(methods))
+        for j, method in enumerate(methods):
+            for i, size in enumerate(sizes):
+                row = rows[(rows["size"] == size) & (rows.method == method)]
+                if row.empty:
+                    continue
+                x = i + (j - (len(methods) - 1) / 2) * width
+                value = row.speedup.item()
+                if row.reached.item():
+                    ax.bar(x, value, width, color=color(method), label=method if i == 0 else None)
+                    ax.text(x, value, f"{value:.2f}x", ha="center", va="bottom", fontsize=7)
+                else:
+                    ax.bar(x, 0, width, color=color(method), label=method if i == 0 else None)
+                    ax.text(x, 0.02, "not\nreached", ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xticks(range(len(sizes)), sizes)
+        ax.set(ylabel="speed-up over random (tokens)", title="tokens to reach random's final val loss")
+        ax.legend()
+        save(fig, out_png)
+    return fig
+
+
+def plot_downstream(main: pd.DataFrame, out_png: Path) -> plt.Figure:
+    """Downstream metrics per task: grouped bars by method, one panel per size; error bars are
+    the std over seeds when there are several, else lm-eval's stderr."""
+    with plt.rc_context(STYLE):
+        metrics = [c for c in main.columns if ":" in c and "_stderr:" not in c and not c.endswith("_std")]
+        sizes = list(dict.fromkeys(main["size"]))
+        fig, axes = panels(len(sizes), width=max(3.6, 0.55 * len(metrics) * 2))
+        for ax, size in zip(axes[0], sizes, strict=True):
+            part = main[main["size"] == size]
+            width = 0.8 / max(1, len(part))
+            for j, (_, row) in enumerate(part.iterrows()):
+                x = np.arange(len(metrics)) + (j - (len(part) - 1) / 2) * width
+                err = [row.get(f"{m}_std") if row.n_seeds > 1 else
+                       row.get(m.replace(":", "_stderr:", 1)) for m in metrics]
+                ax.bar(x, row[metrics].astype(float), width, yerr=np.nan_to_num(np.asarray(err, float)),
+                       color=color(row.method), label=row.method, capsize=2)
+            ax.set_xticks(range(len(metrics)), [m.replace(":", "\n") for m in metrics], fontsize=7)
+            ax.set(title=size, ylabel="value (see metric)")
+            ax.legend()
+        save(fig, out_png)
+    return fig
+
+
+FIGURES = {"val_loss": plot_val_loss, "lfr_phases": plot_phases, "speedup": plot_speedup,
+           "downstream": plot_downstream}
+
+
+def plot(figure: str, run_dirs: list[Path], main_csv: Path | None, out_png: Path) -> None:
+    """Draw one figure: curve figures read the runs, table figures read main.csv."""
+    if figure in ("val_loss", "lfr_phases"):
+        FIGURES[figure](load_runs(run_dirs)[1], out_png)
+    else:
+        if main_csv is None:
+            raise ValueError(f"figure {figure!r} needs --main (results/tables/main.csv)")
+        FIGURES[figure](pd.read_csv(main_csv), out_png)
