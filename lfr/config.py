@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -166,6 +167,13 @@ class EvalConfig(Section):
     """HF_HOME for datasets of standard tasks (filled by the prefetch_eval_data rule)."""
 
 
+def check_names(key: str, names: list[str], known: Iterable[str]) -> list[str]:
+    for i, name in enumerate(names):
+        if name not in known:
+            raise ValueError(f"{key}[{i}]={name!r} is unknown; choose from {sorted(known)}")
+    return names
+
+
 class ExperimentConfig(Section):
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -193,21 +201,14 @@ class ExperimentConfig(Section):
     @field_validator("models")
     @classmethod
     def _known_sizes(cls, models: list[str], info: ValidationInfo) -> list[str]:
-        sizes = {**MODEL_PRESETS, **info.data.get("custom_models", {})}
-        for i, name in enumerate(models):
-            if name not in sizes:
-                raise ValueError(f"models[{i}]={name!r} is unknown; choose from {sorted(sizes)}")
-        return models
+        return check_names("models", models, {**MODEL_PRESETS, **info.data.get("custom_models", {})})
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
         from lfr.sampling import SAMPLERS  # the registry imports no torch
 
-        for i, name in enumerate(methods):
-            if name not in SAMPLERS:
-                raise ValueError(f"methods[{i}]={name!r} is unknown; choose from {sorted(SAMPLERS)}")
-        return methods
+        return check_names("methods", methods, SAMPLERS)
 
     @field_validator("method_options")
     @classmethod
