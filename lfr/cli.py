@@ -31,6 +31,7 @@ def git_commit() -> str:
 
 
 def read_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The validated config; with `offline: true`, HF libraries are told not to touch the network."""
     if args.config_json:
         cfg = validate_config(json.loads(args.config_json), "--config-json")
     elif args.config:
@@ -43,13 +44,14 @@ def read_config(args: argparse.Namespace) -> ExperimentConfig:
     return cfg
 
 
-def run_hash(cfg: ExperimentConfig, size: str, method: str, seed: int) -> str:
-    """Hash of everything that determines a training run's result."""
+def run_hash(cfg: ExperimentConfig, size: str, method: str) -> str:
+    """Hash of everything that determines a run's result but its seed (rows also carry `seed`),
+    so the seeds of one configuration share a hash."""
     return config_hash({
         "corpus": cfg.corpus.model_dump(), "tokenizer": cfg.tokenizer.model_dump(),
         "data": cfg.data.model_dump(), "model": cfg.model_preset(size).model_dump(),
         "train": cfg.train.model_dump(exclude={"device", "log_every", "ckpt_every"}),
-        "method": method, "method_options": cfg.method_options.get(method, {}), "seed": seed,
+        "method": method, "method_options": cfg.method_options.get(method, {}),
     })
 
 
@@ -79,10 +81,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = {"config_hash": run_hash(cfg, args.size, args.method, args.seed),
+    info = {"config_hash": run_hash(cfg, args.size, args.method),
             "git_commit": git_commit()}
-    train(cfg, args.size, args.method, args.seed, args.data, args.tokenizer, args.out,
-          args.resume_dir, info)
+    from lfr.train import TrainingInterrupted
+
+    try:
+        train(cfg, args.size, args.method, args.seed, args.data, args.tokenizer, args.out,
+              args.resume_dir, info, time_limit_min=args.time_limit_min)
+    except TrainingInterrupted as stop:
+        print(f"lfr train: {stop}", file=sys.stderr)
+        sys.exit(3)  # non-zero: Snakemake's retry (or a requeue) resumes from the checkpoint
 
 
 def cmd_eval_tasks(args: argparse.Namespace) -> None:
@@ -103,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     evaluate(cfg.eval, args.model, args.tasks, args.out_json, args.out_parquet, run)
+
 
 
 def cmd_prefetch(args: argparse.Namespace) -> None:
@@ -162,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
     p = stage("eval-tasks", cmd_eval_tasks, "build the offline lm-eval tasks from held-out documents")
     p.add_argument("--val-docs", type=Path, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)

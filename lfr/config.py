@@ -109,6 +109,14 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 }
 
 
+class SizeResources(Section):
+    gpus: Annotated[int, Field(ge=0)] = 0
+    """GPUs per training job; more than 1 launches torchrun (DDP on one node)."""
+    runtime_min: Annotated[int, Field(ge=1)] = 60
+    """Wall-time limit of a training job (SLURM -t), scaled by the attempt number on retries."""
+    mem_mb: Annotated[int, Field(ge=100)] = 8000
+
+
 class TrainConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 16
     """Blocks per micro-batch (per GPU)."""
@@ -139,6 +147,8 @@ class TrainConfig(Section):
     """Autocast dtype on CUDA; CPU always trains in float32."""
     compile: bool = False
     """torch.compile the model (worth it only for runs longer than a few minutes)."""
+    peak_tflops: Annotated[float, Field(gt=0)] | None = None
+    """Peak bf16 TFLOP/s per GPU for MFU; default: looked up from the detected GPU's name."""
 
 
 class EvalConfig(Section):
@@ -195,6 +205,8 @@ class ExperimentConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     """Downstream evaluation with lm-evaluation-harness."""
+    resources: dict[str, SizeResources] = {}
+    """Per-size job resources ({default: ..., gpt2-xl: ...}); the cluster profile maps them to SLURM."""
     offline: bool = True
     """Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE in every stage so nothing waits on the network."""
 
@@ -231,9 +243,10 @@ class ExperimentConfig(Section):
             if method not in self.methods or not set(sizes) <= set(self.models):
                 raise ValueError(f"method_sizes.{method}={sizes}: the method must be in `methods` and "
                                  f"the sizes in `models` ({self.models})")
-        unknown = set(self.size_seeds) - set(self.models)
-        if unknown:
-            raise ValueError(f"size_seeds names sizes {sorted(unknown)} that are not in `models`")
+        per_size = {"size_seeds": set(self.size_seeds), "resources": set(self.resources) - {"default"}}
+        for key, names in per_size.items():
+            if names - set(self.models):
+                raise ValueError(f"{key} names sizes {sorted(names - set(self.models))} not in `models`")
         return self
 
     def runs(self) -> list[tuple[str, str, int]]:
@@ -248,6 +261,9 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
                              "use uint32 or auto")
         return self
+
+    def size_resources(self, size: str) -> SizeResources:
+        return self.resources.get(size, self.resources.get("default", SizeResources()))
 
     def model_preset(self, size: str) -> ModelPreset:
         return {**MODEL_PRESETS, **self.custom_models}[size]

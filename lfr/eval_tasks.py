@@ -37,8 +37,8 @@ SHAPES = {
     "lfr_ppl": {"output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}"},
     "lfr_cloze": {"output_type": "loglikelihood", "doc_to_text": "{{context}}",
                   "doc_to_target": "{{' ' + target}}"},
-    "lfr_mc": {"output_type": "multiple_choice", "doc_to_text": "{{context}}",
-               "doc_to_choice": "{{choices}}", "doc_to_target": "label"},
+    "lfr_mc": {"output_type": "multiple_choice", "doc_to_text": "{{context}}", "doc_to_choice": "{{choices}}",
+               "doc_to_target": "label", "target_delimiter": ""},  # the choices carry their own space
 }
 WORD = re.compile(r"[A-Za-z][a-z]+")
 
@@ -50,7 +50,7 @@ def task_config(name: str, data_file: str) -> dict:
         "test_split": "test", **SHAPES[name],
         "metric_list": [{"metric": m, "aggregation": agg, "higher_is_better": hib}
                         for m, agg, hib in METRICS[name]],
-        "metadata": {"version": 1},
+        "metadata": {"version": 2},
     }
 
 
@@ -138,6 +138,8 @@ def cloze_item(src: tuple, block_size: int, encode: Callable) -> dict | None:
     text = clip_tokens(passage, block_size - 8, encode)
     words = list(WORD.finditer(text))
     if not words or len(words[-1].group()) < 3 or text[words[-1].end():].strip(" .,;:!?\n"):
+        return None
+    if not text[: words[-1].start()].endswith((" ", "\n")):  # "well-known": no whole-word target
         return None
     return {"doc_id": doc_id, "domain": domain, "context": text[: words[-1].start()].rstrip(),
             "target": words[-1].group()}

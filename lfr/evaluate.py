@@ -49,16 +49,20 @@ def run_lm_eval(model_dir: str, cfg: EvalConfig, task_dir: Path | None) -> dict[
     from lm_eval.tasks import TaskManager
     from transformers import AutoConfig
 
-    max_length = AutoConfig.from_pretrained(model_dir).n_positions
+    tasks = task_list(cfg, task_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    max_length = getattr(config, "n_positions", None) or config.max_position_embeddings  # GPT-2 / Pythia
     return lm_eval.simple_evaluate(
         model="hf",
         model_args={"pretrained": model_dir, "tokenizer": model_dir, "dtype": "float32",
                     "max_length": max_length},
-        tasks=task_list(cfg, task_dir), task_manager=TaskManager(), num_fewshot=cfg.num_fewshot,
+        tasks=tasks, task_manager=TaskManager(include_defaults=not all(isinstance(t, dict) for t in tasks)),
+        num_fewshot=cfg.num_fewshot,
         batch_size=cfg.batch_size, device=resolve_device(cfg.device), limit=cfg.limit,
         bootstrap_iters=cfg.bootstrap_iters, log_samples=True, random_seed=cfg.seed,
         numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
-        gen_kwargs={"max_gen_toks": cfg.max_gen_toks, "do_sample": False},
+        gen_kwargs=({"max_gen_toks": cfg.max_gen_toks, "do_sample": False}  # greedy translation
+                    if any(isinstance(t, str) for t in tasks) else None),
     )
 
 
@@ -87,6 +91,8 @@ def tidy(res: dict[str, Any]) -> pd.DataFrame:
             for metric in sample["metrics"]:
                 if domain is not None and isinstance(aggregations.get(metric), str):
                     by_domain[(domain, metric)].append(sample[metric])
+        if len({domain for domain, _ in by_domain}) < 2:
+            continue  # one domain only: its rows would repeat lm-eval's overall ones
         for (domain, metric), values in sorted(by_domain.items()):
             agg = get_aggregation(aggregations[metric])
             rows.append({"task": task, "domain": domain, "metric": metric,
@@ -114,12 +120,21 @@ def evaluate(cfg: EvalConfig, model: str, task_dir: Path | None, out_json: Path,
     return table
 
 
-def prefetch_eval_data(cfg: EvalConfig) -> list[str]:
-    """Download the datasets of the standard tasks into cfg.cache_dir (on a networked node)."""
+def prefetch_eval_data(cfg: EvalConfig, references: list[str] | None = None) -> list[str]:
+    """Download the standard tasks' datasets and the reference models into cfg.cache_dir.
+
+    Run on a networked node; evaluation jobs then read the same cache offline.
+    """
     os.environ["HF_HOME"] = str(Path(cfg.cache_dir).resolve())
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[var] = "0"  # this stage exists to download
     from lm_eval.tasks import TaskManager, get_task_dict
 
     names = [t for t in cfg.tasks if not t.startswith("lfr_")]
     if names:
         get_task_dict(names, TaskManager())  # builds each task, which downloads its dataset
-    return names
+    from huggingface_hub import snapshot_download
+
+    for model in cfg.references:
+        snapshot_download(model)
+    return names + cfg.references

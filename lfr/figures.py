@@ -116,24 +116,35 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
 
 
 def plot_downstream(main: pd.DataFrame, out_png: Path) -> plt.Figure:
-    """Downstream metrics per task: grouped bars by method, one panel per size; error bars are
+    """One panel per task metric (each on its own scale), bars by size and method; error bars are
     the std over seeds when there are several, else lm-eval's stderr."""
     with plt.rc_context(STYLE):
         metrics = [c for c in main.columns if ":" in c and "_stderr:" not in c and not c.endswith("_std")]
-        sizes = list(dict.fromkeys(main["size"]))
-        fig, axes = panels(len(sizes), width=max(3.6, 0.55 * len(metrics) * 2))
-        for ax, size in zip(axes[0], sizes, strict=True):
-            part = main[main["size"] == size]
-            width = 0.8 / max(1, len(part))
-            for j, (_, row) in enumerate(part.iterrows()):
-                x = np.arange(len(metrics)) + (j - (len(part) - 1) / 2) * width
-                err = [row.get(f"{m}_std") if row.n_seeds > 1 else
-                       row.get(m.replace(":", "_stderr:", 1)) for m in metrics]
-                ax.bar(x, row[metrics].astype(float), width, yerr=np.nan_to_num(np.asarray(err, float)),
-                       color=color(row.method), label=row.method, capsize=2)
-            ax.set_xticks(range(len(metrics)), [m.replace(":", "\n") for m in metrics], fontsize=7)
-            ax.set(title=size, ylabel="value (see metric)")
-            ax.legend()
+        sizes, methods = list(dict.fromkeys(main["size"])), list(dict.fromkeys(main.method))
+        cols = min(4, max(1, len(metrics)))
+        rows = max(1, -(-len(metrics) // cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), squeeze=False)
+        if not metrics:
+            axes[0, 0].text(0.5, 0.5, "no downstream task in main.csv\n(eval.tasks is empty)",
+                            ha="center", va="center")
+            axes[0, 0].set_axis_off()
+        width = 0.8 / max(1, len(methods))
+        for ax, metric in zip(axes.flat, metrics, strict=False):
+            for j, method in enumerate(methods):
+                part = main[main.method == method].set_index("size").reindex(sizes)
+                stderr = part.get(metric.replace(":", "_stderr:", 1), pd.Series(np.nan, part.index))
+                err = np.where(part.n_seeds > 1, part.get(f"{metric}_std", np.nan), stderr)
+                x = np.arange(len(sizes)) + (j - (len(methods) - 1) / 2) * width
+                ax.bar(x, part[metric], width, yerr=np.nan_to_num(err.astype(float)), color=color(method),
+                       label=method, capsize=2)
+            name, _, task = metric.partition(":")
+            ax.set_title(f"{task}: {name}", fontsize=9)
+            ax.set_xticks(range(len(sizes)), sizes)
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.set_visible(False)
+        if metrics:
+            axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
         save(fig, out_png)
     return fig
 

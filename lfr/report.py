@@ -10,7 +10,8 @@ Definitions (also in results/tables/README.md):
 - `speedup` = `random`'s tokens / `tokens_to_baseline`.
 - `val_loss_at_baseline_tokens`: the method's loss at `random`'s token count, and
   `baseline_val_loss_at_tokens`: `random`'s loss at the method's token count. Curves are never
-  extrapolated: empty where a curve stops before that token count.
+  extrapolated: empty where a curve stops before that token count. `*_at_common_tokens`: both
+  at the smaller of the two token counts, so always defined.
 """
 
 from __future__ import annotations
@@ -86,11 +87,12 @@ def eval_table(eval_files: list[Path]) -> pd.DataFrame:
     tidy = pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True)
     tidy = tidy[tidy.domain == "all"]
     values = tidy.pivot_table(index=KEYS, columns=tidy.metric + ":" + tidy.task, values="value",
-                              sort=False, dropna=False)
+                              sort=False, dropna=False).dropna(how="all")  # no empty key combinations
     errors = tidy.pivot_table(index=KEYS, columns=tidy.metric + "_stderr:" + tidy.task,
-                              values="stderr", sort=False, dropna=False)
+                              values="stderr", sort=False, dropna=False).reindex(values.index)
     order = [c for pair in zip(values.columns, errors.columns, strict=True) for c in pair]
-    return values.join(errors)[order].reset_index()
+    wide = values.join(errors)[order]
+    return wide.loc[:, wide.notna().any()].reset_index()  # lm-eval gives no stderr for some metrics
 
 
 def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -104,10 +106,13 @@ def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             b_tokens, b_loss = mean_curve(base)
             target = runs[(runs["size"] == size) & (runs.method == BASELINE)].val_loss.mean()
             reach = tokens_to_reach(tokens, loss, target)
+            common = min(tokens[-1], b_tokens[-1])
             row |= {"baseline_val_loss": target, "tokens_to_baseline": reach,
                     "reached": not math.isnan(reach), "speedup": b_tokens[-1] / reach,
                     "val_loss_at_baseline_tokens": loss_at(tokens, loss, b_tokens[-1]),
-                    "baseline_val_loss_at_tokens": loss_at(b_tokens, b_loss, tokens[-1])}
+                    "baseline_val_loss_at_tokens": loss_at(b_tokens, b_loss, tokens[-1]),
+                    "common_tokens": common, "val_loss_at_common_tokens": loss_at(tokens, loss, common),
+                    "baseline_val_loss_at_common_tokens": loss_at(b_tokens, b_loss, common)}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,54 @@ class TrainingInterrupted(RuntimeError):
     """The run stopped before its last step after saving a resume checkpoint; rerun to resume."""
 
 
+# Dense bf16 peak TFLOP/s per GPU, by a substring of torch.cuda.get_device_name().
+PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
+               "MI300X": 1307.0, "MI250": 362.0}
+
+
+def peak_flops(configured_tflops: float | None, device: torch.device) -> float | None:
+    """Peak FLOP/s of one device for MFU: the configured value, else the detected GPU's, else None."""
+    if configured_tflops:
+        return configured_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    if tflops is None:
+        log.warning("no peak FLOP/s known for %r; set train.peak_tflops to log MFU", name)
+    return None if tflops is None else tflops * 1e12
+
+
+def flops_per_token(model: torch.nn.Module) -> float:
+    """Training FLOPs per token, nanoGPT's estimate: 6N + 12 L T C (N without position embeddings)."""
+    cfg = model.config
+    n = num_params(model) - model.transformer.wpe.weight.numel()
+    return 6 * n + 12 * cfg.n_layer * cfg.n_positions * cfg.n_embd
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline; checked once a step."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline, self.signal = deadline, None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def reason(self, d: Dist) -> str | None:
+        """Why to stop now, or None; under DDP every rank gets the same answer."""
+        late = self.deadline is not None and time.time() > self.deadline
+        mine = self.signal or ("the job's time limit is near" if late else None)
+        if d.world > 1:
+            flag = torch.tensor([float(mine is not None)], device=d.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and mine is None:
+                mine = "another rank was asked to stop"
+        return mine
+
+
 def state_digest(state: dict[str, Any]) -> str:
     """sha256 of a sampler's state, to compare ranks and runs."""
     h = hashlib.sha256()
@@ -125,12 +174,15 @@ def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
 
 def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Path,
           tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
-          run_info: dict[str, Any] | None = None, stop_at_step: int | None = None) -> dict[str, Any]:
+          run_info: dict[str, Any] | None = None, stop_at_step: int | None = None,
+          time_limit_min: float | None = None) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, run.json}; return the summary.
 
-    With `stop_at_step`, save a resume checkpoint there and raise TrainingInterrupted.
+    The run saves a resume checkpoint and raises TrainingInterrupted (so a retry resumes) at
+    `stop_at_step`, on SIGTERM/SIGUSR1, or shortly before `time_limit_min` (the job's limit).
     """
     tc = cfg.train
+    t_launch = time.time()
     d = setup_dist(tc.device)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -171,6 +223,9 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
     tokens_per_step = batch_blocks * T
+    flops_token, peak = flops_per_token(raw_model), peak_flops(tc.peak_tflops, d.device)
+    margin = max(120.0, 0.05 * 60 * time_limit_min) if time_limit_min else 0.0  # time to save
+    stopper = StopRequest(t_launch + 60 * time_limit_min - margin if time_limit_min else None)
     t_start = time.perf_counter() - elapsed_before
     t_window, train_time = time.perf_counter(), 0.0
     bar = tqdm(total=num_steps, initial=step, desc=f"train {size}/{method}/s{seed}",
@@ -217,10 +272,10 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         if step % tc.log_every == 0 or step % tc.eval_every == 0 or last:
             now = time.perf_counter()
             train_time += now - t_window
+            tok_s = (step - rows[-1]["step"]) * tokens_per_step / max(now - t_window, 1e-9)
             row = {"step": step, "tokens": step * tokens_per_step, "phase": sampler.phase(step - 1),
-                   "train_loss": float(all_losses.mean()), "lr": lr,
-                   "tokens_per_s": (step - (rows[-1]["step"] if rows else 0)) * tokens_per_step
-                   / max(now - t_window, 1e-9)}
+                   "train_loss": float(all_losses.mean()), "lr": lr, "tokens_per_s": tok_s,
+                   "mfu": flops_token * tok_s / (peak * d.world) if peak else math.nan}
             if step % tc.eval_every == 0 or last:
                 row["val_loss"] = estimate_val_loss(model, val_store, val_ids, tc.batch_size, d,
                                                     autocast)
@@ -228,14 +283,16 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
             rows.append(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}")
             t_window = time.perf_counter()
-        stop = step == stop_at_step and not last
+        why = "stop_at_step" if step == stop_at_step else stopper.reason(d)
+        stop = why is not None and not last
         if resume_dir and d.main and (step % tc.ckpt_every == 0 or stop) and not last:
             checkpoint.save(resume_dir, step, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "sampler": sampler.state_dict(), "metrics": rows,
                 "elapsed_s": time.perf_counter() - t_start})
         if stop:
-            raise TrainingInterrupted(f"stopped at step {step}/{num_steps}; rerun to resume")
+            raise TrainingInterrupted(f"stopped at step {step}/{num_steps} ({why}); a checkpoint is in "
+                                      f"{resume_dir}: rerun to resume")
     bar.close()
     wall = time.perf_counter() - t_start
     summary = {
@@ -244,6 +301,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         "batch_blocks": batch_blocks, "world_size": d.world,
         "val_loss": rows[-1]["val_loss"], "wall_s": wall,
         "device": str(d.device), "train_tokens_per_s": step * tokens_per_step / max(train_time, 1e-9),
+        "flops_per_token": flops_token,
         "forward_only_tokens": sampler.forward_only_tokens,
         "sampler_state_sha256": state_digest(sampler.state_dict()), **(run_info or {}),
     }

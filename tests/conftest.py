@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +21,7 @@ def tiny_config(**overrides):
     from lfr.config import validate_config
 
     raw = {
-        "corpus": {"source": "bundled", "fraction": 0.03, "val_fraction": 0.1},
+        "corpus": {"source": "bundled", "fraction": 0.03, "val_fraction": 0.03},
         "tokenizer": {"kind": "bpe", "vocab_size": 512, "train_chars": 200_000},
         "data": {"block_size": 32},
         "models": ["nano"],

@@ -74,7 +74,17 @@ def test_main_table_aggregates_seeds_and_defines_the_speedup(runs, tmp_path):
 
 @pytest.mark.parametrize("figure", ["val_loss", "lfr_phases", "speedup", "downstream"])
 def test_figures_are_written(runs, tmp_path, figure):
-    summarize(runs, tmp_path / "main.csv")
+    evals = tmp_path / "e.parquet"
+    pd.DataFrame({"size": "s", "method": ["random", "lfr", "lfr-reverse"], "seed": 0, "task": "t",
+                  "domain": "all", "metric": "acc", "value": [0.3, 0.4, 0.2], "stderr": 0.05}
+                 ).to_parquet(evals)
+    summarize(runs, tmp_path / "main.csv", [evals])
     plot(figure, runs, tmp_path / "main.csv", tmp_path / f"{figure}.png")
     assert (tmp_path / f"{figure}.png").stat().st_size > 5_000
     assert (tmp_path / f"{figure}.pdf").is_file()
+
+
+def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):
+    summarize(runs, tmp_path / "main.csv")
+    plot("downstream", runs, tmp_path / "main.csv", tmp_path / "downstream.png")
+    assert (tmp_path / "downstream.pdf").is_file()

@@ -71,3 +71,16 @@ def all_evals():
     runs = [f"results/eval/{size}/{method}/seed{seed}/results.parquet" for size, method, seed in CFG.runs()]
     refs = [f"results/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
     return runs + refs
+
+
+def train_gpus(wildcards):
+    return CFG.size_resources(wildcards.size).gpus
+
+
+def train_runtime(wildcards):
+    """Minutes per job; a run longer than that checkpoints, exits, and resumes on the retry."""
+    return CFG.size_resources(wildcards.size).runtime_min
+
+
+def train_mem_mb(wildcards):
+    return CFG.size_resources(wildcards.size).mem_mb

@@ -24,12 +24,21 @@ rule train:
         out_dir=subpath(output.run, parent=True),
         resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
     threads: 2
+    resources:
+        gpu=train_gpus,
+        runtime=train_runtime,
+        mem_mb=train_mem_mb,
     conda:
         "../envs/lfr.yaml"
     message:
         "--- Training {wildcards.size} with {wildcards.method}, seed {wildcards.seed}."
     shell:
-        "python -m lfr train --config-json {params.config:q} --size {wildcards.size} "
+        # One process, or torchrun with one process per GPU (DDP on one node). On time-out or
+        # SIGTERM the run checkpoints to resume_dir and exits non-zero; a retry resumes.
+        "if [ {resources.gpu} -gt 1 ]; then "
+        "launch='torchrun --standalone --nproc_per_node={resources.gpu}'; "
+        "else launch=python; fi; "
+        "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} --time-limit-min {resources.runtime} > {log} 2>&1"

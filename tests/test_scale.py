@@ -1,0 +1,99 @@
+"""Cluster readiness: the SLURM profile through the real plugin (with a fake sbatch), preemption
+(SIGTERM) and time-limit stops that resume, and the MFU arithmetic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, tiny_config
+
+from lfr.train import flops_per_token, peak_flops
+
+FAKE = {
+    "sbatch": 'echo "$@" >> "$SBATCH_LOG"; echo 4242',
+    "sacct": 'echo "4242|FAILED|1:0"',
+    "squeue": 'echo "4242|FAILED"',
+    "sacctmgr": 'echo "myacct"',
+    "sshare": 'echo "myacct"',
+    "sinfo": 'echo "gpu"',
+    "scontrol": 'echo ""',
+}
+
+
+@pytest.mark.slow
+def test_slurm_profile_submits_training_with_partition_gpus_time_and_memory(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg["resources"] = {"nano": {"gpus": 2, "runtime_min": 90, "mem_mb": 12000}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    upstream = ["results/corpus/train.parquet", "results/corpus/val.parquet",
+                "results/tokenizer/tokenizer.json"] + [f"results/data/{name}" for name in (
+                    "train.bin", "val.bin", "train_blocks.parquet", "val_blocks.parquet", "meta.json")]
+    for age, path in enumerate(reversed(upstream)):  # upstream outputs exist and are in date order
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text("{}")
+        os.utime(work / path, (time.time() - 10 * age - 10,) * 2)
+    os.utime(work / "results/tokenizer", (time.time() - 60,) * 2)  # a directory() output
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "SBATCH_LOG": str(tmp_path / "sbatch.log"), "LFR_SLURM_ACCOUNT": "myacct",
+           "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+                    "results/runs/nano/random/seed0/run.json", "--configfile", str(tmp_path / "cfg.yaml"),
+                    "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
+                    "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime"],
+                   capture_output=True, text=True, env=env, timeout=300)
+    line = (tmp_path / "sbatch.log").read_text()
+    assert "-p gpu" in line and "--gpus=2" in line and "-t 90" in line and "--mem 12000" in line, line
+    assert "--signal=B:USR1@300" in line and "-A myacct" in line
+
+
+def start_training(tmp_path, root, epochs):
+    cfg = tiny_config(train={"epochs": epochs, "ckpt_every": 25})
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    cmd = [sys.executable, "-m", "lfr", "train", "--config-json", cfg.model_dump_json(), "--size", "nano",
+           "--method", "random", "--seed", "0", "--data", str(root / "data"), "--tokenizer",
+           str(root / "tokenizer"), "--out", str(tmp_path / "out"), "--resume-dir", str(tmp_path / "resume"),
+           "--threads", "1"]
+    return cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_nonzero_and_the_rerun_resumes(prepared, tmp_path):
+    _, root = prepared
+    cmd, proc = start_training(tmp_path, root, epochs=40)
+    deadline = time.time() + 120
+    while not list((tmp_path / "resume").glob("ckpt-*.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-2000:]
+    assert "SIGTERM" in err and not (tmp_path / "out/run.json").exists()
+    saved = max(int(p.stem.split("-")[1]) for p in (tmp_path / "resume").glob("ckpt-*.json"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"at step {saved}" in done.stderr  # resumed from the step the signal saved
+    assert (tmp_path / "out/run.json").is_file() and not (tmp_path / "resume").exists()
+
+
+def test_mfu_arithmetic_follows_nanogpt():
+    from lfr.config import MODEL_PRESETS
+    from lfr.model import build_model, gpt2_config
+
+    model = build_model(gpt2_config(MODEL_PRESETS["gpt2"], 50257, 1024, 50256))
+    n = sum(p.numel() for p in model.parameters()) - 1024 * 768
+    assert n == pytest.approx(123.6e6, rel=0.01)  # GPT-2 small without position embeddings
+    assert flops_per_token(model) == 6 * n + 12 * 12 * 1024 * 768
+    assert peak_flops(500.0, torch.device("cpu")) == 500e12
+    assert peak_flops(None, torch.device("cpu")) is None
