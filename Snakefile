@@ -25,6 +25,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/profile.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -34,6 +35,8 @@ localrules:
     main_table,
     plot_curves,
     plot_table,
+    forgetting,
+    plot_profile,
 
 
 rule all:
@@ -43,5 +46,11 @@ rule all:
         expand(
             "results/figures/{figure}.{ext}",
             figure=["val_loss", "lfr_phases", "speedup", "downstream"],
+            ext=["png", "pdf"],
+        ),
+        rules.forgetting.output if CFG.profiled_runs() else [],
+        expand(
+            "results/figures/{figure}.{ext}",
+            figure=PROFILE_FIGURES if CFG.profiled_runs() else [],
             ext=["png", "pdf"],
         ),

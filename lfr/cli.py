@@ -85,9 +85,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             "git_commit": git_commit()}
     from lfr.train import TrainingInterrupted
 
+    snapshots = None
+    if args.snapshots:
+        from lfr.config import ProfileConfig
+
+        snapshots = ProfileConfig.model_validate_json(args.snapshots)
     try:
         train(cfg, args.size, args.method, args.seed, args.data, args.tokenizer, args.out,
-              args.resume_dir, info, time_limit_min=args.time_limit_min)
+              args.resume_dir, info, time_limit_min=args.time_limit_min, snapshots=snapshots)
     except TrainingInterrupted as stop:
         print(f"lfr train: {stop}", file=sys.stderr)
         sys.exit(3)  # non-zero: Snakemake's retry (or a requeue) resumes from the checkpoint
@@ -123,13 +128,41 @@ def cmd_prefetch(args: argparse.Namespace) -> None:
 def cmd_summarize(args: argparse.Namespace) -> None:
     from lfr.report import summarize
 
-    print(summarize(args.runs, args.out, args.evals or []).to_string(index=False))
+    print(summarize(args.runs, args.out, args.evals or [],
+                    forgetting_csv=args.forgetting).to_string(index=False))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from lfr.figures import plot
 
     plot(args.figure, args.runs, args.main, args.out)
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    cfg = read_config(args)
+    from lfr.profile import profile_run
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    print(profile_run(args.run, args.data, cfg.profile, out / "losses.parquet", out / "summary.json",
+                      cfg.train.device))
+
+
+def cmd_forgetting(args: argparse.Namespace) -> None:
+    from lfr.forgetting import analyze
+
+    table = analyze(args.profiles, args.runs, args.data, read_config(args).profile,
+                    args.out_forgetting, args.out_domains, args.out_kept)
+    print(table.to_string(index=False))
+
+
+def cmd_plot_profile(args: argparse.Namespace) -> None:
+    from lfr.profile_figures import plot_profile
+
+    plot_profile(args.figure, args.profiles, args.tables, args.out)
 
 
 def cmd_schema(args: argparse.Namespace) -> None:
@@ -172,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
+    p.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
     p = stage("eval-tasks", cmd_eval_tasks, "build the offline lm-eval tasks from held-out documents")
     p.add_argument("--val-docs", type=Path, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)
@@ -189,11 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("summarize", cmd_summarize, "collect finished runs into the main table (csv)")
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--evals", type=Path, nargs="*", help="tidy eval parquets (evaluate)")
+    p.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
     p.add_argument("--out", type=Path, required=True)
     p = stage("plot", cmd_plot, "draw one figure (png + pdf)")
     p.add_argument("--figure", required=True, choices=["val_loss", "lfr_phases", "speedup", "downstream"])
     p.add_argument("--runs", type=Path, nargs="+", required=True)
     p.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
+    p.add_argument("--out", type=Path, required=True)
+    p = stage("profile", cmd_profile, "per-block losses of one run at each of its weight snapshots")
+    p.add_argument("--run", type=Path, required=True, help="a finished run folder (with snapshots/)")
+    p.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    p.add_argument("--out", type=Path, required=True, help="folder for losses.parquet, summary.json")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p = stage("forgetting", cmd_forgetting, "forgetting classes and domain tables of profiled runs")
+    p.add_argument("--profiles", type=Path, nargs="+", required=True, help="`profile` output folders")
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="their run folders (records)")
+    p.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    p.add_argument("--out-forgetting", type=Path, required=True)
+    p.add_argument("--out-domains", type=Path, required=True)
+    p.add_argument("--out-kept", type=Path, required=True)
+    p = stage("plot-profile", cmd_plot_profile, "draw one profiling figure (png + pdf)")
+    p.add_argument("--figure", required=True, choices=["profile_distribution", "forgetting_examples",
+                                                       "forgetting", "kept_domains", "domain_loss"])
+    p.add_argument("--profiles", type=Path, nargs="+", required=True, help="`profile` output folders")
+    p.add_argument("--tables", type=Path, required=True, help="folder of forgetting.csv etc.")
     p.add_argument("--out", type=Path, required=True)
     stage("schema", cmd_schema, "print the config's JSON Schema")
     return parser

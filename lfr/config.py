@@ -113,7 +113,7 @@ class SizeResources(Section):
     gpus: Annotated[int, Field(ge=0)] = 0
     """GPUs per training job; more than 1 launches torchrun (DDP on one node)."""
     runtime_min: Annotated[int, Field(ge=1)] = 60
-    """Wall-time limit of a training job (SLURM -t), scaled by the attempt number on retries."""
+    """Wall-time limit of a training job (SLURM -t); a longer run checkpoints and resumes on retry."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
 
 
@@ -177,6 +177,36 @@ class EvalConfig(Section):
     """HF_HOME for datasets of standard tasks (filled by the prefetch_eval_data rule)."""
 
 
+class ProfileConfig(Section):
+    """The perplexity-profiling pass and the forgetting analysis (lfr/profile.py, forgetting.py)."""
+
+    methods: list[str] | None = None
+    """Methods whose runs are profiled (None: all of `methods`; []: profile nothing)."""
+    sizes: list[str] | None = None
+    """Sizes whose runs are profiled (None: all of `models`)."""
+    seeds: list[int] = [0]
+    """Seeds whose runs are profiled."""
+    every_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Save a weight snapshot every this many training tokens (None: 8 evenly spaced)."""
+    phase_boundaries: bool = True
+    """Also snapshot at every phase boundary of the sampler (LFR's learn/focus/review)."""
+    snapshot_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Storage dtype of snapshots (bfloat16 halves the disk of large models)."""
+    sample_blocks: Annotated[int, Field(ge=1)] | None = 20_000
+    """Profile a fixed seeded sample of this many training blocks (None: all of them); it caps
+    the pass's cost and memory at any corpus size (lfr/profile.py: BYTES_PER_ROW)."""
+    sample_seed: int = 0
+    """Seed of that sample; the same blocks for every run, so runs compare block by block."""
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    """Blocks per no-grad forward of the profiling pass: 16 keeps a CPU's caches warm (faster than
+    64 on the demo model); raise it on GPUs (config/paper.yaml: 128)."""
+    threshold_nats: Annotated[float, Field(gt=0)] | None = None
+    """Forgetting threshold in nats (mean token loss of a block); None: threshold_sd x noise."""
+    threshold_sd: Annotated[float, Field(gt=0)] = 2.0
+    """Automatic threshold: this many robust SDs of the checkpoint-to-checkpoint change of a
+    block's loss around the median change of all blocks (the shared learning trend)."""
+
+
 def check_names(key: str, names: list[str], known: Iterable[str]) -> list[str]:
     for i, name in enumerate(names):
         if name not in known:
@@ -205,6 +235,8 @@ class ExperimentConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     """Downstream evaluation with lm-evaluation-harness."""
+    profile: ProfileConfig = ProfileConfig()
+    """Per-block perplexity profiling of selected runs and the forgetting/domain analysis."""
     resources: dict[str, SizeResources] = {}
     """Per-size job resources ({default: ..., gpt2-xl: ...}); the cluster profile maps them to SLURM."""
     offline: bool = True
@@ -243,6 +275,10 @@ class ExperimentConfig(Section):
             if method not in self.methods or not set(sizes) <= set(self.models):
                 raise ValueError(f"method_sizes.{method}={sizes}: the method must be in `methods` and "
                                  f"the sizes in `models` ({self.models})")
+        for key in ("methods", "sizes"):
+            names, known = getattr(self.profile, key), getattr(self, "models" if key == "sizes" else key)
+            if names and not set(names) <= set(known):
+                raise ValueError(f"profile.{key}={names}: choose from {known}")
         per_size = {"size_seeds": set(self.size_seeds), "resources": set(self.resources) - {"default"}}
         for key, names in per_size.items():
             if names - set(self.models):
@@ -261,6 +297,15 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
                              "use uint32 or auto")
         return self
+
+    def profiled(self, size: str, method: str, seed: int) -> bool:
+        """Whether the run (size, method, seed) is profiled (saves snapshots, gets a profile)."""
+        p = self.profile
+        return ((p.methods is None or method in p.methods) and (p.sizes is None or size in p.sizes)
+                and seed in p.seeds)
+
+    def profiled_runs(self) -> list[tuple[str, str, int]]:
+        return [run for run in self.runs() if self.profiled(*run)]
 
     def size_resources(self, size: str) -> SizeResources:
         return self.resources.get(size, self.resources.get("default", SizeResources()))

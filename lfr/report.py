@@ -31,6 +31,7 @@ RUN_COLUMNS = [
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
 KEYS = ["size", "method", "seed"]
+PROFILE_COLUMNS = ["profile_tokens", "forgotten", "multiple_descent_of_forgotten"]
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -121,7 +122,8 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
     numeric = ["params", "tokens", "forward_only_tokens", "steps", "val_loss", "val_ppl", "wall_s",
-               "gpu_hours", "train_tokens_per_s", *metric_cols]
+               "gpu_hours", "train_tokens_per_s",
+               *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
     groups = by_seed.groupby(["size", "method"], sort=False, dropna=False)
     out = groups[numeric].mean()
     out.insert(2, "n_seeds", groups.size())
@@ -133,11 +135,16 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
-              by_seed_csv: Path | None = None) -> pd.DataFrame:
-    """Write main.csv (size x method, mean over seeds) and main_by_seed.csv; return main."""
+              by_seed_csv: Path | None = None, forgetting_csv: Path | None = None) -> pd.DataFrame:
+    """Write main.csv (size x method, mean over seeds) and main_by_seed.csv; return main.
+
+    With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
+    not part of `tokens`) and forgetting fractions (means over the profiled seeds only)."""
     runs, curves = load_runs(run_dirs)
     evals = eval_table(list(eval_files))
     by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
+    if forgetting_csv is not None:
+        by_seed = by_seed.merge(pd.read_csv(forgetting_csv)[KEYS + PROFILE_COLUMNS], on=KEYS, how="left")
     unmatched = evals.merge(runs[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")
     by_seed = pd.concat([by_seed, unmatched.drop(columns="_merge")], ignore_index=True)  # references
     main = aggregate(by_seed)

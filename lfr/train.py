@@ -29,9 +29,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lfr import checkpoint
-from lfr.config import ExperimentConfig, TrainConfig
+from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig
 from lfr.data import BlockStore
-from lfr.files import atomic_dir, write_json, write_parquet
+from lfr.files import atomic_dir, atomic_path, write_json, write_parquet
 from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config, num_params
 from lfr.sampling import RunFacts, build_sampler
 from lfr.sampling.base import epoch_permutation
@@ -154,6 +154,30 @@ class StopRequest:
         return mine
 
 
+def snapshot_steps(sampler: Any, num_steps: int, tokens_per_step: int,
+                   spec: ProfileConfig) -> list[int]:
+    """Steps after which the profiling pass gets the weights: 0 (init), every `every_tokens`,
+    each phase boundary (optional) and the last step."""
+    every = spec.every_tokens or max(1, num_steps * tokens_per_step // 8)
+    steps = {0, num_steps}
+    if every <= tokens_per_step:
+        steps |= set(range(num_steps))
+    else:
+        steps |= {math.ceil(k * every / tokens_per_step)
+                  for k in range(1, num_steps * tokens_per_step // every + 1)}
+    if spec.phase_boundaries:
+        phases = [sampler.phase(s) for s in range(num_steps)]
+        steps |= {s for s in range(1, num_steps) if phases[s] != phases[s - 1]}
+    return sorted(s for s in steps if s <= num_steps)
+
+
+def save_snapshot(folder: Path, step: int, model: torch.nn.Module, dtype: str) -> None:
+    """The model's weights after `step` steps, for the profiling pass (atomic)."""
+    weights = {k: v.detach().to(getattr(torch, dtype)).cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / f"step-{step:09d}.pt") as tmp:
+        torch.save(weights, tmp)
+
+
 def state_digest(state: dict[str, Any]) -> str:
     """sha256 of a sampler's state, to compare ranks and runs."""
     h = hashlib.sha256()
@@ -175,8 +199,12 @@ def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
 def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Path,
           tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
           run_info: dict[str, Any] | None = None, stop_at_step: int | None = None,
-          time_limit_min: float | None = None) -> dict[str, Any]:
-    """Train one run; write out_dir/{model/, metrics.parquet, run.json}; return the summary.
+          time_limit_min: float | None = None, snapshots: ProfileConfig | None = None
+          ) -> dict[str, Any]:
+    """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
+
+    With `snapshots` (the profile config), weight snapshots for the profiling pass go to
+    out_dir/snapshots with an index.json; without, that folder holds an empty index.
 
     The run saves a resume checkpoint and raises TrainingInterrupted (so a retry resumes) at
     `stop_at_step`, on SIGTERM/SIGUSR1, or shortly before `time_limit_min` (the job's limit).
@@ -209,6 +237,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
 
     step, rows, elapsed_before = 0, [], 0.0
     records_dir = Path(resume_dir or out_dir) / "records.partial"  # moved to out_dir/records at the end
+    snap_dir = Path(resume_dir or out_dir) / "snapshots.partial"  # likewise
     state = checkpoint.load_latest(resume_dir)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -223,6 +252,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
     tokens_per_step = batch_blocks * T
+    snap_steps = snapshot_steps(sampler, num_steps, tokens_per_step, snapshots) if snapshots else []
     flops_token, peak = flops_per_token(raw_model), peak_flops(tc.peak_tflops, d.device)
     margin = max(120.0, 0.05 * 60 * time_limit_min) if time_limit_min else 0.0  # time to save
     stopper = StopRequest(t_launch + 60 * time_limit_min - margin if time_limit_min else None)
@@ -234,6 +264,8 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         rows.append({"step": 0, "tokens": 0, "phase": sampler.phase(0), "elapsed_s": 0.0, "val_loss":
                      estimate_val_loss(model, val_store, val_ids, tc.batch_size, d, autocast)})
     while step < num_steps:
+        if step in snap_steps and d.main:
+            save_snapshot(snap_dir, step, raw_model, snapshots.snapshot_dtype)
         lr = lr_at(step, num_steps, tc)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -295,6 +327,8 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
                                       f"{resume_dir}: rerun to resume")
     bar.close()
     wall = time.perf_counter() - t_start
+    if snap_steps and d.main:
+        save_snapshot(snap_dir, step, raw_model, snapshots.snapshot_dtype)
     summary = {
         "size": size, "method": method, "seed": seed, "params": num_params(raw_model),
         "steps": step, "tokens": step * tokens_per_step, "block_size": T,
@@ -316,6 +350,12 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         records_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out_dir / "records", ignore_errors=True)
         os.replace(records_dir, out_dir / "records")
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        write_json(snap_dir / "index.json", [
+            {"step": s, "tokens": s * tokens_per_step, "file": f"step-{s:09d}.pt",
+             "phase": sampler.phase(s - 1) if s else "init"} for s in snap_steps])
+        shutil.rmtree(out_dir / "snapshots", ignore_errors=True)
+        os.replace(snap_dir, out_dir / "snapshots")
         write_json(out_dir / "run.json", summary)
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)

@@ -36,6 +36,9 @@ def test_shipped_configs_load(path):
         ({"custom_models": {"odd": {"n_layer": 2, "n_head": 3, "n_embd": 64}}}, "custom_models.odd",
          "not divisible"),
         ({"method_options": {"random": {"epochz": 2}}}, "method_options", "random: epochz"),
+        ({"profile": {"methods": ["lfr"]}}, "profile.methods=['lfr']", "choose from ['random']"),
+        ({"profile": {"sample_blocks": 0}}, "profile.sample_blocks", "greater than or equal to 1"),
+        ({"profile": {"threshold_nats": -0.1}}, "profile.threshold_nats", "greater than 0"),
     ],
 )
 def test_bad_config_names_the_key(raw, key, hint):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,3 +98,14 @@ def test_mfu_arithmetic_follows_nanogpt():
     assert flops_per_token(model) == 6 * n + 12 * 12 * 1024 * 768
     assert peak_flops(500.0, torch.device("cpu")) == 500e12
     assert peak_flops(None, torch.device("cpu")) is None
+
+
+def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(tmp_path):
+    profile, paper = REPO / "workflow/profiles/slurm", REPO / "config/paper.yaml"
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                        "-n", "results/tables/main.csv", "--workflow-profile", str(profile),
+                        "--configfile", str(paper)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
+    # 4 sizes x {random, lfr} + the 2 controls at gpt2; the forgetting study at gpt2 (4 methods)
+    assert (counts["train"], counts["evaluate"], counts["profile"]) == ("10", "10", "4")

@@ -90,6 +90,12 @@ def test_end_to_end_smoke_run(smoke_run):
     for figure in ("val_loss", "lfr_phases", "speedup", "downstream"):
         assert (smoke_run / f"results/figures/{figure}.png").stat().st_size > 10_000
     assert (smoke_run / "results/runs/nano/lfr/seed0/records/phase01_focus.parquet").is_file()
+    forgetting = pd.read_csv(smoke_run / "results/tables/forgetting.csv")
+    assert forgetting.run.tolist() == ["nano/random/seed0", "nano/lfr/seed0"]
+    assert (forgetting.profile_tokens > 0).all() and main.profile_tokens.notna().all()
+    for figure in ("profile_distribution", "forgetting_examples", "forgetting", "kept_domains",
+                   "domain_loss"):
+        assert (smoke_run / f"results/figures/{figure}.png").stat().st_size > 10_000
     r = snakemake("all", "-n", "--configfile", str(REPO / "config/smoke.yaml"), cwd=smoke_run, check=True)
     assert "Nothing to be done" in r.stdout + r.stderr
 
@@ -108,7 +114,8 @@ def test_report_holds_the_figures(smoke_run):
     snakemake("all", "--report", "results/report.html", "--configfile", str(REPO / "config/smoke.yaml"),
               cwd=smoke_run, check=True)
     html = (smoke_run / "results/report.html").read_text(errors="replace")
-    for name in ("val_loss.png", "lfr_phases.png", "speedup.png", "downstream.png", "main.csv"):
+    for name in ("val_loss.png", "lfr_phases.png", "speedup.png", "downstream.png", "main.csv",
+                 "forgetting.csv", "forgetting.png"):
         assert name in html
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import PurePosixPath
 
@@ -42,6 +43,13 @@ def stage_config(*sections):
     """The config sections a stage depends on, as JSON (a param: editing one reruns its users)."""
     dump = CFG.model_dump(mode="json")
     return json.dumps({key: dump[key] for key in (*sections, "offline")}, sort_keys=True)
+
+
+def config_keys(section, *keys):
+    """Like stage_config, for only some keys of one section."""
+    dump = CFG.model_dump(mode="json")
+    return json.dumps({section: {k: dump[section][k] for k in keys}, "offline": dump["offline"]},
+                      sort_keys=True)
 
 
 def corpus_inputs(wildcards):
@@ -84,3 +92,19 @@ def train_runtime(wildcards):
 
 def train_mem_mb(wildcards):
     return CFG.size_resources(wildcards.size).mem_mb
+
+
+def profiled_runs():
+    return [RUNS_DIR.format(size=s, method=m, seed=seed) for s, m, seed in CFG.profiled_runs()]
+
+
+def profile_dirs():
+    return [run.replace("results/runs/", "results/profiles/", 1) for run in profiled_runs()]
+
+
+def snapshot_arg(wildcards):
+    """`--snapshots JSON` for the runs that `profile:` selects: they save weight snapshots."""
+    if not CFG.profiled(wildcards.size, wildcards.method, int(wildcards.seed)):
+        return ""
+    keys = ("every_tokens", "phase_boundaries", "snapshot_dtype")
+    return f"--snapshots {shlex.quote(CFG.profile.model_dump_json(include=set(keys)))}"

@@ -6,6 +6,7 @@ rule main_table:
     input:
         runs=expand("{run}/run.json", run=all_runs()),
         evals=all_evals(),
+        forgetting=rules.forgetting.output.forgetting if CFG.profiled_runs() else [],
     output:
         main=report(
             "results/tables/main.csv",
@@ -21,12 +22,13 @@ rule main_table:
         "results/logs/main_table.log",
     params:
         runs=all_runs(),
+        forgetting=lambda wildcards, input: f"--forgetting {input.forgetting}" if input.forgetting else "",
     conda:
         "../envs/lfr.yaml"
     message:
         "--- Writing the main tables."
     shell:
-        "python -m lfr summarize --runs {params.runs} --evals {input.evals} "
+        "python -m lfr summarize --runs {params.runs} --evals {input.evals} {params.forgetting} "
         "--out {output.main} > {log} 2>&1"
 
 

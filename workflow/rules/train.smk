@@ -12,6 +12,7 @@ rule train:
         metrics=f"{RUNS_DIR}/metrics.parquet",
         run=f"{RUNS_DIR}/run.json",
         records=directory(f"{RUNS_DIR}/records"),
+        snapshots=directory(f"{RUNS_DIR}/snapshots"),
     log:
         "results/logs/train/{size}/{method}/seed{seed}.log",
     benchmark:
@@ -23,6 +24,7 @@ rule train:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
         resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
+        snapshots=snapshot_arg,
     threads: 2
     resources:
         gpu=train_gpus,
@@ -41,4 +43,4 @@ rule train:
         "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
-        "--threads {threads} --time-limit-min {resources.runtime} > {log} 2>&1"
+        "--threads {threads} --time-limit-min {resources.runtime} {params.snapshots} > {log} 2>&1"

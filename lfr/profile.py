@@ -1,0 +1,118 @@
+"""Stage `profile`: each training block's loss at each weight snapshot of a run.
+
+The training loop saves snapshots at token intervals and phase boundaries (train.snapshot_steps).
+This pass reloads each one and computes the mean token loss of every profiled block in eval mode,
+without grad, in large batches: forward-only, so about a third of a training step per token. The
+profiled blocks are all training blocks or a fixed seeded sample (`profile.sample_blocks`), the
+same for every run, so runs compare block by block. Profiling tokens are counted apart from
+training tokens (summary.json): they are extra compute, not free.
+
+Output: a long table (run, checkpoint_step, checkpoint_tokens, phase, block_id, loss, domain).
+In memory and on disk a profiled block costs BYTES_PER_ROW per snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import GPT2LMHeadModel
+
+from lfr.config import ProfileConfig
+from lfr.data import BlockStore
+from lfr.files import write_json, write_parquet
+from lfr.model import block_losses
+
+log = logging.getLogger(__name__)
+# int64 block_id, float32 loss, int64 step and tokens; run, phase and domain dictionary-encoded.
+BYTES_PER_ROW = 8 + 4 + 8 + 8 + 3 * 2
+
+
+def sample_blocks(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
+    """The profiled block ids, sorted: all blocks, or a seeded sample of `size` of them."""
+    if size is None or size >= num_blocks:
+        return np.arange(num_blocks, dtype=np.int64)
+    rng = np.random.default_rng([seed, num_blocks])
+    return np.sort(rng.choice(num_blocks, size=size, replace=False)).astype(np.int64)
+
+
+@torch.inference_mode()
+def profile_losses(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
+                   device: torch.device) -> np.ndarray:
+    """Mean token loss (float32) of each block in `ids`, eval mode, bf16 autocast on CUDA."""
+    model.eval()
+    autocast = (torch.autocast("cuda", torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    out = np.empty(len(ids), dtype=np.float32)
+    for i in range(0, len(ids), batch_size):
+        x, y = (torch.from_numpy(a).to(device, non_blocking=True)
+                for a in store.batch(ids[i : i + batch_size]))
+        with autocast:
+            out[i : i + batch_size] = block_losses(model, x, y).float().cpu().numpy()
+    return out
+
+
+def load_snapshots(run_dir: Path) -> list[dict[str, Any]]:
+    index = Path(run_dir) / "snapshots" / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} not found; the run was trained without snapshots")
+    snaps = json.loads(index.read_text())
+    if not snaps:
+        raise ValueError(f"{index} lists no snapshot: the run is not selected by `profile:` "
+                         "(methods/sizes/seeds); add it there and rerun its training")
+    return snaps
+
+
+def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
+                summary_out: Path, device: str = "auto") -> dict[str, Any]:
+    """Profile every snapshot of one run; write the long table and a summary; return the summary."""
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    snaps = load_snapshots(run_dir)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda" if use_cuda else "cpu")
+    model = GPT2LMHeadModel.from_pretrained(run_dir / "model").to(dev)
+    store = BlockStore.open(data_dir, "train")
+    ids = sample_blocks(store.num_blocks, cfg.sample_blocks, cfg.sample_seed)
+    domains = pd.read_parquet(Path(data_dir) / "train_blocks.parquet", columns=["domain"])["domain"]
+    domain = domains.to_numpy(dtype=object)[ids]
+    run = f"{info['size']}/{info['method']}/seed{info['seed']}"
+    frames, seconds = [], 0.0
+    for snap in tqdm(snaps, desc=f"profile {run}", unit="snapshot"):
+        weights = torch.load(run_dir / "snapshots" / snap["file"], map_location=dev, weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+        t0 = time.perf_counter()
+        losses = profile_losses(model, store, ids, cfg.batch_size, dev)
+        seconds += time.perf_counter() - t0
+        frames.append(pd.DataFrame({
+            "checkpoint_step": snap["step"], "checkpoint_tokens": snap["tokens"],
+            "phase": snap["phase"], "block_id": ids, "loss": losses, "domain": domain}))
+    table = pd.concat(frames, ignore_index=True)
+    for key in ("size", "method", "seed"):
+        table.insert(0, key, info[key])
+    table.insert(0, "run", run)
+    for col in ("run", "size", "method", "phase", "domain"):
+        table[col] = table[col].astype("category")
+    tokens = len(snaps) * len(ids) * store.block_size
+    summary = {
+        "run": run, "size": info["size"], "method": info["method"], "seed": info["seed"],
+        "snapshots": len(snaps), "profiled_blocks": len(ids), "train_blocks": store.num_blocks,
+        "profile_tokens": tokens, "train_tokens": info["tokens"], "profile_seconds": seconds,
+        "profile_tokens_per_s": tokens / max(seconds, 1e-9),
+        "train_tokens_per_s": info["train_tokens_per_s"], "device": str(dev),
+        "bytes_per_profiled_block": BYTES_PER_ROW * len(snaps),
+        "config_hash": info.get("config_hash"), "git_commit": info.get("git_commit"),
+    }
+    write_parquet(out, table)
+    write_json(summary_out, summary)
+    log.info("profile %s: %d snapshots x %d blocks, %.0f tokens/s", run, len(snaps), len(ids),
+             summary["profile_tokens_per_s"])
+    return summary
