@@ -92,10 +92,30 @@ def cmd_train(args: argparse.Namespace) -> None:
         snapshots = ProfileConfig.model_validate_json(args.snapshots)
     try:
         train(cfg, args.size, args.method, args.seed, args.data, args.tokenizer, args.out,
-              args.resume_dir, info, time_limit_min=args.time_limit_min, snapshots=snapshots)
+              args.resume_dir, info, time_limit_min=args.time_limit_min, snapshots=snapshots,
+              block_scores=args.block_scores)
     except TrainingInterrupted as stop:
         print(f"lfr train: {stop}", file=sys.stderr)
         sys.exit(3)  # non-zero: Snakemake's retry (or a requeue) resumes from the checkpoint
+
+
+def cmd_score_reference(args: argparse.Namespace) -> None:
+    cfg = read_config(args)
+    import torch
+
+    from lfr.reference import reference_settings, score_reference
+    from lfr.train import TrainingInterrupted
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size, _ = reference_settings(cfg, args.method)
+    info = {"config_hash": run_hash(cfg, size, args.method), "git_commit": git_commit()}
+    try:
+        print(score_reference(cfg, args.method, args.seed, args.data, args.tokenizer, args.out,
+                              args.resume_dir, info))
+    except TrainingInterrupted as stop:
+        print(f"lfr score-reference: {stop}", file=sys.stderr)
+        sys.exit(3)
 
 
 def cmd_eval_tasks(args: argparse.Namespace) -> None:
@@ -206,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
     p.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
+    p.add_argument("--block-scores", type=Path,
+                   help="reference scores (score-reference) for methods that need them (ppl-prune)")
+    p = stage("score-reference", cmd_score_reference,
+              "train a method's reference model on its shard and score every other block")
+    p.add_argument("--method", required=True, help="the method whose options hold the reference's")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder: block_scores.parquet, reference.json")
+    p.add_argument("--resume-dir", type=Path, help="resume checkpoints of the reference's training")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     p = stage("eval-tasks", cmd_eval_tasks, "build the offline lm-eval tasks from held-out documents")
     p.add_argument("--val-docs", type=Path, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)

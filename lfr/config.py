@@ -279,6 +279,12 @@ class ExperimentConfig(Section):
             names, known = getattr(self.profile, key), getattr(self, "models" if key == "sizes" else key)
             if names and not set(names) <= set(known):
                 raise ValueError(f"profile.{key}={names}: choose from {known}")
+        known = {**MODEL_PRESETS, **self.custom_models}
+        for method, opts in self.method_options.items():  # e.g. ppl-prune's reference_size
+            size = opts.get("reference_size")
+            if size is not None and size not in known:
+                raise ValueError(f"method_options.{method}.reference_size={size!r} is unknown; "
+                                 f"choose from {sorted(known)}")
         per_size = {"size_seeds": set(self.size_seeds), "resources": set(self.resources) - {"default"}}
         for key, names in per_size.items():
             if names - set(self.models):
@@ -312,6 +318,14 @@ class ExperimentConfig(Section):
 
     def model_preset(self, size: str) -> ModelPreset:
         return {**MODEL_PRESETS, **self.custom_models}[size]
+
+    def smallest_model(self) -> str:
+        """The size in `models` with the fewest parameters (12 L d^2 + vocab d; first on ties)."""
+        def params(size: str) -> int:
+            p = self.model_preset(size)
+            return 12 * p.n_layer * p.n_embd**2 + self.vocab_size * p.n_embd
+
+        return min(self.models, key=params)
 
     @property
     def vocab_size(self) -> int:

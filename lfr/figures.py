@@ -5,6 +5,7 @@ Every figure is written as .png and .pdf, in one style, sized for a paper column
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -20,12 +21,13 @@ from lfr.report import BASELINE, load_runs
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
 COLORS = {"random": "#444444", "lfr": "#d62728", "lfr-random-drop": "#1f77b4", "lfr-reverse": "#2ca02c",
-          "reference": "#9467bd"}
+          "reference": "#9467bd", "infobatch": "#ff7f0e", "ppl-prune": "#8c564b", "loss-prop": "#e377c2",
+          "leitner": "#17becf"}
 PHASE_COLORS = {"learn": "#fdd0a2", "focus": "#c6dbef", "review": "#c7e9c0"}
 
 
 def color(method: str) -> str:
-    return COLORS.get(method, f"C{abs(hash(method)) % 10}")
+    return COLORS.get(method, f"C{zlib.crc32(method.encode()) % 10}")  # stable across processes
 
 
 def save(fig: plt.Figure, out_png: Path) -> None:

@@ -3,7 +3,11 @@
 Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
 
 Definitions (also in results/tables/README.md):
-- `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes.
+- `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
+  `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
+  `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
+  training-token units (a forward pass is ~1/3 of a training step's FLOPs), whatever the model
+  size of the reference (an upper bound when the reference is smaller than the model).
 - `tokens_to_baseline`: tokens a method needed to first reach the final validation loss of
   `random` (same size, mean over seeds), by linear interpolation between logged evaluations of
   its mean curve over seeds; empty with `reached` = false if it never did.
@@ -27,7 +31,8 @@ from lfr.files import write_csv
 
 BASELINE = "random"
 RUN_COLUMNS = [
-    "size", "method", "seed", "params", "tokens", "forward_only_tokens", "steps", "val_loss", "val_ppl",
+    "size", "method", "seed", "params", "tokens", "forward_only_tokens", "reference_train_tokens",
+    "compute_tokens", "steps", "val_loss", "val_ppl",
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
 KEYS = ["size", "method", "seed"]
@@ -49,11 +54,20 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         info, metrics = load_run(run_dir)
         val = metrics.dropna(subset=["val_loss"])
         gpus = info["world_size"] if info["device"].startswith("cuda") else 0
+        info.setdefault("reference_train_tokens", 0)  # runs written before the peers
+        info["compute_tokens"] = compute_tokens(info)
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
                      "val_loss_initial": float(val.val_loss.iloc[0])})
         curves.append(val[["tokens", "val_loss", "phase"]].assign(
             size=info["size"], method=info["method"], seed=info["seed"]))
     return pd.DataFrame(runs)[RUN_COLUMNS], pd.concat(curves, ignore_index=True)
+
+
+def compute_tokens(info: dict) -> float:
+    """Total compute in training-token units: optimizer-step tokens, a reference model's
+    training tokens, and forward-only (scoring) tokens at 1/3 each."""
+    return (info["tokens"] + info.get("reference_train_tokens", 0)
+            + info.get("forward_only_tokens", 0) / 3)
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, target: float) -> float:
@@ -121,8 +135,8 @@ def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
-    numeric = ["params", "tokens", "forward_only_tokens", "steps", "val_loss", "val_ppl", "wall_s",
-               "gpu_hours", "train_tokens_per_s",
+    numeric = ["params", "tokens", "forward_only_tokens", "reference_train_tokens", "compute_tokens",
+               "steps", "val_loss", "val_ppl", "wall_s", "gpu_hours", "train_tokens_per_s",
                *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
     groups = by_seed.groupby(["size", "method"], sort=False, dropna=False)
     out = groups[numeric].mean()
@@ -150,7 +164,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     main = aggregate(by_seed)
     speed = speed_columns(curves, runs)
     main = main.merge(speed, on=["size", "method"], how="left", sort=False)
-    lead = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "val_loss",
+    lead = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "reference_train_tokens",
+            "compute_tokens", "val_loss",
             "val_loss_std", "val_ppl"]
     main = main[lead + [c for c in main.columns if c not in lead]]
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)

@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig
 from lfr.data import BlockStore
 from lfr.files import atomic_dir, atomic_path, write_json, write_parquet
 from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config, num_params
-from lfr.sampling import RunFacts, build_sampler
+from lfr.sampling import RunFacts, Sampler, build_sampler
 from lfr.sampling.base import epoch_permutation
 from lfr.tokenizer import load_hf_tokenizer, tokenizer_meta
 
@@ -199,12 +200,17 @@ def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
 def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Path,
           tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
           run_info: dict[str, Any] | None = None, stop_at_step: int | None = None,
-          time_limit_min: float | None = None, snapshots: ProfileConfig | None = None
-          ) -> dict[str, Any]:
+          time_limit_min: float | None = None, snapshots: ProfileConfig | None = None,
+          block_scores: Path | None = None,
+          make_sampler: Callable[[RunFacts], Sampler] | None = None) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
 
-    With `snapshots` (the profile config), weight snapshots for the profiling pass go to
+    `snapshots` (the profile config): save weight snapshots for the profiling pass to
     out_dir/snapshots with an index.json; without, that folder holds an empty index.
+
+    `block_scores`: the reference scores (score-reference stage) for methods that need them.
+    `make_sampler`: build the sampler from the run's facts instead of `method`'s registry entry
+    (the reference model of ppl-prune trains on its shard this way); `method` is then a label.
 
     The run saves a resume checkpoint and raises TrainingInterrupted (so a retry resumes) at
     `stop_at_step`, on SIGTERM/SIGUSR1, or shortly before `time_limit_min` (the job's limit).
@@ -223,8 +229,14 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
     optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), d.device)
     per_rank = tc.batch_size * tc.grad_accum
     batch_blocks = per_rank * d.world
-    facts = RunFacts(train_store.num_blocks, batch_blocks, T, seed, tc.epochs)
-    sampler = build_sampler(method, facts, cfg.method_options.get(method, {}))
+    scores = None
+    if block_scores is not None:
+        from lfr.reference import read_block_scores
+
+        scores = read_block_scores(block_scores)
+    facts = RunFacts(train_store.num_blocks, batch_blocks, T, seed, tc.epochs, scores)
+    sampler = (make_sampler(facts) if make_sampler else
+               build_sampler(method, facts, cfg.method_options.get(method, {})))
     num_steps = sampler.num_steps()
     if num_steps < 1:
         raise ValueError(f"{method}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
@@ -337,6 +349,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         "device": str(d.device), "train_tokens_per_s": step * tokens_per_step / max(train_time, 1e-9),
         "flops_per_token": flops_token,
         "forward_only_tokens": sampler.forward_only_tokens,
+        "reference_train_tokens": sampler.reference_train_tokens,
         "sampler_state_sha256": state_digest(sampler.state_dict()), **(run_info or {}),
     }
     if d.main:

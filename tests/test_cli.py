@@ -7,8 +7,8 @@ import sys
 
 from conftest import REPO
 
-STAGES = ["corpus", "tokenizer", "tokenize", "train", "eval-tasks", "evaluate", "prefetch", "summarize",
-          "plot", "schema"]
+STAGES = ["corpus", "tokenizer", "tokenize", "train", "score-reference", "eval-tasks", "evaluate",
+          "prefetch", "summarize", "plot", "schema"]
 
 
 def test_help_lists_every_stage():

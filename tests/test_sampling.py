@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lfr.sampling import SAMPLERS, RunFacts, build_sampler
+from lfr.sampling import SAMPLERS, BlockScores, RunFacts, build_sampler
 
 
-def make(name, num_blocks, batch_blocks, seed=0, epochs=1.0, **options):
-    return build_sampler(name, RunFacts(num_blocks, batch_blocks, 16, seed, epochs), options)
+def synthetic_scores(num_blocks, seed=0):
+    """Reference scores for methods that need them: seeded losses, every 10th block the shard."""
+    score = np.random.default_rng([seed, 99]).uniform(2, 6, num_blocks).astype(np.float32)
+    reference = np.arange(num_blocks) % 10 == 0
+    score[reference] = np.nan
+    return BlockScores(score, reference, reference_train_tokens=1000, scoring_tokens=3000)
+
+
+def make(name, num_blocks, batch_blocks, seed=0, epochs=1.0, block_scores=None, **options):
+    if block_scores is None and SAMPLERS.get(name) and SAMPLERS[name].needs_block_scores:
+        block_scores = synthetic_scores(num_blocks)
+    facts = RunFacts(num_blocks, batch_blocks, 16, seed, epochs, block_scores)
+    return build_sampler(name, facts, options)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

@@ -6,8 +6,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions
+from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
+from lfr.sampling.infobatch import InfoBatchSampler
+from lfr.sampling.leitner import LeitnerSampler
 from lfr.sampling.lfr import LFRRandomDropSampler, LFRReverseSampler, LFRSampler
+from lfr.sampling.loss_prop import LossPropSampler
+from lfr.sampling.ppl_prune import PplPruneSampler
 from lfr.sampling.random import RandomSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -15,6 +19,11 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "lfr": LFRSampler,
     "lfr-random-drop": LFRRandomDropSampler,
     "lfr-reverse": LFRReverseSampler,
+    # peers (README "Data-selection methods")
+    "infobatch": InfoBatchSampler,
+    "ppl-prune": PplPruneSampler,
+    "loss-prop": LossPropSampler,
+    "leitner": LeitnerSampler,
 }
 
 
@@ -31,4 +40,4 @@ def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     return cls(run, opts)
 
 
-__all__ = ["SAMPLERS", "RunFacts", "Sampler", "SamplerOptions", "build_sampler"]
+__all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler"]

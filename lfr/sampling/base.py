@@ -35,14 +35,34 @@ class RunFacts:
     seed: int
     epochs: float
     """train.epochs: the run length of methods that have no schedule of their own."""
+    block_scores: BlockScores | None = None
+    """Reference-model scores of every block, for methods with `needs_block_scores`."""
+
+
+@dataclass(frozen=True)
+class BlockScores:
+    """Static per-block scores from a reference model (the `score-reference` stage)."""
+
+    score: np.ndarray
+    """float32 per training block: the reference model's mean token loss; NaN where not scored."""
+    reference: np.ndarray
+    """bool per training block: in the reference model's training shard (not in the pool)."""
+    reference_train_tokens: int = 0
+    """Optimizer-step tokens of the reference model's training."""
+    scoring_tokens: int = 0
+    """Tokens of the no-grad scoring pass over the pool."""
 
 
 class Sampler(ABC):
     """Decides which training blocks make up each optimizer step."""
 
     Options: ClassVar[type[SamplerOptions]] = SamplerOptions
+    needs_block_scores: ClassVar[bool] = False
+    """The workflow trains and scores a reference model first and passes `RunFacts.block_scores`."""
     forward_only_tokens: int = 0
-    """Tokens this method runs through the model outside training steps (scoring passes)."""
+    """Tokens this method runs through a model outside training steps (scoring passes)."""
+    reference_train_tokens: int = 0
+    """Optimizer-step tokens spent training a reference model for this method."""
 
     def __init__(self, run: RunFacts, options: SamplerOptions):
         self.run, self.options = run, options
@@ -88,3 +108,9 @@ class Sampler(ABC):
 def epoch_permutation(num_blocks: int, seed: int, epoch: int) -> np.ndarray:
     """The block order of one epoch: a permutation fixed by (seed, epoch) alone."""
     return np.random.default_rng([seed, epoch]).permutation(num_blocks)
+
+
+def equal_token_steps(run: RunFacts, epochs: float | None) -> int:
+    """Steps of `epochs` passes' worth of draws over all blocks (default train.epochs): the run
+    length of `random`, which methods without a schedule of their own match (equal tokens)."""
+    return int((epochs or run.epochs) * run.num_blocks) // run.batch_blocks

@@ -10,7 +10,8 @@ from pathlib import PurePosixPath
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from lfr.config import ConfigError, validate_config
+from lfr.config import MODEL_PRESETS, ConfigError, validate_config
+from lfr.sampling import SAMPLERS
 
 # The lfr models give one clear message per bad key; the JSON Schema generated from them
 # (`python -m lfr schema`) then checks the structure; CFG carries the filled-in defaults.
@@ -21,6 +22,7 @@ except ConfigError as err:
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
 
 RUNS_DIR = "results/runs/{size}/{method}/seed{seed}"
+SCORES_DIR = "results/scores/{method}/{ref_size}/seed{seed}"  # reference model + block scores
 
 
 # Rules run `python -m lfr`. Without --sdm conda, that `python` must be the one running snakemake
@@ -35,6 +37,7 @@ def alternation(names):
 
 wildcard_constraints:
     size=alternation(CFG.models),
+    ref_size=alternation({**MODEL_PRESETS, **CFG.custom_models}),
     method=alternation(CFG.methods),
     seed=r"\d+",
 
@@ -108,3 +111,18 @@ def snapshot_arg(wildcards):
         return ""
     keys = ("every_tokens", "phase_boundaries", "snapshot_dtype")
     return f"--snapshots {shlex.quote(CFG.profile.model_dump_json(include=set(keys)))}"
+
+
+def block_scores_input(wildcards):
+    """The reference scores of a method that needs them (ppl-prune), else nothing."""
+    if not SAMPLERS[wildcards.method].needs_block_scores:
+        return []
+    from lfr.reference import reference_settings
+
+    ref_size, _ = reference_settings(CFG, wildcards.method)
+    folder = SCORES_DIR.format(method=wildcards.method, ref_size=ref_size, seed=wildcards.seed)
+    return os.path.join(folder, "block_scores.parquet")
+
+
+def block_scores_arg(wildcards, input):
+    return f"--block-scores {input.block_scores}" if input.block_scores else ""

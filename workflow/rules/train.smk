@@ -7,6 +7,7 @@ rule train:
         meta=rules.tokenize.output.meta,
         tokens=rules.tokenize.output.train,
         tokenizer=rules.tokenizer.output,
+        block_scores=block_scores_input,
     output:
         model=directory(f"{RUNS_DIR}/model"),
         metrics=f"{RUNS_DIR}/metrics.parquet",
@@ -25,6 +26,7 @@ rule train:
         out_dir=subpath(output.run, parent=True),
         resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
         snapshots=snapshot_arg,
+        block_scores=block_scores_arg,
     threads: 2
     resources:
         gpu=train_gpus,
@@ -43,4 +45,41 @@ rule train:
         "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
-        "--threads {threads} --time-limit-min {resources.runtime} {params.snapshots} > {log} 2>&1"
+        "--threads {threads} --time-limit-min {resources.runtime} {params.snapshots} "
+        "{params.block_scores} > {log} 2>&1"
+
+
+rule score_reference:
+    input:
+        meta=rules.tokenize.output.meta,
+        tokens=rules.tokenize.output.train,
+        tokenizer=rules.tokenizer.output,
+    output:
+        scores=f"{SCORES_DIR}/block_scores.parquet",
+        info=f"{SCORES_DIR}/reference.json",
+        reference=directory(f"{SCORES_DIR}/reference"),
+    log:
+        "results/logs/score_reference/{method}/{ref_size}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/score_reference/{method}/{ref_size}/seed{seed}.tsv"
+    params:
+        config=stage_config(
+            "corpus", "tokenizer", "data", "models", "custom_models", "train", "method_options"
+        ),
+        data_dir=subpath(input.meta, parent=True),
+        out_dir=subpath(output.info, parent=True),
+        resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
+    threads: 2
+    resources:
+        gpu=lambda wildcards: min(1, CFG.size_resources(wildcards.ref_size).gpus),
+        runtime=lambda wildcards: CFG.size_resources(wildcards.ref_size).runtime_min,
+        mem_mb=lambda wildcards: CFG.size_resources(wildcards.ref_size).mem_mb,
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Training the {wildcards.ref_size} reference model of {wildcards.method} (seed "
+        "{wildcards.seed}) and scoring every block."
+    shell:
+        "python -m lfr score-reference --config-json {params.config:q} --method {wildcards.method} "
+        "--seed {wildcards.seed} --data {params.data_dir} --tokenizer {input.tokenizer} "
+        "--out {params.out_dir} --resume-dir {params.resume_dir} --threads {threads} > {log} 2>&1"

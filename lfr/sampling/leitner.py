@@ -1,0 +1,130 @@
+"""`leitner`: a spaced-repetition sampler with Leitner boxes (Amiri, Miller & Savova, EMNLP 2017
+"Repeat before Forgetting"; the Leitner-queue variant of Amiri et al., NAACL 2019).
+
+Every seen block sits in a box k = 0..K-1; box k is reviewed every `intervals[k]` units (default
+1, 2, 4, 8 epochs, an epoch being num_blocks / batch_blocks steps; `unit: steps` for steps). Each
+step is filled, deterministically, in this order:
+1. the blocks that are due (next review step <= this step), most overdue first, up to the batch;
+2. then new (never-seen) blocks, in a fixed seeded order;
+3. then, when no new block is left, the least recently seen blocks.
+Ties break by a fixed seeded rank per block (not by id, which follows the corpus order).
+
+After a block is trained, its box is updated from its loss (taken before the update):
+- a block seen for the first time enters box 0;
+- **forgotten** (demote to box 0): its loss is above its previous loss x (1 + `forget_tol`),
+  i.e. it got worse since its last review (a forgetting event, as in Toneva et al. 1812.05159);
+- **recalled** (promote to the next box, capped at the last): otherwise, if its loss is below
+  `promote_below` x the running mean training loss (an exponential moving average of the step's
+  mean loss, decay `ema_decay`), i.e. easier than a typical block now; every box uses this
+  threshold;
+- otherwise it stays in its box.
+It is then due `intervals[box]` later. The run lasts as many steps as `random` (equal tokens).
+Selection is O(N) per step (argpartition over all blocks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_permutation, equal_token_steps
+
+NEVER = np.iinfo(np.int64).max  # `due` of a block never seen
+
+
+class LeitnerOptions(SamplerOptions):
+    intervals: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1)] = (1, 2, 4, 8)
+    """Review interval of box k, in `unit`s; one box per entry."""
+    unit: Literal["epochs", "steps"] = "epochs"
+    """Unit of `intervals`: an epoch is num_blocks / batch_blocks steps."""
+    promote_below: Annotated[float, Field(gt=0)] = 1.0
+    """Promote a block whose loss is below this times the running mean training loss."""
+    forget_tol: Annotated[float, Field(ge=0)] = 0.0
+    """Demote to box 0 when the loss exceeds the block's previous loss by more than this fraction."""
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """Decay of the running mean of the step's mean training loss."""
+    epochs: Annotated[float, Field(gt=0)] | None = None
+    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
+
+
+class LeitnerSampler(Sampler):
+    Options = LeitnerOptions
+    options: LeitnerOptions
+
+    def __init__(self, run: RunFacts, options: LeitnerOptions) -> None:
+        super().__init__(run, options)
+        N = self.num_blocks
+        self.steps = equal_token_steps(run, options.epochs)
+        scale = N / self.batch_blocks if options.unit == "epochs" else 1.0
+        self.interval = np.array([max(1, math.ceil(i * scale)) for i in options.intervals], np.int64)
+        self.new_order = epoch_permutation(N, self.seed, 0)  # new blocks enter as random's epoch 0
+        self.rank = np.empty(N, dtype=np.int64)
+        self.rank[self.new_order] = np.arange(N)  # the fixed tie-break
+        self.box = np.full(N, -1, dtype=np.int8)  # -1: never seen
+        self.due = np.full(N, NEVER, dtype=np.int64)
+        self.last_seen = np.full(N, -1, dtype=np.int64)
+        self.last_loss = np.full(N, np.nan, dtype=np.float32)
+        self.next_new = 0  # new_order[next_new:] are the blocks never seen
+        self.ema = np.nan
+
+    def num_steps(self) -> int:
+        return self.steps
+
+    def _smallest(self, candidates: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
+        """The k candidates with the smallest (key, rank), in that order."""
+        k = min(k, len(candidates))
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        combined = key * self.num_blocks + self.rank[candidates]  # key <= steps: no overflow
+        part = np.argpartition(combined, k - 1)[:k] if k < len(combined) else np.arange(len(combined))
+        return candidates[part[np.argsort(combined[part])]].astype(np.int64)
+
+    def batch_ids(self, step: int) -> np.ndarray:
+        B = self.batch_blocks
+        due = np.flatnonzero(self.due <= step)
+        picked = self._smallest(due, self.due[due], B)
+        new = self.new_order[self.next_new : self.next_new + B - len(picked)]
+        self.next_new += len(new)
+        stale = np.zeros(0, dtype=np.int64)
+        if len(picked) + len(new) < B:
+            eligible = self.box >= 0
+            eligible[picked] = False
+            eligible[new] = False
+            candidates = np.flatnonzero(eligible)
+            stale = self._smallest(candidates, self.last_seen[candidates], B - len(picked) - len(new))
+        ids = np.concatenate([picked, new, stale]).astype(np.int64)
+        if len(ids) < B:  # fewer blocks than a batch: repeat (only in toy settings)
+            ids = np.resize(ids, B)
+        return ids
+
+    def transition(self, ids: np.ndarray, losses: np.ndarray) -> None:
+        """New boxes of the blocks just trained, from their losses (see the module docstring)."""
+        prev, box = self.last_loss[ids], self.box[ids].astype(np.int64)
+        first = box < 0
+        forgot = ~first & (losses > prev * (1 + self.options.forget_tol))
+        recalled = ~forgot & (losses < self.options.promote_below * self.ema)
+        box = np.where(first, 0, box)
+        box = np.where(forgot, 0, np.where(recalled, np.minimum(box + 1, len(self.interval) - 1), box))
+        self.box[ids] = box
+
+    def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        ids, first = np.unique(ids, return_index=True)  # a block appears once per step (toy sizes aside)
+        losses = losses[first].astype(np.float32)
+        mean = float(losses.mean())
+        self.ema = mean if np.isnan(self.ema) else self.options.ema_decay * self.ema + (
+            1 - self.options.ema_decay) * mean
+        self.transition(ids, losses)
+        self.last_loss[ids] = losses
+        self.last_seen[ids] = step
+        self.due[ids] = step + self.interval[self.box[ids]]
+
+    def state_dict(self) -> dict[str, Any]:
+        arrays = {k: getattr(self, k).copy() for k in ("box", "due", "last_seen", "last_loss")}
+        return {**arrays, "next_new": self.next_new, "ema": self.ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value.copy() if isinstance(value, np.ndarray) else value)

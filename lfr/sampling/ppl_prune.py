@@ -1,0 +1,103 @@
+"""`ppl-prune`: static perplexity pruning with a reference model (Marion et al. 2023, arXiv
+2309.04564, "When Less is More"; Ankner et al., ICLR 2025, arXiv 2405.20541, "Perplexed by
+Perplexity").
+
+The workflow first trains a small reference model (`reference_size`, default the smallest
+configured model) on a seeded shard of the training blocks (`reference_fraction`), for
+`reference_epochs` passes over the shard, then scores every other block with it (no-grad
+forward, the block's mean token loss: ranking by loss = ranking by perplexity). That is the
+`score_reference` rule (`python -m lfr score-reference`, lfr/reference.py). The shard is excluded
+from this method's pool, so the pruned model never trains on the reference's data. Of the pool,
+the band `band` (low, middle or high scores) of a fraction `keep` is kept, and training samples
+uniformly within it: a fresh seeded permutation of the kept set each pass, for as many steps as
+`random` (equal tokens), so kept blocks repeat ~1/keep times as often. The reference model's
+training tokens and the scoring pass are this method's extra compute (`reference_train_tokens`,
+`forward_only_tokens` in run.json).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, equal_token_steps
+
+
+class PplPruneOptions(SamplerOptions):
+    keep: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Fraction of the pool kept."""
+    band: Literal["low", "middle", "high"] = "middle"
+    """Which scores to keep: the lowest, the middle (Marion et al.'s best) or the highest."""
+    reference_size: str | None = None
+    """Model size of the reference model; default: the smallest size in `models`."""
+    reference_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    """Fraction of the training blocks (seeded) the reference trains on; excluded from the pool."""
+    reference_epochs: Annotated[float, Field(gt=0)] | None = None
+    """Passes of the reference model over its shard; default train.epochs."""
+    epochs: Annotated[float, Field(gt=0)] | None = None
+    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
+
+
+def band_ids(score: np.ndarray, pool: np.ndarray, keep: float, band: str) -> np.ndarray:
+    """Sorted ids of the kept band: `pool` ranked by (score, id), round(keep * n) of them (>= 1)
+    from the bottom (low), the top (high) or centred (middle, the odd one out goes to the top)."""
+    n = len(pool)
+    n_keep = max(1, math.floor(keep * n + 0.5))
+    ranked = pool[np.lexsort((pool, score[pool]))]
+    start = {"low": 0, "middle": (n - n_keep) // 2, "high": n - n_keep}[band]
+    return np.sort(ranked[start : start + n_keep])
+
+
+class PplPruneSampler(Sampler):
+    Options = PplPruneOptions
+    options: PplPruneOptions
+    needs_block_scores: ClassVar[bool] = True
+
+    def __init__(self, run: RunFacts, options: PplPruneOptions) -> None:
+        super().__init__(run, options)
+        scores = run.block_scores
+        if scores is None:
+            raise ValueError("ppl-prune needs reference-model scores: the workflow's score_reference "
+                             "rule writes them; by hand pass `python -m lfr train --block-scores FILE`")
+        if len(scores.score) != self.num_blocks:
+            raise ValueError(f"the block scores cover {len(scores.score)} blocks, the corpus has "
+                             f"{self.num_blocks}: they come from another tokenization")
+        self.pool = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
+        if not len(self.pool):
+            raise ValueError("no scored block outside the reference shard")
+        self.kept = band_ids(scores.score, self.pool, options.keep, options.band)
+        self.steps = equal_token_steps(run, options.epochs)
+        self.forward_only_tokens = scores.scoring_tokens
+        self.reference_train_tokens = scores.reference_train_tokens
+
+    def num_steps(self) -> int:
+        return self.steps
+
+    def phase(self, step: int) -> str:
+        return f"band:{self.options.band}"
+
+    def batch_ids(self, step: int) -> np.ndarray:
+        start = step * self.batch_blocks
+        epochs, slots = np.divmod(np.arange(start, start + self.batch_blocks), len(self.kept))
+        ids = np.empty(self.batch_blocks, dtype=np.int64)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            ids[mask] = self.kept[self._order(int(epoch))[slots[mask]]]
+        return ids
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """Permutation of the kept set in pass `epoch`, fixed by (seed, epoch); cached."""
+        if getattr(self, "_cached_epoch", None) != epoch:
+            self._cached_epoch = epoch
+            self._cached_order = np.random.default_rng([self.seed, epoch]).permutation(len(self.kept))
+        return self._cached_order
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": self.kept.copy()}  # derived from the score file: a resume check
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not np.array_equal(state["kept"], self.kept):
+            raise ValueError("the checkpoint's kept band differs from the one of these block scores")
