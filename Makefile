@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: demo test lint report dry-run schema clean
+.PHONY: demo test bench lint report dry-run schema clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -24,6 +24,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m benchmarks --out results/benchmarks.csv
+
 lint: $(STAMP)
 	$(BIN)/ruff check lfr tests benchmarks scripts
 	$(BIN)/snakemake --lint
@@ -37,6 +40,7 @@ dry-run: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/python -m lfr schema > workflow/schemas/config.schema.json
 
+# Keeps results/benchmarks.csv (`make bench`: a measurement of the code, not a pipeline output).
 clean:
 	rm -rf results/corpus results/tokenizer results/data results/runs results/resume \
 	  results/tables results/figures results/logs results/benchmarks .snakemake

@@ -51,7 +51,8 @@ class CorpusConfig(Section):
     text_field: str = "text"
     """Field holding the document text in .jsonl/.parquet/HF records."""
     domain_field: str | None = "domain"
-    """Optional field holding a domain label; records without it get no domain."""
+    """Optional field holding a domain label; records without it get the domain `unknown` (with a
+    warning and a count); null: no domains at all."""
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     """Keep this fraction of the training documents (seeded hash of the id); val is unaffected."""
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05

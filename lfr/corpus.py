@@ -30,12 +30,26 @@ log = logging.getLogger(__name__)
 BUNDLED_CORPUS = Path(__file__).parent / "assets" / "demo_corpus.jsonl.xz"
 SCHEMA = pa.schema([("doc_id", pa.string()), ("domain", pa.string()), ("text", pa.string())])
 Doc = tuple[str, str | None, str]  # (doc_id, domain, text)
+UNKNOWN_DOMAIN = "unknown"  # the domain of a record without corpus.domain_field
 
 
 def unit_hash(seed: int, tag: str, doc_id: str) -> float:
     """Uniform number in [0, 1) from (seed, tag, doc_id); stable across machines."""
     digest = hashlib.blake2b(f"{seed}:{tag}:{doc_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def _decoded(lines: Iterator[bytes], name: str) -> Iterator[str]:
+    """UTF-8 lines; invalid bytes become U+FFFD, with one warning per file."""
+    bad = 0
+    for raw in lines:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+            yield raw.decode("utf-8", errors="replace")
+    if bad:
+        log.warning("%s: %d line(s) with invalid UTF-8 bytes; they were replaced by U+FFFD", name, bad)
 
 
 def _jsonl_docs(lines: Iterator[str], name: str, cfg: CorpusConfig) -> Iterator[Doc]:
@@ -46,6 +60,8 @@ def _jsonl_docs(lines: Iterator[str], name: str, cfg: CorpusConfig) -> Iterator[
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{name}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{name}:{lineno}: a record must be a JSON object, got {type(rec).__name__}")
         yield _record_doc(rec, rec.get("doc_id", f"{name}:{lineno}"), name, cfg)
 
 
@@ -56,7 +72,13 @@ def _record_doc(rec: dict, doc_id: str, name: str, cfg: CorpusConfig) -> Doc:
             f"set corpus.text_field to the field that holds the text"
         )
     domain = rec.get(cfg.domain_field) if cfg.domain_field else None
-    return str(doc_id), None if domain is None else str(domain), str(rec[cfg.text_field])
+    text = str(rec[cfg.text_field])
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. an escaped "\ud800" in JSON
+        log.warning("%s: record %s has unpaired surrogates; they were replaced by '?'", name, doc_id)
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return str(doc_id), None if domain is None else str(domain), text
 
 
 def _file_docs(path: Path, cfg: CorpusConfig) -> Iterator[Doc]:
@@ -67,8 +89,8 @@ def _file_docs(path: Path, cfg: CorpusConfig) -> Iterator[Doc]:
             log.warning("%s: invalid UTF-8 bytes were replaced by U+FFFD", path)
         yield str(path), None, text
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8", errors="replace") as f:
-            yield from _jsonl_docs(f, str(path), cfg)
+        with open(path, "rb") as f:
+            yield from _jsonl_docs(_decoded(f, str(path)), str(path), cfg)
     elif path.suffix == ".parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             for i, rec in enumerate(batch.to_pylist()):
@@ -139,8 +161,13 @@ class _ParquetSink:
 
 
 def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[str, int]:
-    """Write the train and val documents; return counts. Fails on an empty split."""
-    stats = {"docs_seen": 0, "docs_empty": 0, "docs_skipped": 0}
+    """Write the train and val documents; return counts. Fails on an empty split.
+
+    Documents with only whitespace are dropped (counted in `docs_empty`). With a
+    `corpus.domain_field`, a document without that field (or with null) gets the domain
+    "unknown" (counted in `docs_no_domain`, with a warning); without one, every domain is null.
+    """
+    stats = {"docs_seen": 0, "docs_empty": 0, "docs_skipped": 0, "docs_no_domain": 0}
     with atomic_path(train_out) as train_tmp, atomic_path(val_out) as val_tmp:
         sinks = {"train": _ParquetSink(train_tmp), "val": _ParquetSink(val_tmp)}
         for doc_id, domain, text in tqdm(iter_documents(cfg), desc="corpus", unit=" docs"):
@@ -152,6 +179,9 @@ def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[st
             if split == "train" and unit_hash(cfg.seed, "keep", doc_id) >= cfg.fraction:
                 stats["docs_skipped"] += 1
                 continue
+            if domain is None and cfg.domain_field:
+                stats["docs_no_domain"] += 1
+                domain = UNKNOWN_DOMAIN
             sinks[split].add((doc_id, domain, text))
         for sink in sinks.values():
             sink.close()
@@ -162,6 +192,10 @@ def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[st
                     f"corpus: the {split} split is empty ({stats['docs_seen']} documents read, "
                     f"{stats['docs_empty']} empty); add documents or change corpus.val_fraction"
                 )
+    if stats["docs_no_domain"]:
+        log.warning("corpus: %d of %d documents have no %r field (corpus.domain_field); their domain "
+                    "is %r", stats["docs_no_domain"], stats["train_docs"] + stats["val_docs"],
+                    cfg.domain_field, UNKNOWN_DOMAIN)
     log.info("corpus: %s", stats)
     return stats
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lfr.config import DataConfig
 from lfr.corpus import read_documents
 from lfr.files import atomic_path, write_json, write_parquet
-from lfr.tokenizer import batch_encoder, tokenizer_meta
+from lfr.tokenizer import piece_encoder, tokenizer_meta
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,24 @@ def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Pat
                    blocks_out: Path) -> dict:
     """Tokenize one split to a flat token file and its block table; return its statistics."""
     meta = tokenizer_meta(tok_dir)
-    encode, eot, dtype = batch_encoder(tok_dir), meta["eot_id"], token_dtype(cfg, meta["vocab_size"])
+    encode, eot, dtype = piece_encoder(tok_dir), meta["eot_id"], token_dtype(cfg, meta["vocab_size"])
     doc_ids: list[str] = []
     domains: list[str | None] = []
     doc_ends: list[int] = []
     num_tokens = 0
+    eot_bytes = np.asarray([eot], dtype=dtype).tobytes()
     with atomic_path(bin_out) as tmp, open(tmp, "wb") as f:
         for batch in tqdm(read_documents(docs_path), desc=f"tokenize {docs_path.stem}", unit=" batch"):
-            for rec, ids in zip(batch, encode([r["text"] for r in batch]), strict=True):
-                ids.append(eot)
+            # Long documents arrive in pieces (bounded memory), in document order.
+            for i, ids, last in encode([r["text"] for r in batch]):
                 f.write(np.asarray(ids, dtype=dtype).tobytes())
                 num_tokens += len(ids)
-                doc_ids.append(rec["doc_id"])
-                domains.append(rec["domain"])
-                doc_ends.append(num_tokens)
+                if last:
+                    f.write(eot_bytes)
+                    num_tokens += 1
+                    doc_ids.append(batch[i]["doc_id"])
+                    domains.append(batch[i]["domain"])
+                    doc_ends.append(num_tokens)
     T = cfg.block_size
     num_blocks = (num_tokens - 1) // T
     if num_blocks < 1:

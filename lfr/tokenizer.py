@@ -70,8 +70,9 @@ def _train_texts(path: Path, max_chars: int) -> Iterator[str]:
         for rec in batch:
             if seen >= max_chars:
                 return
-            yield rec["text"]
-            seen += len(rec["text"])
+            text = rec["text"][: max_chars - seen]  # one huge document cannot exceed the cap
+            yield text
+            seen += len(text)
 
 
 def prepare_tokenizer(cfg: TokenizerConfig, train_docs: Path, out_dir: Path) -> dict:
@@ -131,11 +132,13 @@ def _gpt2_tiktoken():
                              special_tokens={EOT: GPT2_VOCAB_SIZE - 1})
 
 
-def batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
-    """A fast, multi-threaded batch encoder (no special tokens parsed from the text).
+def raw_batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
+    """The tokenizer's own multi-threaded batch encoder (no special tokens parsed from the text).
 
     GPT-2 uses tiktoken (faster than HF at the same ids, checked by a test); the trained BPE
-    uses HF `tokenizers`. Both encode in parallel threads inside Rust.
+    uses HF `tokenizers` (`encode_batch_fast`: the same ids as `encode_batch`, without the
+    character offsets). Both encode in parallel threads inside Rust. Texts are encoded whole:
+    use `batch_encoder` or `piece_encoder`, which split very long documents first.
     """
     meta = tokenizer_meta(tok_dir)
     if meta["kind"] == "gpt2":
@@ -144,4 +147,83 @@ def batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
     tok = Tokenizer.from_file(str(Path(tok_dir) / "tokenizer.json"))
     if tok.get_vocab_size() != meta["vocab_size"]:
         raise ValueError(f"{tok_dir}: tokenizer.json does not match {META_FILE}")
-    return lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    return lambda texts: [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+# Long documents are encoded in pieces of at most CHUNK_CHARS characters, at most BATCH_CHARS
+# characters per call of the Rust encoder: memory stays bounded (a 50 MB one-line document
+# would otherwise hold ~100 bytes of encoder state per token at once) and the pieces of one
+# document are encoded in parallel threads.
+CHUNK_CHARS = 1 << 16
+BATCH_CHARS = 1 << 22
+_SEARCH = 1 << 12  # how far back from a piece's end to look for a token-neutral cut
+
+
+def split_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """`text` cut into pieces of at most `size` characters that encode to the same tokens.
+
+    A cut goes before a space that sits between two non-space characters. GPT-2's
+    pre-tokenizer regex (used by both tokenizers) always ends a pre-token there and starts
+    the next one with that space (" word"), and BPE never merges across pre-tokens, so the
+    pieces' tokens joined are exactly the whole text's tokens. Only a stretch of `_SEARCH`
+    characters without such a space (e.g. a base64 blob) is cut hard, which may change the
+    one or two tokens at that cut.
+    """
+    if len(text) <= size:
+        return [text]
+    pieces, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind(" ", max(start + 1, end - _SEARCH), end)
+        while cut > start and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.rfind(" ", max(start + 1, end - _SEARCH), cut)
+        if cut <= start:
+            cut = end  # no neutral cut nearby: cut hard
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+Piece = tuple[int, list[int], bool]  # (index of the text, token ids, last piece of that text)
+
+
+def piece_encoder(tok_dir: Path) -> Callable[[list[str]], Iterator[Piece]]:
+    """An encoder yielding (index of the text, token ids of its next piece, is it the last), in order.
+
+    Every text yields at least one piece (an empty text: one empty piece); long texts are
+    split by `split_text`, and at most BATCH_CHARS characters are encoded per call.
+    """
+    raw = raw_batch_encoder(tok_dir)
+
+    def encode(texts: list[str]) -> Iterator[Piece]:
+        owners: list[tuple[int, bool]] = []
+        pieces: list[str] = []
+        chars = 0
+        for i, text in enumerate(texts):
+            split = split_text(text)
+            for k, piece in enumerate(split):
+                owners.append((i, k == len(split) - 1))
+                pieces.append(piece)
+                chars += len(piece)
+                if chars >= BATCH_CHARS:
+                    for (j, last), ids in zip(owners, raw(pieces), strict=True):
+                        yield j, ids, last
+                    owners, pieces, chars = [], [], 0
+        for (j, last), ids in zip(owners, raw(pieces) if pieces else [], strict=True):
+            yield j, ids, last
+
+    return encode
+
+
+def batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
+    """A fast, multi-threaded batch encoder: token ids of each text, long texts in pieces."""
+    pieces = piece_encoder(tok_dir)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in texts]
+        for i, ids, _ in pieces(texts):
+            out[i].extend(ids)
+        return out
+
+    return encode

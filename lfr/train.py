@@ -197,6 +197,31 @@ def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
     return losses.float().cpu().numpy()
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, store: BlockStore,
+                   ids: np.ndarray, weights: np.ndarray | None, tc: TrainConfig, d: Dist,
+                   autocast: Any) -> torch.Tensor:
+    """One optimizer step on this rank's slice of the global batch `ids`: grad_accum micro-batches
+    (forward once, per-block losses, backward; DDP syncs on the last one), clipping, AdamW.
+    Returns this rank's per-block losses (detached, on the device)."""
+    start = d.rank * tc.batch_size * tc.grad_accum
+    step_losses = []
+    for micro in range(tc.grad_accum):
+        part = slice(start + micro * tc.batch_size, start + (micro + 1) * tc.batch_size)
+        x, y = (torch.from_numpy(a).to(d.device, non_blocking=True) for a in store.batch(ids[part]))
+        w = None if weights is None else torch.as_tensor(weights[part], device=d.device)
+        sync = micro == tc.grad_accum - 1 or d.world == 1
+        with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+            losses = block_losses(model, x, y)
+            loss = (losses if w is None else losses * w).mean() / tc.grad_accum
+        loss.backward()
+        step_losses.append(losses.detach())
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.cat(step_losses)
+
+
 def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Path,
           tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
           run_info: dict[str, Any] | None = None, stop_at_step: int | None = None,
@@ -275,6 +300,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
     if step == 0:
         rows.append({"step": 0, "tokens": 0, "phase": sampler.phase(0), "elapsed_s": 0.0, "val_loss":
                      estimate_val_loss(model, val_store, val_ids, tc.batch_size, d, autocast)})
+        t_window = time.perf_counter()  # training throughput excludes validation passes
     while step < num_steps:
         if step in snap_steps and d.main:
             save_snapshot(snap_dir, step, raw_model, snapshots.snapshot_dtype)
@@ -282,25 +308,9 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids = sampler.batch_ids(step)
-        weights = sampler.loss_weights(ids)
-        mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
-        step_losses = []
-        for micro in range(tc.grad_accum):
-            part = slice(mine.start + micro * tc.batch_size, mine.start + (micro + 1) * tc.batch_size)
-            x, y = (torch.from_numpy(a).to(d.device, non_blocking=True)
-                    for a in train_store.batch(ids[part]))
-            w = None if weights is None else torch.as_tensor(weights[part], device=d.device)
-            sync = micro == tc.grad_accum - 1 or d.world == 1
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
-                losses = block_losses(model, x, y)
-                loss = (losses if w is None else losses * w).mean() / tc.grad_accum
-            loss.backward()
-            step_losses.append(losses.detach())
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        all_losses = gather_losses(torch.cat(step_losses), d)  # the only host sync per step
+        losses = optimizer_step(model, optimizer, train_store, ids, sampler.loss_weights(ids), tc, d,
+                                autocast)
+        all_losses = gather_losses(losses, d)  # the only host sync per step
         if not np.isfinite(all_losses).all():
             raise FloatingPointError(
                 f"non-finite training loss at step {step} (blocks {ids[~np.isfinite(all_losses)]}); "

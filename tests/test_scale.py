@@ -1,19 +1,23 @@
 """Cluster readiness: the SLURM profile through the real plugin (with a fake sbatch), preemption
-(SIGTERM) and time-limit stops that resume, and the MFU arithmetic."""
+(SIGTERM) and time-limit stops that resume, a SIGKILL through Snakemake that resumes, and the MFU
+arithmetic."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 from conftest import REPO, tiny_config
+from safetensors.torch import load_file
 
 from lfr.train import flops_per_token, peak_flops
 
@@ -109,3 +113,59 @@ def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     # 4 sizes x {random, lfr} + the 2 controls at gpt2; the forgetting study at gpt2 (4 methods)
     assert (counts["train"], counts["evaluate"], counts["profile"]) == ("10", "10", "4")
+
+
+def snakemake_cmd(cwd, *args):
+    """One training job of the smoke config, shortened (a quarter epoch, ~110 steps, checkpoints
+    every 10), on one core (two torch threads on a loaded 2-core machine are slower)."""
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg["train"].update(epochs=0.25, ckpt_every=10)
+    (cwd / "short.yaml").write_text(yaml.safe_dump(cfg))
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
+            "results/runs/nano/random/seed0/run.json", "--configfile", str(cwd / "short.yaml"),
+            "--workflow-profile", "none", "--cores", "1", *args]
+
+
+SNAKE_ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_result(tmp_path):
+    """A crash (SIGKILL: no handler, no checkpoint on the way out) of snakemake and its training
+    job, mid-run. Snakemake's lock stays behind, so the rerun needs `--unlock` first (no
+    --rerun-incomplete: train writes its outputs only at the end). It resumes from the last
+    periodic checkpoint, which survives because results/resume/ is not an output, and ends
+    bit-exactly where an uninterrupted run ends (CPU)."""
+    run = tmp_path / "results/runs/nano/random/seed0"
+    resume = tmp_path / "results/resume/nano/random/seed0"
+    proc = subprocess.Popen(snakemake_cmd(tmp_path), env=SNAKE_ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(resume.glob("ckpt-*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(resume.glob("ckpt-*.json")), "no checkpoint appeared"
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake, the job's shell and the python child
+    proc.wait(timeout=30)
+    assert not (run / "run.json").exists()
+    saved = [int(p.stem.split("-")[1]) for p in resume.glob("ckpt-*.json")]
+
+    r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True)
+    assert r.returncode != 0 and "--unlock" in r.stdout + r.stderr  # snakemake says what to do
+    subprocess.run(snakemake_cmd(tmp_path, "--unlock"), env=SNAKE_ENV, check=True, capture_output=True)
+    r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (tmp_path / "results/logs/train/nano/random/seed0.log").read_text()
+    step = int(re.search(r"resumed from \S+ at step (\d+)", log).group(1))
+    assert step in saved and step > 0, (step, saved)
+    assert not resume.exists()  # removed once the run completed
+    resumed = pd.read_parquet(run / "metrics.parquet")
+    weights = load_file(run / "model/model.safetensors")
+
+    shutil.rmtree(tmp_path / "results/runs")  # the same job again, uninterrupted, on the same data
+    r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resumed" not in (tmp_path / "results/logs/train/nano/random/seed0.log").read_text()
+    cols = ["step", "tokens", "phase", "train_loss", "val_loss", "lr"]
+    pd.testing.assert_frame_equal(resumed[cols], pd.read_parquet(run / "metrics.parquet")[cols])  # bit-exact
+    uninterrupted = load_file(run / "model/model.safetensors")
+    assert all(torch.equal(weights[k], uninterrupted[k]) for k in weights)

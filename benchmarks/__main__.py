@@ -1,0 +1,366 @@
+"""The benchmark suite: `python -m benchmarks` (or `make bench`) -> results/benchmarks.csv.
+
+Every figure is a ratio of two measurements taken side by side in this one process, repeated
+with the order alternating (ours first, then reference first, ...) so that drifting machine load
+hits both alike; the table gives the median and the min/max over the repeats. Benchmarks:
+
+- `train_loop`: tokens/s of lfr.train.train (the real loop: sampler, memmap batches,
+  optimizer_step with per-block losses, clipping, AdamW, logging) against a minimal plain-PyTorch
+  loop of the same HF GPT-2, batch and dtype (memmap batch, forward, mean CE, backward, AdamW).
+- `lfr_sampler_overhead`: LFR's bookkeeping per step beyond random's, as a fraction of a random
+  training step (benchmarks/sampler_overhead.py).
+- `profile_vs_train`: tokens/s of the profiling pass (eval mode, no grad, large batches) against
+  the training step (lfr.train.optimizer_step).
+- `tokenize`: lfr.data.tokenize_split (read parquet, encode, write tokens and block table)
+  against the raw `tokenizers` Tokenizer.encode_batch on the same texts held in memory.
+- `smoke_dag`: wall time of the smoke config's whole DAG (config/smoke.yaml, snakemake `all`) in
+  a fresh folder, plus each job's time from its Snakemake benchmark file; and, when a demo run
+  left `<demo-results>/benchmarks/**/*.tsv`, the demo's per-job times (not run here).
+
+    python -m benchmarks                       # everything, < 10 min on 2 busy cores
+    python -m benchmarks --only train_loop tokenize --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from lfr.cli import git_commit
+from lfr.config import ExperimentConfig, config_hash, validate_config
+from lfr.data import BlockStore
+from lfr.files import write_csv
+from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
+from lfr.tokenizer import tokenizer_meta
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The demo's training shape: micro (4 layers, d=128), block 128, vocab 8192, batch 16, float32.
+SETUP = {
+    "corpus": {"source": "bundled", "fraction": 0.1, "val_fraction": 0.02},
+    "tokenizer": {"kind": "bpe", "vocab_size": 8192, "train_chars": 2_000_000},
+    "data": {"block_size": 128},
+    "models": ["micro"],
+    "train": {"batch_size": 16, "eval_every": 1_000_000, "eval_blocks": 16, "log_every": 10,
+              "device": "cpu"},
+}
+
+
+@dataclass
+class Row:
+    benchmark: str
+    description: str
+    unit: str
+    ratio_is: str
+    goal: str  # e.g. ">= 1.0"; empty: informational
+    ours: list[float] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def record(self) -> dict:
+        def med(xs: list[float]) -> float:
+            return statistics.median(xs) if xs else float("nan")
+
+        ratio = med(self.ratios)
+        meets = ""
+        if self.goal and self.ratios:
+            op, value = self.goal.split()
+            meets = bool(ratio >= float(value)) if op == ">=" else bool(ratio <= float(value))
+        return {"benchmark": self.benchmark, "ours": med(self.ours), "reference": med(self.reference),
+                "unit": self.unit, "ratio_median": ratio,
+                "ratio_min": min(self.ratios, default=float("nan")),
+                "ratio_max": max(self.ratios, default=float("nan")), "repeats": len(self.ratios),
+                "ratio_is": self.ratio_is, "goal": self.goal, "meets_goal": meets,
+                "description": self.description}
+
+
+def alternate(ours: Callable[[], float], reference: Callable[[], float], repeats: int,
+              row: Row, ratio: Callable[[float, float], float]) -> Row:
+    """Run both `repeats` times, alternating which goes first; record each pair's ratio."""
+    for i in range(repeats):
+        if i % 2 == 0:
+            a, b = ours(), reference()
+        else:
+            b, a = reference(), ours()
+        row.ours.append(a)
+        row.reference.append(b)
+        row.ratios.append(ratio(a, b))
+        print(f"  {row.benchmark} #{i + 1}: ours {a:,.4g} reference {b:,.4g} {row.unit} "
+              f"-> ratio {row.ratios[-1]:.3f}", flush=True)
+    return row
+
+
+# -- shared setup ---------------------------------------------------------------------------
+def prepare(root: Path) -> ExperimentConfig:
+    """Corpus, tokenizer and token files of the demo's shape (10% of the bundled corpus)."""
+    from lfr.corpus import prepare_corpus
+    from lfr.data import tokenize
+    from lfr.tokenizer import prepare_tokenizer
+
+    cfg = validate_config(SETUP, "benchmarks")
+    prepare_corpus(cfg.corpus, root / "corpus/train.parquet", root / "corpus/val.parquet")
+    prepare_tokenizer(cfg.tokenizer, root / "corpus/train.parquet", root / "tokenizer")
+    tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", root / "tokenizer", cfg.data,
+             root / "data")
+    return cfg
+
+
+def demo_model(root: Path, cfg: ExperimentConfig) -> torch.nn.Module:
+    meta = tokenizer_meta(root / "tokenizer")
+    return build_model(gpt2_config(cfg.model_preset("micro"), meta["vocab_size"], cfg.data.block_size,
+                                   meta["eot_id"]))
+
+
+# -- benchmarks -----------------------------------------------------------------------------
+def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
+    from lfr.train import train
+
+    store = BlockStore.open(root / "data", "train")
+    tc = cfg.train
+    epochs = (steps * tc.batch_size + 0.5) / store.num_blocks  # random: int(epochs * blocks) // batch
+    run_cfg = cfg.model_copy(update={"train": tc.model_copy(update={"epochs": epochs})})
+    T = store.block_size
+
+    def ours() -> float:
+        with tempfile.TemporaryDirectory() as out:
+            summary = train(run_cfg, "micro", "random", 0, root / "data", root / "tokenizer", Path(out))
+        assert summary["steps"] == steps, summary["steps"]
+        return summary["train_tokens_per_s"]
+
+    def minimal() -> float:
+        torch.manual_seed(0)
+        model = demo_model(root, cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr)
+        order = np.random.default_rng(0).permutation(store.num_blocks)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            x, y = (torch.from_numpy(a) for a in store.batch(order[step * tc.batch_size:][: tc.batch_size]))
+            logits = model(input_ids=x).logits
+            F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return steps * tc.batch_size * T / (time.perf_counter() - t0)
+
+    row = Row("train_loop", f"lfr.train.train (random, micro, batch {tc.batch_size}x{T}, float32, {steps} "
+              "steps, validation excluded) vs a minimal PyTorch loop of the same model", "tokens/s",
+              "ours / reference", ">= 1.0")
+    return alternate(ours, minimal, repeats, row, lambda a, b: a / b)
+
+
+def bench_sampler_overhead(repeats: int, steps: int) -> Row:
+    from benchmarks.sampler_overhead import run
+
+    args = SimpleNamespace(blocks=20_000, steps=steps, batch=16, block=128, vocab=8192)
+    tokens = torch.randint(0, args.vocab, (1024, args.block + 1))
+    row = Row("lfr_sampler_overhead", "LFR's bookkeeping per step (batch_ids, observe, records; last "
+              "focus phase, 20,000 blocks) beyond random's, over a random training step of micro",
+              "ms/step", "(LFR - random bookkeeping) / random step (ours: LFR bookkeeping, "
+              "reference: random step)", "<= 0.02")
+    for i in range(repeats):
+        names = ("random", "lfr") if i % 2 == 0 else ("lfr", "random")
+        res = {name: run(name, args, tokens) for name in names}
+        step = statistics.median(res["random"][0])
+        extra = statistics.median(res["lfr"][1]) - statistics.median(res["random"][1])
+        row.ours.append(1e3 * statistics.median(res["lfr"][1]))
+        row.reference.append(1e3 * step)
+        row.ratios.append(extra / step)
+        print(f"  lfr_sampler_overhead #{i + 1}: LFR bookkeeping {row.ours[-1]:.3f} ms, random step "
+              f"{row.reference[-1]:.1f} ms -> overhead {row.ratios[-1]:.2%}", flush=True)
+    return row
+
+
+def profile_losses_fn() -> tuple[Callable, str]:
+    """The profiling pass: lfr.profile.profile_losses where that module exists; otherwise the
+    same computation inline (per-block mean loss, eval mode, inference mode, in batches)."""
+    try:
+        from lfr.profile import profile_losses
+
+        return profile_losses, "lfr.profile.profile_losses"
+    except ImportError:
+        @torch.inference_mode()
+        def profile_losses(model, store, ids, batch_size, device):
+            model.eval()
+            out = np.empty(len(ids), dtype=np.float32)
+            for i in range(0, len(ids), batch_size):
+                x, y = (torch.from_numpy(a).to(device) for a in store.batch(ids[i : i + batch_size]))
+                out[i : i + batch_size] = block_losses(model, x, y).float().cpu().numpy()
+            return out
+
+        return profile_losses, "inline eval-mode no-grad block_losses (lfr.profile not present)"
+
+
+def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, batch: int) -> Row:
+    from lfr.train import Dist, optimizer_step
+
+    store = BlockStore.open(root / "data", "train")
+    T, tc, cpu = store.block_size, cfg.train, torch.device("cpu")
+    torch.manual_seed(0)
+    model = demo_model(root, cfg)
+    opt = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), cpu)
+    profile, impl = profile_losses_fn()
+    ids = np.arange(min(store.num_blocks, steps * tc.batch_size))
+
+    def ours() -> float:
+        t0 = time.perf_counter()
+        profile(model, store, ids, batch, cpu)
+        return len(ids) * T / (time.perf_counter() - t0)
+
+    def training() -> float:
+        model.train()
+        t0 = time.perf_counter()
+        for step in range(steps):
+            optimizer_step(model, opt, store, ids[step * tc.batch_size:][: tc.batch_size], None, tc, Dist(),
+                           contextlib.nullcontext())
+        return steps * tc.batch_size * T / (time.perf_counter() - t0)
+
+    ours(), training()  # warm-up of both
+    row = Row("profile_vs_train", f"profiling pass ({impl}, batch {batch}) vs the training step "
+              f"(lfr.train.optimizer_step, batch {tc.batch_size}), micro, {len(ids)} blocks", "tokens/s",
+              "ours / reference", ">= 2.5")
+    return alternate(ours, training, repeats, row, lambda a, b: a / b)
+
+
+def bench_tokenize(root: Path, cfg: ExperimentConfig, repeats: int) -> Row:
+    from tokenizers import Tokenizer
+
+    from lfr.data import tokenize_split
+
+    docs = root / "corpus/train.parquet"
+    texts = pd.read_parquet(docs).text.tolist()
+    tok = Tokenizer.from_file(str(root / "tokenizer/tokenizer.json"))
+    n_tokens = sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+
+    def ours() -> float:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            stats = tokenize_split(docs, root / "tokenizer", cfg.data, Path(out) / "t.bin",
+                                   Path(out) / "b.parquet")
+            dt = time.perf_counter() - t0
+        assert stats["tokens"] == n_tokens + len(texts)  # the same tokens, + one EOT per document
+        return n_tokens / dt
+
+    def raw() -> float:
+        t0 = time.perf_counter()
+        ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]  # ids as Python lists
+        dt = time.perf_counter() - t0
+        assert len(ids) == len(texts)
+        return n_tokens / dt
+
+    row = Row("tokenize", f"lfr.data.tokenize_split (parquet in, token file + block table out) vs raw "
+              f"tokenizers encode_batch to id lists, in memory; {len(texts)} documents, "
+              f"{sum(map(len, texts)) / 1e6:.1f}M characters, BPE 8192", "tokens/s", "ours / reference",
+              ">= 0.8")
+    return alternate(ours, raw, repeats, row, lambda a, b: a / b)
+
+
+def job_rows(bench_dir: Path, prefix: str, what: str) -> list[Row]:
+    rows = []
+    for tsv in sorted(bench_dir.glob("**/*.tsv")):
+        job = tsv.relative_to(bench_dir).with_suffix("").as_posix()
+        seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+        rows.append(Row(f"{prefix}:{job}", what, "s", "", "", ours=[seconds]))
+    return rows
+
+
+def bench_smoke_dag(threads: int) -> list[Row]:
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as cwd:
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", cwd, "all",
+               "--configfile", str(REPO / "config/smoke.yaml"), "--workflow-profile", "none", "--cores", "2",
+               "--set-threads", f"train={threads}", f"evaluate={threads}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"smoke DAG failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        jobs = job_rows(Path(cwd) / "results/benchmarks", "smoke_job",
+                        "one job of the smoke DAG above (Snakemake benchmark file)")
+    print(f"  smoke_dag: {wall:.1f} s", flush=True)
+    return [Row("smoke_dag", f"wall time of `snakemake --cores 2 --set-threads train={threads} "
+                f"evaluate={threads} all` on config/smoke.yaml in a fresh folder (corpus to figures, "
+                "2 training runs and their lm-eval evaluations)", "s", "", "", ours=[wall]), *jobs]
+
+
+# -- driver ---------------------------------------------------------------------------------
+BENCHMARKS = ["train_loop", "lfr_sampler_overhead", "profile_vs_train", "tokenize", "smoke_dag"]
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("results/benchmarks.csv"))
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
+    p.add_argument("--repeats", type=int, default=5, help="side-by-side pairs per benchmark")
+    p.add_argument("--steps", type=int, default=20, help="training steps per timed loop")
+    p.add_argument("--sampler-steps", type=int, default=10, help="steps per sampler run (3 are warm-up)")
+    p.add_argument("--sampler-repeats", type=int, default=3, help="its ratio is far from the goal")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (on a shared 2-core machine 2 threads run ~5x slower than 1)")
+    p.add_argument("--dag-threads", type=int, default=1, help="threads of the smoke DAG's train/eval jobs")
+    p.add_argument("--profile-batch", type=int, default=128)
+    p.add_argument("--demo-results", type=Path, default=Path("results"),
+                   help="a demo run's results folder: its benchmarks/**/*.tsv are reported as demo_job rows")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    t_start, load = time.perf_counter(), os.getloadavg()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:
+        root = Path(tmp)
+        cfg = None
+        if set(args.only) & {"train_loop", "profile_vs_train", "tokenize"}:
+            t0 = time.perf_counter()
+            cfg = prepare(root)
+            print(f"setup (corpus, tokenizer, tokens): {time.perf_counter() - t0:.1f} s", flush=True)
+        for name in args.only:
+            print(f"{name} ...", flush=True)
+            if name == "train_loop":
+                rows.append(bench_train_loop(root, cfg, args.repeats, args.steps))
+            elif name == "lfr_sampler_overhead":
+                rows.append(bench_sampler_overhead(args.sampler_repeats, args.sampler_steps))
+            elif name == "profile_vs_train":
+                rows.append(bench_profile(root, cfg, args.repeats, args.steps, args.profile_batch))
+            elif name == "tokenize":
+                rows.append(bench_tokenize(root, cfg, args.repeats))
+            elif name == "smoke_dag":
+                rows.extend(bench_smoke_dag(args.dag_threads))
+    rows.extend(job_rows(args.demo_results / "benchmarks", "demo_job",
+                         f"one job of a demo run, read from {args.demo_results}/benchmarks (not run by this "
+                         "command)"))
+    table = pd.DataFrame([row.record() for row in rows])
+    wall = time.perf_counter() - t_start
+    table["git_commit"] = git_commit()
+    table["config_hash"] = config_hash({"setup": SETUP, "args": {k: str(v) for k, v in vars(args).items()}})
+    table["host"] = (f"{socket.gethostname()} {platform.machine()}, {os.cpu_count()} cores, "
+                     f"torch {torch.__version__} {torch.get_num_threads()} threads, "
+                     f"load avg {load[0]:.1f} at start")
+    table["suite_wall_s"] = round(wall, 1)
+    write_csv(args.out, table)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 40):
+        print(table[["benchmark", "ours", "reference", "unit", "ratio_median", "ratio_min", "ratio_max",
+                     "goal", "meets_goal"]].to_string(index=False))
+    print(f"wrote {args.out} ({wall:.0f} s); {json.dumps(table['host'].iloc[0])}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
