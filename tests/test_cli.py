@@ -29,8 +29,8 @@ def test_bad_config_exits_with_one_clear_line(tmp_path):
 
 
 def test_light_modules_do_not_import_torch():
-    code = ("import sys, lfr.config, lfr.report, lfr.figures, lfr.sampling, lfr.corpus, lfr.eval_tasks; "
-            "assert 'torch' not in sys.modules")
+    code = ("import sys, lfr.config, lfr.report, lfr.figures, lfr.sampling, lfr.corpus, lfr.eval_tasks, "
+            "lfr.reference; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
