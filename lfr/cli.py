@@ -41,6 +41,7 @@ def read_config(args: argparse.Namespace) -> ExperimentConfig:
     if cfg.offline:
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no deadlock when lm-eval forks
     return cfg
 
 

@@ -11,6 +11,7 @@ import pytest
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
 
 REPO = Path(__file__).resolve().parent.parent
