@@ -9,7 +9,7 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   loop of the same HF GPT-2, batch and dtype (memmap batch, forward, mean CE, backward, AdamW).
 - `lfr_sampler_overhead`: LFR's bookkeeping per step beyond random's, as a fraction of a random
   training step (benchmarks/sampler_overhead.py).
-- `profile_vs_train`: tokens/s of the profiling pass (eval mode, no grad, large batches) against
+- `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
   the training step (lfr.train.optimizer_step).
 - `tokenize`: lfr.data.tokenize_split (read parquet, encode, write tokens and block table)
   against the raw `tokenizers` Tokenizer.encode_batch on the same texts held in memory.
@@ -45,10 +45,11 @@ import torch
 import torch.nn.functional as F
 
 from lfr.cli import git_commit
-from lfr.config import ExperimentConfig, config_hash, validate_config
+from lfr.config import ExperimentConfig, ProfileConfig, config_hash, validate_config
 from lfr.data import BlockStore
 from lfr.files import write_csv
-from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
+from lfr.model import build_model, configure_optimizer, gpt2_config
+from lfr.profile import profile_losses
 from lfr.tokenizer import tokenizer_meta
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,26 +188,6 @@ def bench_sampler_overhead(repeats: int, steps: int) -> Row:
     return row
 
 
-def profile_losses_fn() -> tuple[Callable, str]:
-    """The profiling pass: lfr.profile.profile_losses where that module exists; otherwise the
-    same computation inline (per-block mean loss, eval mode, inference mode, in batches)."""
-    try:
-        from lfr.profile import profile_losses
-
-        return profile_losses, "lfr.profile.profile_losses"
-    except ImportError:
-        @torch.inference_mode()
-        def profile_losses(model, store, ids, batch_size, device):
-            model.eval()
-            out = np.empty(len(ids), dtype=np.float32)
-            for i in range(0, len(ids), batch_size):
-                x, y = (torch.from_numpy(a).to(device) for a in store.batch(ids[i : i + batch_size]))
-                out[i : i + batch_size] = block_losses(model, x, y).float().cpu().numpy()
-            return out
-
-        return profile_losses, "inline eval-mode no-grad block_losses (lfr.profile not present)"
-
-
 def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, batch: int) -> Row:
     from lfr.train import Dist, optimizer_step
 
@@ -215,12 +196,11 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
     torch.manual_seed(0)
     model = demo_model(root, cfg)
     opt = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), cpu)
-    profile, impl = profile_losses_fn()
     ids = np.arange(min(store.num_blocks, steps * tc.batch_size))
 
     def ours() -> float:
         t0 = time.perf_counter()
-        profile(model, store, ids, batch, cpu)
+        profile_losses(model, store, ids, batch, cpu)
         return len(ids) * T / (time.perf_counter() - t0)
 
     def training() -> float:
@@ -232,9 +212,9 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
         return steps * tc.batch_size * T / (time.perf_counter() - t0)
 
     ours(), training()  # warm-up of both
-    row = Row("profile_vs_train", f"profiling pass ({impl}, batch {batch}) vs the training step "
-              f"(lfr.train.optimizer_step, batch {tc.batch_size}), micro, {len(ids)} blocks", "tokens/s",
-              "ours / reference", ">= 2.5")
+    what = (f"profiling pass (lfr.profile.profile_losses, batch {batch}) vs the training step "
+            f"(lfr.train.optimizer_step, batch {tc.batch_size}), micro, {len(ids)} blocks")
+    row = Row("profile_vs_train", what, "tokens/s", "ours / reference", ">= 2.5")
     return alternate(ours, training, repeats, row, lambda a, b: a / b)
 
 
@@ -314,7 +294,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (on a shared 2-core machine 2 threads run ~5x slower than 1)")
     p.add_argument("--dag-threads", type=int, default=1, help="threads of the smoke DAG's train/eval jobs")
-    p.add_argument("--profile-batch", type=int, default=128)
+    p.add_argument("--profile-batch", type=int, default=ProfileConfig().batch_size)
     p.add_argument("--demo-results", type=Path, default=Path("results"),
                    help="a demo run's results folder: its benchmarks/**/*.tsv are reported as demo_job rows")
     args = p.parse_args(argv)
