@@ -43,4 +43,5 @@ schema: $(STAMP)
 # Keeps results/benchmarks.csv (`make bench`: a measurement of the code, not a pipeline output).
 clean:
 	rm -rf results/corpus results/tokenizer results/data results/runs results/resume \
-	  results/tables results/figures results/logs results/benchmarks .snakemake
+	  results/profiles results/scores results/eval results/eval_tasks results/tables/*.csv \
+	  results/figures results/logs results/benchmarks results/report.html .snakemake
