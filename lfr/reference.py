@@ -23,6 +23,7 @@ import pandas as pd
 from lfr.config import ExperimentConfig
 from lfr.files import write_json, write_parquet
 from lfr.sampling import SAMPLERS, BlockScores, RunFacts, Sampler, SamplerOptions
+from lfr.sampling.base import epoch_draws
 
 log = logging.getLogger(__name__)
 SHARD_STREAM = 0x5EF  # keeps the shard's generator apart from the epoch permutations
@@ -46,13 +47,8 @@ class ShardSampler(Sampler):
 
     def batch_ids(self, step: int) -> np.ndarray:
         start = step * self.batch_blocks
-        epochs, slots = np.divmod(np.arange(start, start + self.batch_blocks), len(self.shard))
-        ids = np.empty(self.batch_blocks, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            order = np.random.default_rng([self.seed, SHARD_STREAM, int(epoch)]).permutation(len(self.shard))
-            ids[mask] = self.shard[order[slots[mask]]]
-        return ids
+        return epoch_draws(self.shard, start, start + self.batch_blocks, lambda epoch: np.random.default_rng(
+            [self.seed, SHARD_STREAM, epoch]).permutation(len(self.shard)))
 
 
 def reference_settings(cfg: ExperimentConfig, method: str) -> tuple[str, Any]:

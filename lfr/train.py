@@ -290,6 +290,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
 
     tokens_per_step = batch_blocks * T
     snap_steps = snapshot_steps(sampler, num_steps, tokens_per_step, snapshots) if snapshots else []
+    snap_set = set(snap_steps)  # checked every step
     flops_token, peak = flops_per_token(raw_model), peak_flops(tc.peak_tflops, d.device)
     margin = max(120.0, 0.05 * 60 * time_limit_min) if time_limit_min else 0.0  # time to save
     stopper = StopRequest(t_launch + 60 * time_limit_min - margin if time_limit_min else None)
@@ -302,7 +303,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
                      estimate_val_loss(model, val_store, val_ids, tc.batch_size, d, autocast)})
         t_window = time.perf_counter()  # training throughput excludes validation passes
     while step < num_steps:
-        if step in snap_steps and d.main:
+        if step in snap_set and d.main:
             save_snapshot(snap_dir, step, raw_model, snapshots.snapshot_dtype)
         lr = lr_at(step, num_steps, tc)
         for group in optimizer.param_groups:

@@ -9,6 +9,7 @@ their RNG, which goes into the checkpoint with the rest of their state.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -103,6 +104,17 @@ class Sampler(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
+
+
+def epoch_draws(pool: np.ndarray, start: int, stop: int,
+                order: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Draws [start, stop) of back-to-back passes over `pool`; pass e visits pool[order(e)]."""
+    epochs, slots = np.divmod(np.arange(start, stop), len(pool))
+    out = np.empty(stop - start, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        mask = epochs == epoch
+        out[mask] = pool[order(int(epoch))[slots[mask]]]
+    return out
 
 
 def epoch_permutation(num_blocks: int, seed: int, epoch: int) -> np.ndarray:

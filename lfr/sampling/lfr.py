@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws
 
 # float32 score, last_loss, window sum; int32 visits, last_step, window count; bool kept;
 # int64 active ids (at most one per block).
@@ -162,13 +162,7 @@ class LFRSampler(Sampler):
 
     def _draws(self, index: int, active: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Draws [start, stop) of a phase: its active set in a fresh seeded order each epoch."""
-        positions = np.arange(start, stop)
-        epochs, slots = np.divmod(positions, len(active))
-        out = np.empty(len(positions), dtype=np.int64)
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            out[mask] = active[self._order(index, int(epoch), len(active))[slots[mask]]]
-        return out
+        return epoch_draws(active, start, stop, lambda epoch: self._order(index, epoch, len(active)))
 
     def _order(self, index: int, epoch: int, size: int) -> np.ndarray:
         """Permutation of epoch `epoch` of phase `index`, cached (a step reuses its epoch's)."""

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, equal_token_steps
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws, equal_token_steps
 
 
 class PplPruneOptions(SamplerOptions):
@@ -81,12 +81,7 @@ class PplPruneSampler(Sampler):
 
     def batch_ids(self, step: int) -> np.ndarray:
         start = step * self.batch_blocks
-        epochs, slots = np.divmod(np.arange(start, start + self.batch_blocks), len(self.kept))
-        ids = np.empty(self.batch_blocks, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            ids[mask] = self.kept[self._order(int(epoch))[slots[mask]]]
-        return ids
+        return epoch_draws(self.kept, start, start + self.batch_blocks, self._order)
 
     def _order(self, epoch: int) -> np.ndarray:
         """Permutation of the kept set in pass `epoch`, fixed by (seed, epoch); cached."""

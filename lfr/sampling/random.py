@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import Sampler, SamplerOptions, epoch_permutation
+from lfr.sampling.base import Sampler, SamplerOptions, epoch_draws, epoch_permutation
 
 
 class RandomOptions(SamplerOptions):
@@ -26,13 +26,7 @@ class RandomSampler(Sampler):
 
     def batch_ids(self, step: int) -> np.ndarray:
         start = step * self.batch_blocks
-        positions = np.arange(start, start + self.batch_blocks)
-        epochs, slots = np.divmod(positions, self.num_blocks)
-        ids = np.empty(self.batch_blocks, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            ids[mask] = self._order(int(epoch))[slots[mask]]
-        return ids
+        return epoch_draws(np.arange(self.num_blocks), start, start + self.batch_blocks, self._order)
 
     def _order(self, epoch: int) -> np.ndarray:
         if getattr(self, "_cached_epoch", None) != epoch:
