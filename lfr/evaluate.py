@@ -49,6 +49,9 @@ def run_lm_eval(model_dir: str, cfg: EvalConfig, task_dir: Path | None) -> dict[
     from lm_eval.tasks import TaskManager
     from transformers import AutoConfig
 
+    # lm-eval bootstraps stderrs in a forked multiprocessing.Pool; forked after torch started its
+    # threads, a worker can deadlock (seen in CI). Its documented switch runs them serially.
+    os.environ.setdefault("DISABLE_MULTIPROC", "1")
     tasks = task_list(cfg, task_dir)
     config = AutoConfig.from_pretrained(model_dir)
     max_length = getattr(config, "n_positions", None) or config.max_position_embeddings  # GPT-2 / Pythia
