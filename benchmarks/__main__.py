@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lfr.cli import git_commit
+from lfr.cli import git_commit, setup_torch
 from lfr.config import ExperimentConfig, ProfileConfig, config_hash, validate_config
 from lfr.data import BlockStore
 from lfr.files import write_csv
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    setup_torch(args.threads)  # as every `python -m lfr` stage
     t_start, load = time.perf_counter(), os.getloadavg()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:

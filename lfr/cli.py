@@ -8,6 +8,7 @@ reruns only the stages downstream of it). Heavy imports happen inside each subco
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -28,6 +29,32 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep large freed blocks for reuse instead of returning them to the kernel.
+
+    By default glibc serves every allocation over 32 MiB with fresh mmap'd pages (a 16x128x8192
+    float32 logits tensor is 64 MiB), which the kernel zero-fills again on each training step:
+    on the demo model that was over a third of CPU time, in page faults. Raising both
+    thresholds cut a 1-epoch nano run (1 thread) from 38 s to 22 s. Process-wide, CPU memory
+    only; False where there is no glibc (macOS, musl).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 << 20) and mallopt(m_trim_threshold, 1 << 30))
+
+
+def setup_torch(threads: int | None) -> None:
+    """Torch's CPU threads (None: torch's default) and the allocator setting above."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def read_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -76,12 +103,9 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = read_config(args)
-    import torch
-
     from lfr.train import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_torch(args.threads)
     info = {"config_hash": run_hash(cfg, args.size, args.method),
             "git_commit": git_commit()}
     from lfr.train import TrainingInterrupted
@@ -102,13 +126,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_score_reference(args: argparse.Namespace) -> None:
     cfg = read_config(args)
-    import torch
-
     from lfr.reference import reference_settings, score_reference
     from lfr.train import TrainingInterrupted
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_torch(args.threads)
     size, _ = reference_settings(cfg, args.method)
     info = {"config_hash": run_hash(cfg, size, args.method), "git_commit": git_commit()}
     try:
@@ -132,10 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     run = {"size": args.size, "method": args.method, "seed": args.seed, "git_commit": git_commit(),
            "config_hash": config_hash(cfg.eval.model_dump())}
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    setup_torch(args.threads)
     evaluate(cfg.eval, args.model, args.tasks, args.out_json, args.out_parquet, run)
 
 
@@ -163,10 +181,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     cfg = read_config(args)
     from lfr.profile import profile_run
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    setup_torch(args.threads)
     out = Path(args.out)
     print(profile_run(args.run, args.data, cfg.profile, out / "losses.parquet", out / "summary.json",
                       cfg.train.device))

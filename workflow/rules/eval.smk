@@ -34,7 +34,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{size}/{method}/seed{seed}.tsv"
     params:
         config=stage_config("eval"),
-    threads: 2
+    threads: 1  # as train (train.smk)
     conda:
         "../envs/lfr.yaml"
     message:
@@ -57,7 +57,7 @@ rule evaluate_reference:
     params:
         config=stage_config("eval"),
         model=reference_model,
-    threads: 2
+    threads: 1  # as train (train.smk)
     conda:
         "../envs/lfr.yaml"
     message:

@@ -28,7 +28,7 @@ rule profile:
         run_dir=subpath(input.run, parent=True),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.summary, parent=True),
-    threads: 2
+    threads: 1  # as train (train.smk)
     resources:
         gpu=lambda wildcards: min(1, train_gpus(wildcards)),
     conda:
@@ -60,7 +60,7 @@ rule forgetting:
     log:
         "results/logs/forgetting.log",
     params:
-        config=stage_config("profile"),
+        config=config_keys("profile", "threshold_nats", "threshold_sd"),
         profiles=profile_dirs(),
         runs=profiled_runs(),
         data_dir=subpath(input.meta, parent=True),

@@ -27,7 +27,7 @@ rule train:
         resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
         snapshots=snapshot_arg,
         block_scores=block_scores_arg,
-    threads: 2
+    threads: 1  # on a CPU, jobs side by side beat threads (README: Demo budget); SLURM: set-threads
     resources:
         gpu=train_gpus,
         runtime=train_runtime,
@@ -69,7 +69,7 @@ rule score_reference:
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.info, parent=True),
         resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
-    threads: 2
+    threads: 1  # as train
     resources:
         gpu=lambda wildcards: min(1, CFG.size_resources(wildcards.ref_size).gpus),
         runtime=lambda wildcards: CFG.size_resources(wildcards.ref_size).runtime_min,
