@@ -7,6 +7,8 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
 - `train_loop`: tokens/s of lfr.train.train (the real loop: sampler, memmap batches,
   optimizer_step with per-block losses, clipping, AdamW, logging) against a minimal plain-PyTorch
   loop of the same HF GPT-2, batch and dtype (memmap batch, forward, mean CE, backward, AdamW).
+- `model_vs_nanogpt`: tokens/s of a training step of our model (transformers' GPT2LMHeadModel)
+  against a nanoGPT-style module of the same shape (benchmarks/model_speed.py).
 - `lfr_sampler_overhead`: LFR's bookkeeping per step beyond random's, as a fraction of a random
   training step (benchmarks/sampler_overhead.py).
 - `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
@@ -166,6 +168,24 @@ def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int
     return alternate(ours, minimal, repeats, row, lambda a, b: a / b)
 
 
+def bench_model_vs_nanogpt(cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
+    from benchmarks.model_speed import NanoGPT, time_steps
+
+    preset, B, T, V = cfg.model_preset("micro"), cfg.train.batch_size, cfg.data.block_size, 8192
+    torch.manual_seed(0)
+    ours_model = build_model(gpt2_config(preset, V, T, 0))
+    nano_model = NanoGPT(V, T, preset.n_layer, preset.n_head, preset.n_embd)
+
+    def speed(model: torch.nn.Module) -> float:
+        return B * T / statistics.median(time_steps(model, B, T, V, steps))
+
+    row = Row("model_vs_nanogpt", f"training step (forward, per-block loss, backward, AdamW) of "
+              f"lfr.model's GPT2LMHeadModel vs a nanoGPT-style module (micro, batch {B}x{T}, "
+              "float32, median step)", "tokens/s", "ours / reference", ">= 1.0")
+    return alternate(lambda: speed(ours_model), lambda: speed(nano_model), repeats, row,
+                     lambda a, b: a / b)
+
+
 def bench_sampler_overhead(repeats: int, steps: int) -> Row:
     from benchmarks.sampler_overhead import run
 
@@ -280,7 +300,9 @@ def bench_smoke_dag(threads: int) -> list[Row]:
 
 
 # -- driver ---------------------------------------------------------------------------------
-BENCHMARKS = ["train_loop", "lfr_sampler_overhead", "profile_vs_train", "tokenize", "smoke_dag"]
+BENCHMARKS = [
+    "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "profile_vs_train", "tokenize", "smoke_dag",
+]
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -306,7 +328,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:
         root = Path(tmp)
-        cfg = None
+        cfg = validate_config(SETUP, "benchmarks")
         if set(args.only) & {"train_loop", "profile_vs_train", "tokenize"}:
             t0 = time.perf_counter()
             cfg = prepare(root)
@@ -315,6 +337,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             print(f"{name} ...", flush=True)
             if name == "train_loop":
                 rows.append(bench_train_loop(root, cfg, args.repeats, args.steps))
+            elif name == "model_vs_nanogpt":
+                rows.append(bench_model_vs_nanogpt(cfg, args.repeats, args.steps))
             elif name == "lfr_sampler_overhead":
                 rows.append(bench_sampler_overhead(args.sampler_repeats, args.sampler_steps))
             elif name == "profile_vs_train":

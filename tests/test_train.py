@@ -50,6 +50,19 @@ def test_checkpoint_is_a_loadable_hf_model(finished):
     assert torch.isfinite(model(x).logits).all()
 
 
+def test_checkpoint_uses_gpt2s_gelu_in_its_fused_form(finished):
+    """Our models use torch's tanh-GELU, the function GPT-2's `gelu_new` computes in Python."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import ACT2FN
+
+    model = AutoModelForCausalLM.from_pretrained(finished[2] / "model")
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    x = torch.linspace(-8, 8, 10_001)
+    act = model.transformer.h[0].mlp.act
+    torch.testing.assert_close(act(x), ACT2FN["gelu_new"](x), atol=1e-6, rtol=1e-5)
+    assert not torch.equal(act(x), ACT2FN["gelu"](x))  # not the exact erf GELU
+
+
 def test_lr_warms_up_then_decays_fully():
     cfg = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_frac=0.1)
     lrs = [lr_at(s, 100, cfg) for s in range(100)]
