@@ -19,7 +19,7 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   a fresh folder, plus each job's time from its Snakemake benchmark file; and, when a demo run
   left `<demo-results>/benchmarks/**/*.tsv`, the demo's per-job times (not run here).
 
-    python -m benchmarks                       # everything, < 10 min on 2 busy cores
+    python -m benchmarks                       # everything, ~8 min on 2 idle cores
     python -m benchmarks --only train_loop tokenize --repeats 3
 """
 
