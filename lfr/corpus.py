@@ -2,8 +2,9 @@
 
 Sources: the bundled demo corpus, local files (.txt = one document, .jsonl, .parquet) or a
 Hugging Face dataset. Each document is `doc_id`, `domain` (may be null) and `text`. The split
-and the optional subsample of the training documents use a seeded hash of `doc_id`, so they
-are deterministic, streamable and independent of input order. The validation split is
+and the optional subsample of the training documents use a seeded hash of `doc_id`, so they are
+deterministic, streamable and independent of input order and, for local files (whose `doc_id` is
+the path from the folder that holds them all), of where the corpus lies. The validation split is
 always `val_fraction` of the whole corpus, whatever `fraction` keeps for training. Output: two
 parquet files, written in row groups.
 """
@@ -15,6 +16,7 @@ import hashlib
 import json
 import logging
 import lzma
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +54,9 @@ def _decoded(lines: Iterator[bytes], name: str) -> Iterator[str]:
         log.warning("%s: %d line(s) with invalid UTF-8 bytes; they were replaced by U+FFFD", name, bad)
 
 
-def _jsonl_docs(lines: Iterator[str], name: str, cfg: CorpusConfig) -> Iterator[Doc]:
+def _jsonl_docs(lines: Iterator[str], name: str, cfg: CorpusConfig,
+                id_prefix: str | None = None) -> Iterator[Doc]:
+    """Records of a JSON-lines file `name`; one without a doc_id gets `<id_prefix>:<line>`."""
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -62,7 +66,7 @@ def _jsonl_docs(lines: Iterator[str], name: str, cfg: CorpusConfig) -> Iterator[
             raise ValueError(f"{name}:{lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(rec, dict):
             raise ValueError(f"{name}:{lineno}: a record must be a JSON object, got {type(rec).__name__}")
-        yield _record_doc(rec, rec.get("doc_id", f"{name}:{lineno}"), name, cfg)
+        yield _record_doc(rec, rec.get("doc_id", f"{id_prefix or name}:{lineno}"), name, cfg)
 
 
 def _record_doc(rec: dict, doc_id: str, name: str, cfg: CorpusConfig) -> Doc:
@@ -81,20 +85,22 @@ def _record_doc(rec: dict, doc_id: str, name: str, cfg: CorpusConfig) -> Doc:
     return str(doc_id), None if domain is None else str(domain), text
 
 
-def _file_docs(path: Path, cfg: CorpusConfig) -> Iterator[Doc]:
+def _file_docs(path: Path, doc_name: str, cfg: CorpusConfig) -> Iterator[Doc]:
+    """Documents of one file. Their ids derive from `doc_name` (see `portable_names`), not from
+    `path`, so that the split does not change when the corpus moves; messages name `path`."""
     if path.suffix == ".txt":
         raw = path.read_bytes()
         text = raw.decode("utf-8", errors="replace")
         if "\ufffd" in text and b"\xef\xbf\xbd" not in raw:
             log.warning("%s: invalid UTF-8 bytes were replaced by U+FFFD", path)
-        yield str(path), None, text
+        yield doc_name, None, text
     elif path.suffix == ".jsonl":
         with open(path, "rb") as f:
-            yield from _jsonl_docs(_decoded(f, str(path)), str(path), cfg)
+            yield from _jsonl_docs(_decoded(f, str(path)), str(path), cfg, id_prefix=doc_name)
     elif path.suffix == ".parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             for i, rec in enumerate(batch.to_pylist()):
-                yield _record_doc(rec, rec.get("doc_id", f"{path}:{i}"), str(path), cfg)
+                yield _record_doc(rec, rec.get("doc_id", f"{doc_name}:{i}"), str(path), cfg)
     else:
         raise ValueError(f"{path}: unsupported file type; corpus.paths takes .txt, .jsonl, .parquet")
 
@@ -116,14 +122,23 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
     return sorted(found)
 
 
+def portable_names(paths: list[Path]) -> list[str]:
+    """Each file's path from the folder that holds them all, that folder's name first
+    (/data/my_corpus/a/x.txt -> my_corpus/a/x.txt): unique, and the same wherever the corpus lies."""
+    absolute = [p.resolve() for p in paths]
+    base = Path(os.path.commonpath([p.parent for p in absolute]))
+    return [(Path(base.name) / p.relative_to(base)).as_posix() for p in absolute]
+
+
 def iter_documents(cfg: CorpusConfig) -> Iterator[Doc]:
     """All documents of the configured source, before subsampling and splitting."""
     if cfg.source == "bundled":
         with lzma.open(BUNDLED_CORPUS, "rt", encoding="utf-8") as f:
             yield from _jsonl_docs(f, BUNDLED_CORPUS.name, cfg)
     elif cfg.source == "files":
-        for path in resolve_paths(cfg.paths):
-            yield from _file_docs(path, cfg)
+        paths = resolve_paths(cfg.paths)
+        for path, doc_name in zip(paths, portable_names(paths), strict=True):
+            yield from _file_docs(path, doc_name, cfg)
     else:
         import datasets  # heavy; only for the hf source
 

@@ -51,6 +51,27 @@ def test_files_source_reads_txt_jsonl_parquet(tmp_path):
     assert any("caf\ufffd au lait" in d[2] for d in docs)
 
 
+def test_files_split_does_not_depend_on_where_the_corpus_lies(tmp_path):
+    for where in ("a", "b/deeper"):
+        folder = tmp_path / where / "my_corpus"
+        (folder / "sub").mkdir(parents=True)
+        for i in range(40):
+            (folder / ("sub" if i % 2 else "") / f"{i:02d}.txt").write_text(f"document {i} " * 20)
+        with open(folder / "recs.jsonl", "w") as f:
+            f.writelines(json.dumps({"text": f"json doc {i}"}) + "\n" for i in range(5))
+    splits = []
+    for where in ("a", "b/deeper"):
+        cfg = CorpusConfig(source="files", paths=[str(tmp_path / where / "my_corpus")], val_fraction=0.3)
+        out = tmp_path / "out" / where
+        prepare_corpus(cfg, out / "train.parquet", out / "val.parquet")
+        splits.append({s: pd.read_parquet(out / f"{s}.parquet") for s in ("train", "val")})
+    for split in ("train", "val"):
+        pd.testing.assert_frame_equal(splits[0][split], splits[1][split])
+    ids = pd.concat(splits[0].values()).doc_id
+    assert ids.is_unique and len(ids) == 45 and 5 <= len(splits[0]["val"]) <= 25
+    assert {"my_corpus/00.txt", "my_corpus/sub/01.txt", "my_corpus/recs.jsonl:3"} <= set(ids)
+
+
 def test_missing_text_field_names_the_key(tmp_path):
     (tmp_path / "r.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
     cfg = CorpusConfig(source="files", paths=[str(tmp_path / "r.jsonl")])
