@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--steps", type=int, default=20, help="training steps per timed loop")
     p.add_argument("--train-steps", type=int, default=60,
                    help="steps per train_loop run (it times whole runs, so fixed costs count: 20 "
-                        "steps measured 0.965x, 60 steps 1.02x)")
+                        "steps measured 0.965x, 60 steps 0.99-1.02x)")
     p.add_argument("--sampler-steps", type=int, default=10, help="steps per sampler run (3 are warm-up)")
     p.add_argument("--sampler-repeats", type=int, default=3, help="its ratio is far from the goal")
     p.add_argument("--threads", type=int, default=1,
