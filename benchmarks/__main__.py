@@ -112,18 +112,16 @@ def alternate(ours: Callable[[], float], reference: Callable[[], float], repeats
 
 
 # -- shared setup ---------------------------------------------------------------------------
-def prepare(root: Path) -> ExperimentConfig:
+def prepare(root: Path, cfg: ExperimentConfig) -> None:
     """Corpus, tokenizer and token files of the demo's shape (10% of the bundled corpus)."""
     from lfr.corpus import prepare_corpus
     from lfr.data import tokenize
     from lfr.tokenizer import prepare_tokenizer
 
-    cfg = validate_config(SETUP, "benchmarks")
     prepare_corpus(cfg.corpus, root / "corpus/train.parquet", root / "corpus/val.parquet")
     prepare_tokenizer(cfg.tokenizer, root / "corpus/train.parquet", root / "tokenizer")
     tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", root / "tokenizer", cfg.data,
              root / "data")
-    return cfg
 
 
 def demo_model(root: Path, cfg: ExperimentConfig) -> torch.nn.Module:
@@ -334,7 +332,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         cfg = validate_config(SETUP, "benchmarks")
         if set(args.only) & {"train_loop", "profile_vs_train", "tokenize"}:
             t0 = time.perf_counter()
-            cfg = prepare(root)
+            prepare(root, cfg)
             print(f"setup (corpus, tokenizer, tokens): {time.perf_counter() - t0:.1f} s", flush=True)
         for name in args.only:
             print(f"{name} ...", flush=True)

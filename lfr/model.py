@@ -2,7 +2,7 @@
 
 We use the HF module rather than a hand-written one: on CPU it trains at the speed of a
 nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`; with HF's default
-Python-level `gelu_new` it was ~8% slower) and it removes the export step that lm-eval would
+Python-level `gelu_new` it was up to 8% slower) and it removes the export step that lm-eval would
 otherwise need. Shapes: B batch, T time (block_size), V vocab.
 """
 
