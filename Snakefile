@@ -44,13 +44,13 @@ rule all:
     input:
         rules.main_table.output,
         expand(
-            "results/figures/{figure}.{ext}",
+            f"{FIGURES}/{{figure}}.{{ext}}",
             figure=["val_loss", "lfr_phases", "speedup", "downstream"],
             ext=["png", "pdf"],
         ),
         rules.forgetting.output if CFG.profiled_runs() else [],
         expand(
-            "results/figures/{figure}.{ext}",
+            f"{FIGURES}/{{figure}}.{{ext}}",
             figure=PROFILE_FIGURES if CFG.profiled_runs() else [],
             ext=["png", "pdf"],
         ),

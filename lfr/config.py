@@ -113,8 +113,10 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 class SizeResources(Section):
     gpus: Annotated[int, Field(ge=0)] = 0
     """GPUs per training job; more than 1 launches torchrun (DDP on one node)."""
-    runtime_min: Annotated[int, Field(ge=1)] = 60
-    """Wall-time limit of a training job (SLURM -t); a longer run checkpoints and resumes on retry."""
+    runtime_min: Annotated[int, Field(ge=1)] | None = None
+    """Wall-time limit of a training job in minutes (SLURM -t): the run checkpoints and stops
+    shortly before it, and the retry resumes. None: no limit of ours (under SLURM the partition's
+    limit still applies, announced by the profile's SIGUSR1 warning)."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
 
 
@@ -215,7 +217,15 @@ def check_names(key: str, names: list[str], known: Iterable[str]) -> list[str]:
     return names
 
 
+RESULTS_FOLDERS = {"corpus", "tokenizer", "data", "runs", "resume", "scores", "profiles", "eval",
+                   "eval_tasks", "tables", "figures", "logs", "benchmarks"}
+
+
 class ExperimentConfig(Section):
+    name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")] = ""
+    """Name of this result set: its tables and figures go to results/<name>/ (empty: results/tables
+    and results/figures), so configs sharing a working folder keep their own tables. Runs,
+    profiles and evaluations stay in results/runs etc., shared by every config that has them."""
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
@@ -242,6 +252,13 @@ class ExperimentConfig(Section):
     """Per-size job resources ({default: ..., gpt2-xl: ...}); the cluster profile maps them to SLURM."""
     offline: bool = True
     """Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE in every stage so nothing waits on the network."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_results_folder(cls, name: str) -> str:
+        if name in RESULTS_FOLDERS:
+            raise ValueError(f"name={name!r} is a folder of results/ already; choose another name")
+        return name
 
     @field_validator("models")
     @classmethod
@@ -327,6 +344,11 @@ class ExperimentConfig(Section):
             return 12 * p.n_layer * p.n_embd**2 + self.vocab_size * p.n_embd
 
         return min(self.models, key=params)
+
+    @property
+    def result_set(self) -> str:
+        """Folder of this config's tables/ and figures/: results/<name>, or results without a name."""
+        return f"results/{self.name}" if self.name else "results"
 
     @property
     def vocab_size(self) -> int:

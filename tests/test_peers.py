@@ -277,7 +277,7 @@ def test_peers_config_is_valid_and_plans_references(tmp_path):
 
     cfg = load_config(REPO / "config/peers.yaml")
     assert set(PEERS) <= set(cfg.methods)
-    r = snakemake("results/tables/main.csv", "-n", "--configfile", str(REPO / "config/peers.yaml"),
+    r = snakemake("results/peers/tables/main.csv", "-n", "--configfile", str(REPO / "config/peers.yaml"),
                   cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     n_runs = len(cfg.runs())

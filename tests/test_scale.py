@@ -107,7 +107,7 @@ def test_mfu_arithmetic_follows_nanogpt():
 def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(tmp_path):
     profile, paper = REPO / "workflow/profiles/slurm", REPO / "config/paper.yaml"
     r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                        "-n", "results/tables/main.csv", "--workflow-profile", str(profile),
+                        "-n", "results/paper/tables/main.csv", "--workflow-profile", str(profile),
                         "--configfile", str(paper)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))

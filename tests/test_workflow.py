@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from lfr.config import validate_config
+from lfr.config import ConfigError, validate_config
 
 
 def snakemake(target, *args, cwd, check=False):
@@ -50,7 +50,7 @@ def test_every_job_of_a_shipped_config_accepts_its_config_sections(tmp_path, con
 
 
 def test_paper_config_plans_every_run_and_reference(tmp_path):
-    r = snakemake("results/tables/main.csv", "-n", "--configfile", str(REPO / "config/paper.yaml"),
+    r = snakemake("results/paper/tables/main.csv", "-n", "--configfile", str(REPO / "config/paper.yaml"),
                   cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     # 4 sizes x {random, lfr} + the 2 controls at gpt2; 6 released reference checkpoints
@@ -66,7 +66,7 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
 def test_invalid_config_stops_before_any_job(tmp_path, override, key):
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text()) | override
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
-    r = snakemake("results/tables/main.csv", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
+    r = snakemake("results/smoke/tables/main.csv", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
                   cwd=tmp_path)
     assert r.returncode != 0
     assert key in r.stdout + r.stderr, r.stdout + r.stderr
@@ -90,7 +90,7 @@ def smoke_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_end_to_end_smoke_run(smoke_run):
-    main = pd.read_csv(smoke_run / "results/tables/main.csv")
+    main = pd.read_csv(smoke_run / "results/smoke/tables/main.csv")
     assert list(main[["size", "method"]].itertuples(index=False, name=None)) == [
         ("nano", "random"), ("nano", "lfr")]
     assert set(MAIN_COLUMNS) <= set(main.columns), set(MAIN_COLUMNS) - set(main.columns)
@@ -99,14 +99,14 @@ def test_end_to_end_smoke_run(smoke_run):
         assert row.val_loss < curve.val_loss.dropna().iloc[0]  # validation loss fell
     assert main[MAIN_COLUMNS[:8]].notna().all().all()
     for figure in ("val_loss", "lfr_phases", "speedup", "downstream"):
-        assert (smoke_run / f"results/figures/{figure}.png").stat().st_size > 10_000
+        assert (smoke_run / f"results/smoke/figures/{figure}.png").stat().st_size > 10_000
     assert (smoke_run / "results/runs/nano/lfr/seed0/records/phase01_focus.parquet").is_file()
-    forgetting = pd.read_csv(smoke_run / "results/tables/forgetting.csv")
+    forgetting = pd.read_csv(smoke_run / "results/smoke/tables/forgetting.csv")
     assert forgetting.run.tolist() == ["nano/random/seed0", "nano/lfr/seed0"]
     assert (forgetting.profile_tokens > 0).all() and main.profile_tokens.notna().all()
     for figure in ("profile_distribution", "forgetting_examples", "forgetting", "kept_domains",
                    "domain_loss"):
-        assert (smoke_run / f"results/figures/{figure}.png").stat().st_size > 10_000
+        assert (smoke_run / f"results/smoke/figures/{figure}.png").stat().st_size > 10_000
     r = snakemake("all", "-n", "--configfile", str(REPO / "config/smoke.yaml"), cwd=smoke_run, check=True)
     assert "Nothing to be done" in r.stdout + r.stderr
 
@@ -114,17 +114,18 @@ def test_end_to_end_smoke_run(smoke_run):
 @pytest.mark.slow
 def test_rerun_gives_the_identical_table(smoke_run, tmp_path):
     """Same config, same seed, fresh folder: main.csv is identical but for wall-time columns."""
-    snakemake("results/tables/main.csv", "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"),
-              cwd=tmp_path, check=True)
-    a, b = (pd.read_csv(d / "results/tables/main.csv").drop(columns=TIMING) for d in (smoke_run, tmp_path))
+    snakemake("results/smoke/tables/main.csv", "--cores", "2", "--configfile",
+              str(REPO / "config/smoke.yaml"), cwd=tmp_path, check=True)
+    a, b = (pd.read_csv(d / "results/smoke/tables/main.csv").drop(columns=TIMING)
+            for d in (smoke_run, tmp_path))
     pd.testing.assert_frame_equal(a, b)
 
 
 @pytest.mark.slow
 def test_report_holds_the_figures(smoke_run):
-    snakemake("all", "--report", "results/report.html", "--configfile", str(REPO / "config/smoke.yaml"),
+    snakemake("all", "--report", "results/smoke/report.html", "--configfile", str(REPO / "config/smoke.yaml"),
               cwd=smoke_run, check=True)
-    html = (smoke_run / "results/report.html").read_text(errors="replace")
+    html = (smoke_run / "results/smoke/report.html").read_text(errors="replace")
     for name in ("val_loss.png", "lfr_phases.png", "speedup.png", "downstream.png", "main.csv",
                  "forgetting.csv", "forgetting.png"):
         assert name in html
@@ -141,8 +142,70 @@ def test_user_txt_folder_runs_by_changing_only_corpus(tmp_path):
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     cfg["corpus"] = {"source": "files", "paths": [str(folder)], "val_fraction": 0.1}
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake("results/tables/main.csv", "--cores", "2", "--configfile", str(tmp_path / "mine.yaml"),
+    snakemake("results/smoke/tables/main.csv", "--cores", "2", "--configfile", str(tmp_path / "mine.yaml"),
               cwd=tmp_path, check=True)
     docs = pd.read_parquet(tmp_path / "results/corpus/train.parquet")
     assert docs.doc_id.str.contains("my_corpus").all()
-    assert pd.read_csv(tmp_path / "results/tables/main.csv").val_loss.notna().all()
+    assert pd.read_csv(tmp_path / "results/smoke/tables/main.csv").val_loss.notna().all()
+
+
+def smoke_with(tmp_path, file="variant.yaml", **changes):
+    """The smoke config with some top-level keys replaced, written to tmp_path/file."""
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text()) | changes
+    (tmp_path / file).write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / file)
+
+
+def planned_training(r):
+    """(size, method, seed) of every training job a dry run plans (the rule's message)."""
+    return sorted(re.findall(r"--- Training (\S+) with (\S+), seed (\d+)\.", r.stdout + r.stderr))
+
+
+@pytest.mark.slow
+def test_adding_a_size_and_a_method_plans_only_the_new_runs(smoke_run, tmp_path):
+    grown = smoke_with(tmp_path, models=["nano", "micro"], methods=["random", "lfr", "lfr-reverse"])
+    r = snakemake("all", "-n", "--configfile", grown, cwd=smoke_run, check=True)
+    assert planned_training(r) == [("micro", "lfr", "0"), ("micro", "lfr-reverse", "0"),
+                                   ("micro", "random", "0"), ("nano", "lfr-reverse", "0")]
+
+
+@pytest.mark.slow
+def test_changing_one_methods_options_retrains_only_that_method(smoke_run, tmp_path):
+    edited = smoke_with(tmp_path, method_options={"lfr": {"preset": "paper-v1", "reps": 2}})
+    r = snakemake("all", "-n", "--configfile", edited, cwd=smoke_run, check=True)
+    assert planned_training(r) == [("nano", "lfr", "0")]
+    same = smoke_with(tmp_path, file="same.yaml", method_options={"lfr": {"reps": 1}})  # = defaults
+    r = snakemake("all", "-n", "--configfile", same, cwd=smoke_run, check=True)
+    assert planned_training(r) == [] and "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_second_config_builds_its_own_tables_and_keeps_the_firsts(smoke_run, tmp_path):
+    """Like config/peers.yaml after the demo: it reuses the finished runs, trains only its new
+    method, and writes results/<name>/ while results/smoke/ stays as it was."""
+    first = {p: p.read_bytes() for p in (smoke_run / "results/smoke").rglob("*") if p.is_file()}
+    other = smoke_with(tmp_path, name="other", methods=["random", "lfr", "infobatch"],
+                       profile={"methods": ["random", "lfr"], "sample_blocks": 64})
+    r = snakemake("all", "-n", "--configfile", other, cwd=smoke_run, check=True)
+    assert planned_training(r) == [("nano", "infobatch", "0")]
+    snakemake("all", "--cores", "2", "--configfile", other, cwd=smoke_run, check=True)
+    assert {p: p.read_bytes() for p in (smoke_run / "results/smoke").rglob("*") if p.is_file()} == first
+    main = pd.read_csv(smoke_run / "results/other/tables/main.csv")
+    assert main.method.tolist() == ["random", "lfr", "infobatch"]
+    assert (smoke_run / "results/other/figures/val_loss.png").is_file()
+    assert (smoke_run / "results/other/tables/forgetting.csv").is_file()
+
+
+def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
+    r = snakemake("all", "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path,
+                  check=True)
+    assert "lfr train" in r.stdout and "--time-limit-min" not in r.stdout
+    limited = smoke_with(tmp_path, resources={"nano": {"runtime_min": 90}})
+    r = snakemake("all", "-n", "-p", "--configfile", limited, cwd=tmp_path, check=True)
+    assert r.stdout.count("--time-limit-min 90") == 2  # the two training jobs
+
+
+@pytest.mark.parametrize("name", ["tables", "runs", "a/b", "../x"])
+def test_a_result_set_name_cannot_hide_another_folder(name):
+    with pytest.raises(ConfigError, match="name"):
+        validate_config({"name": name})

@@ -22,6 +22,9 @@ except ConfigError as err:
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
 
 RUNS_DIR = "results/runs/{size}/{method}/seed{seed}"
+# This config's tables and figures (config key `name`); runs, profiles and evaluations are shared.
+TABLES, FIGURES = f"{CFG.result_set}/tables", f"{CFG.result_set}/figures"
+SET_LOGS = os.path.join("results/logs", CFG.name)
 SCORES_DIR = "results/scores/{method}/{ref_size}/seed{seed}"  # reference model + block scores
 
 
@@ -42,10 +45,15 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def stage_config(*sections):
-    """The config sections a stage depends on, as JSON (a param: editing one reruns its users)."""
+def stage_config(*sections, exclude=()):
+    """The config sections a stage depends on, as JSON (a param: editing one reruns its users);
+    `exclude`: keys of those sections that do not change the stage's output."""
     dump = CFG.model_dump(mode="json")
-    return json.dumps({key: dump[key] for key in (*sections, "offline")}, sort_keys=True)
+    job = {key: dump[key] for key in (*sections, "offline")}
+    for dotted in exclude:
+        section, key = dotted.split(".")
+        del job[section][key]
+    return json.dumps(job, sort_keys=True)
 
 
 def config_keys(section, *keys):
@@ -53,6 +61,20 @@ def config_keys(section, *keys):
     dump = CFG.model_dump(mode="json")
     return json.dumps({section: {k: dump[section][k] for k in keys}, "offline": dump["offline"]},
                       sort_keys=True)
+
+
+def run_config(size, method):
+    """The config of one training job: its own size and method and that method's options (with
+    their defaults filled in), not the grid's lists, so adding a size or a method, or editing
+    another method's options, changes no param of this job and retrains nothing."""
+    dump = CFG.model_dump(mode="json")
+    options = SAMPLERS[method].Options.model_validate(CFG.method_options.get(method, {}))
+    options = options.model_dump(mode="json")
+    sizes = {size, options.get("reference_size")}  # ppl-prune's reference may be a custom size
+    job = {key: dump[key] for key in ("corpus", "tokenizer", "data", "train", "offline")}
+    job |= {"models": [size], "methods": [method], "method_options": {method: options},
+            "custom_models": {k: v for k, v in dump["custom_models"].items() if k in sizes}}
+    return json.dumps(job, sort_keys=True)
 
 
 def corpus_inputs(wildcards):
@@ -89,8 +111,14 @@ def train_gpus(wildcards):
 
 
 def train_runtime(wildcards):
-    """Minutes per job; a run longer than that checkpoints, exits, and resumes on the retry."""
+    """Minutes per job, if the config asks for a limit (None: no `runtime` resource)."""
     return CFG.size_resources(wildcards.size).runtime_min
+
+
+def time_limit_arg(wildcards, resources):
+    """`--time-limit-min` only where the job has a limit (the config's runtime_min, or
+    --set-resources): the run then checkpoints and stops before it, and the retry resumes."""
+    return f"--time-limit-min {resources.runtime}" if "runtime" in resources.keys() else ""
 
 
 def train_mem_mb(wildcards):

@@ -29,7 +29,7 @@ rule tokenizer:
     log:
         "results/logs/tokenizer.log",
     params:
-        config=stage_config("tokenizer"),
+        config=stage_config("corpus", "tokenizer"),  # the tokenizer records what it was built from
     conda:
         "../envs/lfr.yaml"
     message:
@@ -53,7 +53,7 @@ rule tokenize:
     log:
         "results/logs/tokenize.log",
     params:
-        config=stage_config("data"),
+        config=stage_config("corpus", "tokenizer", "data"),  # likewise, in meta.json
         out_dir=subpath(output.meta, parent=True),
     conda:
         "../envs/lfr.yaml"

@@ -11,7 +11,7 @@ rule eval_tasks:
     log:
         "results/logs/eval_tasks.log",
     params:
-        config=stage_config("eval", "data"),
+        config=stage_config("eval", "data", exclude=["eval.references"]),
     conda:
         "../envs/lfr.yaml"
     message:
@@ -33,7 +33,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{size}/{method}/seed{seed}.tsv"
     params:
-        config=stage_config("eval"),
+        config=stage_config("eval", exclude=["eval.references"]),  # adding one reruns no other
     threads: 1  # as train (train.smk)
     conda:
         "../envs/lfr.yaml"
@@ -55,7 +55,7 @@ rule evaluate_reference:
     log:
         "results/logs/evaluate/reference/{reference}.log",
     params:
-        config=stage_config("eval"),
+        config=stage_config("eval", exclude=["eval.references"]),
         model=reference_model,
     threads: 1  # as train (train.smk)
     conda:

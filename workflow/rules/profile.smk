@@ -47,18 +47,18 @@ rule forgetting:
         meta=rules.tokenize.output.meta,
     output:
         forgetting=report(
-            "results/tables/forgetting.csv",
+            f"{TABLES}/forgetting.csv",
             caption="../report/forgetting.rst",
             category="Tables",
         ),
         domains=report(
-            "results/tables/domains.csv",
+            f"{TABLES}/domains.csv",
             caption="../report/domains.rst",
             category="Tables",
         ),
-        kept="results/tables/kept_domains.csv",
+        kept=f"{TABLES}/kept_domains.csv",
     log:
-        "results/logs/forgetting.log",
+        f"{SET_LOGS}/forgetting.log",
     params:
         config=config_keys("profile", "threshold_nats", "threshold_sd"),
         profiles=profile_dirs(),
@@ -82,13 +82,13 @@ rule plot_profile:
         kept=rules.forgetting.output.kept,
     output:
         png=report(
-            "results/figures/{figure}.png",
+            f"{FIGURES}/{{figure}}.png",
             caption="../report/figure.rst",
             category="Profiling",
         ),
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{FIGURES}/{{figure}}.pdf",
     log:
-        "results/logs/plot/{figure}.log",
+        f"{SET_LOGS}/plot/{{figure}}.log",
     params:
         profiles=profile_dirs(),
         tables=subpath(input.forgetting, parent=True),
@@ -97,7 +97,7 @@ rule plot_profile:
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Drawing results/figures/{wildcards.figure}.png."
+        "--- Drawing {output.png}."
     shell:
         "python -m lfr plot-profile --figure {wildcards.figure} --profiles {params.profiles} "
         "--tables {params.tables} --out {output.png} > {log} 2>&1"

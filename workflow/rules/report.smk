@@ -9,17 +9,17 @@ rule main_table:
         forgetting=rules.forgetting.output.forgetting if CFG.profiled_runs() else [],
     output:
         main=report(
-            "results/tables/main.csv",
+            f"{TABLES}/main.csv",
             caption="../report/main_table.rst",
             category="Tables",
         ),
         by_seed=report(
-            "results/tables/main_by_seed.csv",
+            f"{TABLES}/main_by_seed.csv",
             caption="../report/main_by_seed.rst",
             category="Tables",
         ),
     log:
-        "results/logs/main_table.log",
+        f"{SET_LOGS}/main_table.log",
     params:
         runs=all_runs(),
         forgetting=lambda wildcards, input: f"--forgetting {input.forgetting}" if input.forgetting else "",
@@ -37,13 +37,13 @@ rule plot_curves:
         expand("{run}/metrics.parquet", run=all_runs()),
     output:
         png=report(
-            "results/figures/{figure}.png",
+            f"{FIGURES}/{{figure}}.png",
             caption="../report/figure.rst",
             category="Figures",
         ),
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{FIGURES}/{{figure}}.pdf",
     log:
-        "results/logs/plot/{figure}.log",
+        f"{SET_LOGS}/plot/{{figure}}.log",
     params:
         runs=all_runs(),
     wildcard_constraints:
@@ -51,7 +51,7 @@ rule plot_curves:
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Drawing results/figures/{wildcards.figure}.png."
+        "--- Drawing {output.png}."
     shell:
         "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} "
         "--out {output.png} > {log} 2>&1"
@@ -62,13 +62,13 @@ rule plot_table:
         main=rules.main_table.output.main,
     output:
         png=report(
-            "results/figures/{figure}.png",
+            f"{FIGURES}/{{figure}}.png",
             caption="../report/figure.rst",
             category="Figures",
         ),
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{FIGURES}/{{figure}}.pdf",
     log:
-        "results/logs/plot/{figure}.log",
+        f"{SET_LOGS}/plot/{{figure}}.log",
     params:
         runs=all_runs(),
     wildcard_constraints:
@@ -76,7 +76,7 @@ rule plot_table:
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Drawing results/figures/{wildcards.figure}.png."
+        "--- Drawing {output.png}."
     shell:
         "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} --main {input.main} "
         "--out {output.png} > {log} 2>&1"

@@ -19,14 +19,13 @@ rule train:
     benchmark:
         "results/benchmarks/train/{size}/{method}/seed{seed}.tsv"
     params:
-        config=stage_config(
-            "corpus", "tokenizer", "data", "models", "custom_models", "train", "method_options"
-        ),
+        config=lambda wildcards: run_config(wildcards.size, wildcards.method),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
         resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
         snapshots=snapshot_arg,
         block_scores=block_scores_arg,
+        time_limit=time_limit_arg,
     threads: 1  # on a CPU, jobs side by side beat threads (README: Demo budget); SLURM: set-threads
     resources:
         gpu=train_gpus,
@@ -37,16 +36,17 @@ rule train:
     message:
         "--- Training {wildcards.size} with {wildcards.method}, seed {wildcards.seed}."
     shell:
-        # One process, or torchrun with one process per GPU (DDP on one node). On time-out or
-        # SIGTERM the run checkpoints to resume_dir and exits non-zero; a retry resumes.
+        # One process, or torchrun with one process per GPU (DDP on one node). On its time limit or
+        # SIGTERM the run checkpoints to resume_dir and exits 3; a retry resumes. A failed job
+        # repeats its log's last line (why it stopped, how to go on) in Snakemake's output.
         "if [ {resources.gpu} -gt 1 ]; then "
         "launch='torchrun --standalone --nproc_per_node={resources.gpu}'; "
         "else launch=python; fi; "
         "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
         "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
-        "--threads {threads} --time-limit-min {resources.runtime} {params.snapshots} "
-        "{params.block_scores} > {log} 2>&1"
+        "--threads {threads} {params.time_limit} {params.snapshots} {params.block_scores} "
+        "> {log} 2>&1 || {{ rc=$?; tail -n 1 {log} >&2; exit $rc; }}"
 
 
 rule score_reference:
@@ -63,9 +63,7 @@ rule score_reference:
     benchmark:
         "results/benchmarks/score_reference/{method}/{ref_size}/seed{seed}.tsv"
     params:
-        config=stage_config(
-            "corpus", "tokenizer", "data", "models", "custom_models", "train", "method_options"
-        ),
+        config=lambda wildcards: run_config(wildcards.ref_size, wildcards.method),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.info, parent=True),
         resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
@@ -82,4 +80,5 @@ rule score_reference:
     shell:
         "python -m lfr score-reference --config-json {params.config:q} --method {wildcards.method} "
         "--seed {wildcards.seed} --data {params.data_dir} --tokenizer {input.tokenizer} "
-        "--out {params.out_dir} --resume-dir {params.resume_dir} --threads {threads} > {log} 2>&1"
+        "--out {params.out_dir} --resume-dir {params.resume_dir} --threads {threads} > {log} 2>&1 "
+        "|| {{ rc=$?; tail -n 1 {log} >&2; exit $rc; }}"
