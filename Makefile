@@ -44,4 +44,5 @@ schema: $(STAMP)
 clean:
 	rm -rf results/corpus results/tokenizer results/data results/runs results/resume \
 	  results/profiles results/scores results/eval results/eval_tasks results/tables/*.csv \
-	  results/figures results/logs results/benchmarks results/report.html .snakemake
+	  results/figures results/logs results/benchmarks results/report.html \
+	  results/*/tables results/*/figures .snakemake
