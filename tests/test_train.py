@@ -147,3 +147,18 @@ def test_every_phase_is_logged_at_its_last_step(lfr_run):
         assert row.tokens.item() == (p.start_step + p.num_steps) * tokens_per_step
     assert metrics.step.is_unique and metrics.step.is_monotonic_increasing
 
+
+def test_phase_figure_draws_the_planned_spans(lfr_run, tmp_path):
+    from lfr.figures import phase_spans, plot_phases
+    from lfr.report import load_runs
+
+    out, plan, tokens_per_step = lfr_run
+    planned = pd.DataFrame({"phase": [p.name for p in plan],
+                            "start_tokens": [p.start_step * tokens_per_step for p in plan],
+                            "end_tokens": [(p.start_step + p.num_steps) * tokens_per_step for p in plan]})
+    spans = phase_spans(pd.read_parquet(out / "metrics.parquet"))
+    pd.testing.assert_frame_equal(spans, planned, check_dtype=False)
+    fig = plot_phases(load_runs([out], every_row=True)[1], tmp_path / "phases.png")
+    drawn = [(round(r.get_x() * 1e6), round((r.get_x() + r.get_width()) * 1e6))
+             for r in fig.axes[0].patches]
+    assert drawn == list(zip(planned.start_tokens, planned.end_tokens, strict=True))
