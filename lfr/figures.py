@@ -60,25 +60,34 @@ def plot_val_loss(curves: pd.DataFrame, out_png: Path) -> plt.Figure:
     return fig
 
 
+def phase_spans(metrics: pd.DataFrame) -> pd.DataFrame:
+    """(phase, start_tokens, end_tokens) of one run: each phase from the previous phase's last
+    logged tokens to its own. Exact since the training loop logs every phase's last step."""
+    ends = metrics.sort_values("tokens", kind="stable").groupby("phase", sort=False).tokens.max()
+    return pd.DataFrame({"phase": ends.index, "start_tokens": ends.shift(fill_value=0).to_numpy(),
+                         "end_tokens": ends.to_numpy()})
+
+
 def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt.Figure:
-    """LFR's phases (learn / focus / review) shaded under its loss curve, with random's for scale."""
+    """LFR's phases (learn / focus / review) shaded under its loss curve, with random's for scale.
+    `curves` holds every logged row (load_runs(every_row=True)): the spans need the rows at phase
+    ends, which carry no validation loss."""
     with plt.rc_context(STYLE):
         sizes = list(dict.fromkeys(curves[curves.method == method]["size"]))
         fig, axes = panels(max(1, len(sizes)), width=4.2)
+        val = curves.dropna(subset=["val_loss"])
         for ax, size in zip(axes[0], sizes, strict=False):
             run = curves[(curves["size"] == size) & (curves.method == method)]
-            first_seed = run[run.seed == run.seed.min()].sort_values("tokens")
-            bounds = first_seed.groupby("phase", sort=False).tokens.agg(["min", "max"])
-            start = 0.0
-            for phase, (_, end) in bounds.iterrows():
+            spans = phase_spans(run[run.seed == run.seed.min()])  # the plan is the same for all seeds
+            total = spans.end_tokens.max()
+            for phase, start, end in spans.itertuples(index=False):
                 kind = str(phase).split(":")[-1]
                 ax.axvspan(start / 1e6, end / 1e6, color=PHASE_COLORS.get(kind, "#eeeeee"), lw=0)
-                narrow = (end - start) < 0.1 * bounds["max"].max()
+                narrow = (end - start) < 0.1 * total
                 ax.text((start + end) / 2e6, 1.0, kind, transform=ax.get_xaxis_transform(), ha="center",
                         va="bottom", fontsize=7, rotation=90 if narrow else 0)
-                start = end
             for m in (BASELINE, method):
-                part = curves[(curves["size"] == size) & (curves.method == m)]
+                part = val[(val["size"] == size) & (val.method == m)]
                 mean = part.groupby("tokens").val_loss.mean()
                 ax.plot(mean.index / 1e6, mean.to_numpy(), color=color(m), lw=1.4, label=m)
             ax.set_title(f"{size}: {method} phases", pad=14)
@@ -158,7 +167,7 @@ FIGURES = {"val_loss": plot_val_loss, "lfr_phases": plot_phases, "speedup": plot
 def plot(figure: str, run_dirs: list[Path], main_csv: Path | None, out_png: Path) -> None:
     """Draw one figure: curve figures read the runs, table figures read main.csv."""
     if figure in ("val_loss", "lfr_phases"):
-        FIGURES[figure](load_runs(run_dirs)[1], out_png)
+        FIGURES[figure](load_runs(run_dirs, every_row=figure == "lfr_phases")[1], out_png)
     else:
         if main_csv is None:
             raise ValueError(f"figure {figure!r} needs --main (results/tables/main.csv)")

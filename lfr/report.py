@@ -47,8 +47,9 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads(path.read_text()), pd.read_parquet(run_dir / "metrics.parquet")
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per run, validation curves in long form: size, method, seed, tokens, val_loss)."""
+def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run, validation curves in long form: size, method, seed, tokens, val_loss,
+    phase); `every_row` keeps the rows without a validation loss too (val_loss NaN)."""
     runs, curves = [], []
     for run_dir in run_dirs:
         info, metrics = load_run(run_dir)
@@ -58,7 +59,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         info["compute_tokens"] = compute_tokens(info)
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
                      "val_loss_initial": float(val.val_loss.iloc[0])})
-        curves.append(val[["tokens", "val_loss", "phase"]].assign(
+        curves.append((metrics if every_row else val)[["tokens", "val_loss", "phase"]].assign(
             size=info["size"], method=info["method"], seed=info["seed"]))
     return pd.DataFrame(runs)[RUN_COLUMNS], pd.concat(curves, ignore_index=True)
 

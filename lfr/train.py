@@ -155,6 +155,12 @@ class StopRequest:
         return mine
 
 
+def phase_ends(sampler: Any, num_steps: int) -> set[int]:
+    """Step counts s < num_steps after which a phase ends (step s - 1 is its last step)."""
+    phases = [sampler.phase(s) for s in range(num_steps)]
+    return {s for s in range(1, num_steps) if phases[s] != phases[s - 1]}
+
+
 def snapshot_steps(sampler: Any, num_steps: int, tokens_per_step: int,
                    spec: ProfileConfig) -> list[int]:
     """Steps after which the profiling pass gets the weights: 0 (init), every `every_tokens`,
@@ -167,8 +173,7 @@ def snapshot_steps(sampler: Any, num_steps: int, tokens_per_step: int,
         steps |= {math.ceil(k * every / tokens_per_step)
                   for k in range(1, num_steps * tokens_per_step // every + 1)}
     if spec.phase_boundaries:
-        phases = [sampler.phase(s) for s in range(num_steps)]
-        steps |= {s for s in range(1, num_steps) if phases[s] != phases[s - 1]}
+        steps |= phase_ends(sampler, num_steps)
     return sorted(s for s in steps if s <= num_steps)
 
 
@@ -229,6 +234,9 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
           block_scores: Path | None = None,
           make_sampler: Callable[[RunFacts], Sampler] | None = None) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
+
+    metrics.parquet has a row every log_every and eval_every steps and after each phase's last
+    step (so it holds every phase's exact span), validation losses at eval_every and at the end.
 
     `snapshots` (the profile config): save weight snapshots for the profiling pass to
     out_dir/snapshots with an index.json; without, that folder holds an empty index.
@@ -291,6 +299,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
     tokens_per_step = batch_blocks * T
     snap_steps = snapshot_steps(sampler, num_steps, tokens_per_step, snapshots) if snapshots else []
     snap_set = set(snap_steps)  # checked every step
+    ends = phase_ends(sampler, num_steps)  # logged too, so the log holds each phase's exact span
     flops_token, peak = flops_per_token(raw_model), peak_flops(tc.peak_tflops, d.device)
     margin = max(120.0, 0.05 * 60 * time_limit_min) if time_limit_min else 0.0  # time to save
     stopper = StopRequest(t_launch + 60 * time_limit_min - margin if time_limit_min else None)
@@ -324,7 +333,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         step += 1
         bar.update()
         last = step == num_steps
-        if step % tc.log_every == 0 or step % tc.eval_every == 0 or last:
+        if step % tc.log_every == 0 or step % tc.eval_every == 0 or last or step in ends:
             now = time.perf_counter()
             train_time += now - t_window
             tok_s = (step - rows[-1]["step"]) * tokens_per_step / max(now - t_window, 1e-9)

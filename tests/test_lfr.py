@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_sampling import make
 
 from lfr.config import ConfigError, validate_config
@@ -30,6 +34,58 @@ def test_paper_v1_plan_and_step_count():
     assert s.num_steps() == 40  # 4.0 epochs of all blocks, as random with epochs=4
     served = drive(s, lambda ids, step: ids * 1.0)
     assert len(served) == 40 and sum(len(i) for i in served) == 400
+
+
+def test_the_last_phase_absorbs_the_rounding():
+    """The demo's shape: 1336 blocks, 16 a step. Every phase but the last rounds up; the run is
+    floor(planned draws / 16) steps, so the round-ups of seven phases do not add up."""
+    s = make("lfr", 1336, 16, reps=5)
+    # keep 1336 - round(0.5 * 1336) = 668 and 1336 - round(0.7 * 1336) = 401 blocks
+    assert [p.active_size for p in s.plan] == [1336, 668, 1336] + [401] * 5
+    # ceil(1336/16) = 84, ceil(668/16) = 42, ceil(401/16) = 26: 84 + 42 + 84 + 4 * 26 = 314 steps,
+    # then 1336 + 668 + 1336 + 5 * 401 = 5345 draws -> 334 steps, the last phase 334 - 314 = 20
+    assert [p.num_steps for p in s.plan] == [84, 42, 84, 26, 26, 26, 26, 20]
+    assert [p.start_step for p in s.plan] == [0, 84, 126, 210, 236, 262, 288, 314]
+    assert s.num_steps() == 334 == make("random", 1336, 16, epochs=4).num_steps()
+    served = drive(s, lambda ids, step: ids * 1.0)
+    assert len(served) == 334 and set(phase_ids(s, served, "2:review")) == set(range(1336))
+
+
+@pytest.mark.parametrize(("num_blocks", "batch_blocks"), [
+    (1336, 16), (100, 10), (103, 8), (1000, 7), (5000, 64), (88_000, 480), (997, 12)])
+def test_paper_v1_matches_randoms_step_count(num_blocks, batch_blocks):
+    s = make("lfr", num_blocks, batch_blocks, reps=5)
+    assert s.num_steps() == make("random", num_blocks, batch_blocks, epochs=4).num_steps()
+
+
+@pytest.mark.parametrize(("num_blocks", "batch_blocks", "lfr_plan", "random_steps"), [
+    # 128 blocks, 8 a step: keeps 64 and 128 - round(89.6) = 38; 128 + 64 + 128 + 5 * 38 = 510
+    # draws, 2 fewer than random's 4 * 128 = 512, and floor(510 / 8) = 63 < floor(512 / 8) = 64
+    (128, 8, [16, 8, 16, 5, 5, 5, 5, 3], 64),
+    # 100 blocks, 30 a step: 4 + 2 + 4 + 4 * 1 = 14 steps before the last, floor(400 / 30) = 13,
+    # so the last phase keeps 1 step and the run is 15
+    (100, 30, [4, 2, 4, 1, 1, 1, 1, 1], 13),
+])
+def test_paper_v1_differs_from_random_only_as_the_rule_says(num_blocks, batch_blocks, lfr_plan,
+                                                            random_steps):
+    s = make("lfr", num_blocks, batch_blocks, reps=5)
+    assert [p.num_steps for p in s.plan] == lfr_plan
+    assert s.num_steps() == sum(lfr_plan)
+    assert make("random", num_blocks, batch_blocks, epochs=4).num_steps() == random_steps
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 3000), st.integers(1, 64), st.integers(1, 5),
+       st.sampled_from(["active", "full"]))
+def test_step_count_rule(num_blocks, batch_blocks, reps, epoch_unit):
+    s = make("lfr", num_blocks, batch_blocks, reps=reps, epoch_unit=epoch_unit)
+    unit = [p.active_size if epoch_unit == "active" else num_blocks for p in s.plan]
+    assert [p.num_steps for p in s.plan[:-1]] == [math.ceil(u / batch_blocks) for u in unit[:-1]]
+    before = s.plan[-1].start_step
+    assert s.num_steps() == max(sum(unit) // batch_blocks, before + 1)
+    if epoch_unit == "full":  # every phase is one full epoch, as random with epochs = phases
+        assert s.num_steps() == max(make("random", num_blocks, batch_blocks,
+                                         epochs=len(s.plan)).num_steps(), before + 1)
 
 
 def test_focus_keeps_exactly_the_hardest_fraction():

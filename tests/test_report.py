@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfr.figures import plot
+from lfr.figures import phase_spans, plot
 from lfr.report import loss_at, summarize, tokens_to_reach
 
 
@@ -82,6 +82,15 @@ def test_figures_are_written(runs, tmp_path, figure):
     plot(figure, runs, tmp_path / "main.csv", tmp_path / f"{figure}.png")
     assert (tmp_path / f"{figure}.png").stat().st_size > 5_000
     assert (tmp_path / f"{figure}.pdf").is_file()
+
+
+def test_phase_spans_run_from_one_phase_end_to_the_next():
+    """Same-kind phases are distinct spans; a phase's span ends at its last logged row."""
+    metrics = pd.DataFrame({"tokens": [0, 40, 30, 60, 90, 100, 70],
+                            "phase": ["0:learn", "1:focus", "0:learn", "1:focus", "3:focus",
+                                      "3:focus", "2:review"]})
+    assert phase_spans(metrics).values.tolist() == [
+        ["0:learn", 0, 30], ["1:focus", 30, 60], ["2:review", 60, 70], ["3:focus", 70, 100]]
 
 
 def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):

@@ -111,3 +111,54 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(finished, tmp_path, c
     (tmp_path / "ckpt-000000010.pt").write_bytes(b"junk")
     with pytest.raises(RuntimeError, match="no intact checkpoint"):
         checkpoint.load_latest(tmp_path)
+
+
+# 50, 2 x 20, 30 and 43 draws of 8 blocks: 7, 3, 3, 4 steps, then floor(163 / 8) - 17 = 3 steps.
+# The phase ends (7, 10, 13, 17) miss the log_every (5) and eval_every (10) cadence but one.
+SCHEDULE = [{"kind": "learn", "tokens": 32 * 50},
+            {"kind": "focus", "drop": 0.5, "tokens": 32 * 20, "repeats": 2},
+            {"kind": "review", "tokens": 32 * 30}, {"kind": "focus", "drop": 0.3, "tokens": 32 * 43}]
+
+
+@pytest.fixture(scope="module")
+def lfr_run(prepared, tmp_path_factory):
+    """(run dir, the sampler's plan, tokens per step) of a tiny LFR run with five phases."""
+    from lfr.data import BlockStore
+    from lfr.sampling import RunFacts, build_sampler
+
+    cfg, root = prepared
+    options = {"schedule": SCHEDULE}
+    cfg = cfg.model_copy(update={"method_options": {"lfr": options}})
+    out = tmp_path_factory.mktemp("lfr-run")
+    train(cfg, "nano", "lfr", 0, root / "data", root / "tokenizer", out,
+          run_info={"config_hash": "h", "git_commit": "c"})
+    facts = RunFacts(BlockStore.open(root / "data", "train").num_blocks, 8, 32, 0, 1.0)
+    return out, build_sampler("lfr", facts, options).plan, 8 * 32
+
+
+def test_every_phase_is_logged_at_its_last_step(lfr_run):
+    out, plan, tokens_per_step = lfr_run
+    assert [p.num_steps for p in plan] == [7, 3, 3, 4, 3]
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert list(dict.fromkeys(metrics.phase)) == [p.name for p in plan]
+    for p in plan:  # the row after step start + num - 1 (its last step) is labelled with its phase
+        row = metrics[metrics.step == p.start_step + p.num_steps]
+        assert row.phase.tolist() == [p.name], p
+        assert row.tokens.item() == (p.start_step + p.num_steps) * tokens_per_step
+    assert metrics.step.is_unique and metrics.step.is_monotonic_increasing
+
+
+def test_phase_figure_draws_the_planned_spans(lfr_run, tmp_path):
+    from lfr.figures import phase_spans, plot_phases
+    from lfr.report import load_runs
+
+    out, plan, tokens_per_step = lfr_run
+    planned = pd.DataFrame({"phase": [p.name for p in plan],
+                            "start_tokens": [p.start_step * tokens_per_step for p in plan],
+                            "end_tokens": [(p.start_step + p.num_steps) * tokens_per_step for p in plan]})
+    spans = phase_spans(pd.read_parquet(out / "metrics.parquet"))
+    pd.testing.assert_frame_equal(spans, planned, check_dtype=False)
+    fig = plot_phases(load_runs([out], every_row=True)[1], tmp_path / "phases.png")
+    drawn = [(round(r.get_x() * 1e6), round((r.get_x() + r.get_width()) * 1e6))
+             for r in fig.axes[0].patches]
+    assert drawn == list(zip(planned.start_tokens, planned.end_tokens, strict=True))

@@ -8,10 +8,13 @@ The schedule is data: a list of phases.
 A block's score is the mean (or last, `score: last`) of its losses recorded in the most recent
 recording window that visited it; each learn/review phase opens a new window, and with
 `rescore: true` so does each focus phase. Phase lengths are in epochs of the active set
-(`epoch_unit: active`) or of all blocks (`full`), or in tokens; each phase is rounded up to whole
-optimizer steps. Because every phase's size is known up front, so is the total step count (the
-LR schedule spans it). Controls: `lfr-random-drop` drops the same number of blocks at random,
-`lfr-reverse` drops the highest-scoring (hardest) blocks instead.
+(`epoch_unit: active`) or of all blocks (`full`), or in tokens. Every phase but the last is
+rounded up to whole optimizer steps (so a one-epoch learn or review visits every block); the last
+absorbs the rounding: the run is floor(all planned draws / batch blocks) steps, the rule of
+`random`, and the last phase gets what remains (at least 1 step, which lengthens the run only when
+the earlier phases already exceed it). Because every phase's size is known up front, so is the
+total step count (the LR schedule spans it). Controls: `lfr-random-drop` drops the same number
+of blocks at random, `lfr-reverse` drops the highest-scoring (hardest) blocks instead.
 
 State is compact numpy arrays: 33 bytes per block (`BYTES_PER_BLOCK`), i.e. 290 MB for
 OpenWebText's ~8.8M blocks of 1024 tokens.
@@ -20,7 +23,7 @@ OpenWebText's ~8.8M blocks of 1024 tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -144,7 +147,7 @@ class LFRSampler(Sampler):
         whose draws do not depend on losses, so the plan is exact before step 0."""
         N, B = self.num_blocks, self.batch_blocks
         scored = np.zeros(N, dtype=bool)
-        plan, step = [], 0
+        plan, step, total_draws = [], 0, 0.0
         for spec in self.options.phases():
             for _ in range(spec.repeats):
                 index = len(plan)
@@ -158,6 +161,10 @@ class LFRSampler(Sampler):
                 if spec.kind != "focus":
                     scored[self._draws(index, np.arange(N), 0, steps * B)] = True
                 step += steps
+                total_draws += draws
+        # the per-phase round-ups would add up over phases: the last phase takes the remainder
+        last = plan[-1]
+        plan[-1] = replace(last, num_steps=max(1, int(total_draws) // B - last.start_step))
         return plan
 
     def _draws(self, index: int, active: np.ndarray, start: int, stop: int) -> np.ndarray:
