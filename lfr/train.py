@@ -355,8 +355,11 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
                 "sampler": sampler.state_dict(), "metrics": rows,
                 "elapsed_s": time.perf_counter() - t_start})
         if stop:
-            raise TrainingInterrupted(f"stopped at step {step}/{num_steps} ({why}); a checkpoint is in "
-                                      f"{resume_dir}: rerun to resume")
+            bar.close()  # so the message below is the log's last line
+            raise TrainingInterrupted(
+                f"stopped at step {step}/{num_steps} ({why}) to resume later; the checkpoint is in "
+                f"{resume_dir}. To continue, rerun the same command (snakemake: the same target; "
+                "with retries, as in the SLURM profile, the retry resumes by itself)")
     bar.close()
     wall = time.perf_counter() - t_start
     if snap_steps and d.main:

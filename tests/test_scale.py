@@ -85,6 +85,7 @@ def test_sigterm_checkpoints_exits_nonzero_and_the_rerun_resumes(prepared, tmp_p
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err[-2000:]
     assert "SIGTERM" in err and not (tmp_path / "out/run.json").exists()
+    assert "to resume later" in err.splitlines()[-1] and "rerun the same command" in err.splitlines()[-1]
     saved = max(int(p.stem.split("-")[1]) for p in (tmp_path / "resume").glob("ckpt-*.json"))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
