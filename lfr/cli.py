@@ -83,17 +83,6 @@ def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[s
     return cfg, given
 
 
-def run_hash(cfg: ExperimentConfig, size: str, method: str) -> str:
-    """Hash of everything that determines a run's result but its seed (rows also carry `seed`),
-    so the seeds of one configuration share a hash."""
-    return config_hash({
-        "corpus": cfg.corpus.model_dump(), "tokenizer": cfg.tokenizer.model_dump(),
-        "data": cfg.data.model_dump(), "model": cfg.model_preset(size).model_dump(),
-        "train": cfg.train.model_dump(exclude={"device", "log_every", "ckpt_every"}),
-        "method": method, "method_options": cfg.method_options.get(method, {}),
-    })
-
-
 def cmd_corpus(args: argparse.Namespace) -> None:
     from lfr.corpus import prepare_corpus
 
@@ -125,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from lfr.train import TrainingInterrupted, train
 
     setup_torch(args.threads)
-    info = {"config_hash": run_hash(cfg, args.size, args.method), "git_commit": git_commit()}
+    info = {"git_commit": git_commit()}
 
     snapshots = None
     if args.snapshots:
@@ -146,12 +135,11 @@ def cmd_score_reference(args: argparse.Namespace) -> None:
 
     cfg, given = read_config(args)
     check_data_matches(cfg, given, args.data, args.tokenizer)
-    from lfr.reference import reference_settings, score_reference
+    from lfr.reference import score_reference
     from lfr.train import TrainingInterrupted
 
     setup_torch(args.threads)
-    size, _ = reference_settings(cfg, args.method)
-    info = {"config_hash": run_hash(cfg, size, args.method), "git_commit": git_commit()}
+    info = {"git_commit": git_commit()}
     try:
         print(score_reference(cfg, args.method, args.seed, args.data, args.tokenizer, args.out,
                               args.resume_dir, info))
