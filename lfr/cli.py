@@ -2,7 +2,9 @@
 
 Every stage takes the experiment config as `--config FILE` (YAML) or `--config-json JSON`
 (what the Snakemake rules pass: only the sections that stage depends on, so editing one section
-reruns only the stages downstream of it). Heavy imports happen inside each subcommand.
+reruns only the stages downstream of it); without either, the built-in defaults of lfr/config.py.
+Stages that read --data/--tokenizer stop when those folders were built with another config
+(`lfr.data.check_data_matches`). Heavy imports happen inside each subcommand.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 from pathlib import Path
 
 from lfr.config import ConfigError, ExperimentConfig, config_hash, load_config, validate_config
+
+SECTIONS = frozenset(ExperimentConfig.model_fields)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,58 +61,60 @@ def setup_torch(threads: int | None) -> None:
     keep_freed_memory()
 
 
-def read_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The validated config; with `offline: true`, HF libraries are told not to touch the network."""
+def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[str]]:
+    """The validated config and its sections that the user gave (the others are built-in defaults):
+    the top-level keys of --config-json, else all of them. With `offline: true`, HF libraries are
+    told not to touch the network."""
+    given = SECTIONS
     if args.config_json:
-        cfg = validate_config(json.loads(args.config_json), "--config-json")
+        raw = json.loads(args.config_json)
+        cfg = validate_config(raw, "--config-json")
+        given = frozenset(raw)
     elif args.config:
         cfg = load_config(args.config)
     else:
+        print(f"lfr {args.stage}: no --config given: using the built-in defaults of lfr/config.py "
+              "(the pipeline's default is --config config/config.yaml)", file=sys.stderr)
         cfg = ExperimentConfig()
     if cfg.offline:
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ.setdefault(var, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no deadlock when lm-eval forks
-    return cfg
-
-
-def run_hash(cfg: ExperimentConfig, size: str, method: str) -> str:
-    """Hash of everything that determines a run's result but its seed (rows also carry `seed`),
-    so the seeds of one configuration share a hash."""
-    return config_hash({
-        "corpus": cfg.corpus.model_dump(), "tokenizer": cfg.tokenizer.model_dump(),
-        "data": cfg.data.model_dump(), "model": cfg.model_preset(size).model_dump(),
-        "train": cfg.train.model_dump(exclude={"device", "log_every", "ckpt_every"}),
-        "method": method, "method_options": cfg.method_options.get(method, {}),
-    })
+    return cfg, given
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
     from lfr.corpus import prepare_corpus
 
-    prepare_corpus(read_config(args).corpus, args.train_out, args.val_out)
+    prepare_corpus(read_config(args)[0].corpus, args.train_out, args.val_out)
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
     from lfr.tokenizer import prepare_tokenizer
 
-    prepare_tokenizer(read_config(args).tokenizer, args.train_docs, args.out)
+    cfg, given = read_config(args)
+    prepare_tokenizer(cfg.tokenizer, args.train_docs, args.out,
+                      corpus=cfg.corpus if "corpus" in given else None)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    from lfr.data import tokenize
+    from lfr.data import check_data_matches, tokenize
 
-    tokenize(args.train_docs, args.val_docs, args.tokenizer, read_config(args).data, args.out)
+    cfg, given = read_config(args)
+    check_data_matches(cfg, given, None, args.tokenizer)
+    tokenize(args.train_docs, args.val_docs, args.tokenizer, cfg.data, args.out,
+             corpus=cfg.corpus if "corpus" in given else None)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    cfg = read_config(args)
-    from lfr.train import train
+    from lfr.data import check_data_matches
+
+    cfg, given = read_config(args)
+    check_data_matches(cfg, given, args.data, args.tokenizer)
+    from lfr.train import TrainingInterrupted, train
 
     setup_torch(args.threads)
-    info = {"config_hash": run_hash(cfg, args.size, args.method),
-            "git_commit": git_commit()}
-    from lfr.train import TrainingInterrupted
+    info = {"git_commit": git_commit()}
 
     snapshots = None
     if args.snapshots:
@@ -125,13 +131,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_score_reference(args: argparse.Namespace) -> None:
-    cfg = read_config(args)
-    from lfr.reference import reference_settings, score_reference
+    from lfr.data import check_data_matches
+
+    cfg, given = read_config(args)
+    check_data_matches(cfg, given, args.data, args.tokenizer)
+    from lfr.reference import score_reference
     from lfr.train import TrainingInterrupted
 
     setup_torch(args.threads)
-    size, _ = reference_settings(cfg, args.method)
-    info = {"config_hash": run_hash(cfg, size, args.method), "git_commit": git_commit()}
+    info = {"git_commit": git_commit()}
     try:
         print(score_reference(cfg, args.method, args.seed, args.data, args.tokenizer, args.out,
                               args.resume_dir, info))
@@ -141,14 +149,16 @@ def cmd_score_reference(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_tasks(args: argparse.Namespace) -> None:
+    from lfr.data import check_data_matches
     from lfr.eval_tasks import prepare_eval_tasks
 
-    cfg = read_config(args)
+    cfg, given = read_config(args)
+    check_data_matches(cfg, given, None, args.tokenizer)
     print(prepare_eval_tasks(args.val_docs, args.tokenizer, cfg.eval, cfg.data.block_size, args.out))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    cfg = read_config(args)
+    cfg, _ = read_config(args)
     from lfr.evaluate import evaluate
 
     run = {"size": args.size, "method": args.method, "seed": args.seed, "git_commit": git_commit(),
@@ -161,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_prefetch(args: argparse.Namespace) -> None:
     from lfr.evaluate import prefetch_eval_data
 
-    print("cached:", prefetch_eval_data(read_config(args).eval))
+    print("cached:", prefetch_eval_data(read_config(args)[0].eval))
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
@@ -178,7 +188,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    cfg = read_config(args)
+    cfg, _ = read_config(args)
     from lfr.profile import profile_run
 
     setup_torch(args.threads)
@@ -190,7 +200,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def cmd_forgetting(args: argparse.Namespace) -> None:
     from lfr.forgetting import analyze
 
-    table = analyze(args.profiles, args.runs, args.data, read_config(args).profile,
+    table = analyze(args.profiles, args.runs, args.data, read_config(args)[0].profile,
                     args.out_forgetting, args.out_domains, args.out_kept)
     print(table.to_string(index=False))
 
@@ -216,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--config", type=Path, help="experiment config YAML")
-        src.add_argument("--config-json", help="experiment config (or sections of it) as JSON")
+        src.add_argument("--config", type=Path, help="experiment config YAML; without --config or "
+                         "--config-json: the built-in defaults of lfr/config.py, not config/config.yaml")
+        src.add_argument("--config-json", help="experiment config (or sections of it) as JSON; "
+                         "sections left out take the built-in defaults and are not checked against "
+                         "--data/--tokenizer")
         return p
 
     p = stage("corpus", cmd_corpus, "read the corpus and split it into train/val documents")

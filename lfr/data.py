@@ -5,12 +5,16 @@ by EOT) plus a block table. Block i is the fixed, contiguous window tokens[i*T :
 T inputs and their T next-token targets, so every token after the first is predicted exactly
 once per epoch and a block keeps its identity across epochs (what LFR tracks). A block's
 `domain` and `doc_id` are those of the document holding its middle token.
+
+`meta.json` records the config sections the data was built from (`built_from`), and
+`check_data_matches` stops a stage given another config before it computes anything.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from lfr.config import DataConfig
+from lfr.config import CorpusConfig, DataConfig, ExperimentConfig
 from lfr.corpus import read_documents
 from lfr.files import atomic_path, write_json, write_parquet
-from lfr.tokenizer import piece_encoder, tokenizer_meta
+from lfr.tokenizer import META_FILE, piece_encoder, tokenizer_meta
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,12 @@ def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Pat
     return {"tokens": num_tokens, "documents": len(doc_ids), "blocks": num_blocks}
 
 
-def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, out_dir: Path) -> dict:
-    """Tokenize both splits into out_dir and write meta.json last (it marks completion)."""
+def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, out_dir: Path,
+             corpus: CorpusConfig | None = None) -> dict:
+    """Tokenize both splits into out_dir and write meta.json last (it marks completion).
+
+    `built_from` in meta.json: the tokenizer's record, `cfg` and `corpus` (the config the
+    documents were read with, when the stage was given it)."""
     meta = tokenizer_meta(tok_dir)
     out_dir = Path(out_dir)
     splits = {
@@ -93,10 +101,85 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
         "tokenizer_kind": meta["kind"],
         "tokenizer_sha256": meta["sha256"],
         **{f"{split}_{k}": v for split, s in splits.items() for k, v in s.items()},
+        "built_from": {**({"corpus": corpus.model_dump(mode="json")} if corpus else {}),
+                       **meta.get("built_from", {}), "data": cfg.model_dump(mode="json")},
     }
     write_json(out_dir / "meta.json", info)
     log.info("tokenize: %s", info)
     return info
+
+
+def data_meta(data_dir: Path) -> dict:
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the `tokenize` stage first")
+    return json.loads(path.read_text())
+
+
+SECTION_STAGE = {"corpus": 0, "tokenizer": 1, "data": 2}  # the first stage that reads a section
+REBUILT_WITH = [  # what differs and the fix, by the first stage to rerun
+    "the corpus was read with another config: rerun the corpus, tokenizer and tokenize stages",
+    "the tokenizer was built with another config: rerun the tokenizer and tokenize stages",
+    "the data was tokenized with another config: rerun the tokenize stage",
+]
+
+
+def unmeasured(section: str, values: dict) -> dict:
+    """The keys of a recorded section to compare with the config: those that change the data and
+    that the meta files do not hold as measured values (block_size, kind, vocab_size)."""
+    if section == "tokenizer":
+        return {} if values.get("kind") == "gpt2" else {"train_chars": values.get("train_chars")}
+    return {} if section == "data" else values  # token_dtype changes storage, not tokens
+
+
+def check_data_matches(cfg: ExperimentConfig, given: Collection[str], data_dir: Path | None,
+                       tok_dir: Path | None) -> None:
+    """Raise one ValueError naming every disagreement between the data/tokenizer folders and the
+    config, with the fix. Only the sections in `given` are checked: the others are built-in
+    defaults (a Snakemake rule passes only the sections its stage uses)."""
+    tok = tokenizer_meta(tok_dir) if tok_dir is not None else None
+    data = data_meta(data_dir) if data_dir is not None else None
+    tok_path = Path(tok_dir) / META_FILE if tok_dir is not None else None
+    data_path = Path(data_dir) / "meta.json" if data_dir is not None else None
+    other_tokenizer = tok is not None and data is not None and tok["sha256"] != data["tokenizer_sha256"]
+    problems: list[tuple[int, str]] = []  # (first stage to rerun, or -1: another tokenizer; what)
+    vocabs = [(tok_path, tok["kind"], tok["vocab_size"])] if tok else []
+    if data and (tok is None or other_tokenizer):  # else the same tokenizer as tok's
+        vocabs.append((data_path, data["tokenizer_kind"], data["vocab_size"]))
+    for path, kind, vocab in vocabs if "tokenizer" in given else []:
+        if (kind, vocab) != (cfg.tokenizer.kind, cfg.vocab_size):
+            problems.append((1, f"{path}: the tokenizer is {kind} with vocab_size {vocab} but the "
+                                f"config's is {cfg.tokenizer.kind} with {cfg.vocab_size} "
+                                "(tokenizer.kind, tokenizer.vocab_size)"))
+    if data and "data" in given and data["block_size"] != cfg.data.block_size:
+        problems.append((2, f"{data_path}: block_size is {data['block_size']} but the config's "
+                            f"data.block_size is {cfg.data.block_size}"))
+    records = {}  # section -> (file, values); the tokenizer's own record wins over the data's copy
+    for path, meta in ((data_path, data), (tok_path, tok)):
+        records.update({k: (path, v) for k, v in (meta or {}).get("built_from", {}).items()})
+    for section, (path, values) in records.items():
+        if section in given and section in SECTION_STAGE:
+            recorded = unmeasured(section, values)
+            ours = unmeasured(section, getattr(cfg, section).model_dump(mode="json"))
+            for key in sorted(recorded.keys() & ours.keys()):  # a key newer than the record: skip
+                if recorded[key] != ours[key]:
+                    problems.append((SECTION_STAGE[section], f"{path}: built with {section}.{key}="
+                                     f"{recorded[key]!r} but the config's is {ours[key]!r}"))
+    if other_tokenizer:
+        problems.append((-1, f"{data_path}: tokenized with the tokenizer of sha256 "
+                             f"{data['tokenizer_sha256'][:12]}, but {tok_dir} holds {tok['sha256'][:12]}"))
+    if not problems:
+        return
+    stages = [stage for stage, _ in problems if stage >= 0]
+    fixes = [f"{REBUILT_WITH[min(stages)]} with this config (or pass the config it was built with)"
+             ] if stages else []
+    if other_tokenizer:
+        fixes.append("the data was tokenized with another tokenizer: pass --tokenizer the folder it "
+                     "was tokenized with, or rerun the tokenize stage with this one")
+    if len(problems) == 1:
+        raise ValueError(f"{problems[0][1]}; {fixes[0]}")
+    raise ValueError("\n".join(["the data and tokenizer folders do not match the config:",
+                                 *(f"  - {what}" for _, what in problems), *fixes]))
 
 
 @dataclass
@@ -110,10 +193,7 @@ class BlockStore:
     @classmethod
     def open(cls, data_dir: Path, split: str) -> BlockStore:
         data_dir = Path(data_dir)
-        meta_path = data_dir / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found; run the `tokenize` stage first")
-        meta = json.loads(meta_path.read_text())
+        meta = data_meta(data_dir)
         tokens = np.memmap(data_dir / f"{split}.bin", dtype=meta["dtype"], mode="r")
         return cls(tokens, meta["block_size"], meta[f"{split}_blocks"])
 

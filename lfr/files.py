@@ -1,7 +1,9 @@
 """Atomic file output: write to a temporary sibling, fsync, then rename.
 
 A crash or a kill never leaves a half-written output where a finished one is expected, so
-Snakemake (and the resume logic) can trust that any file that exists is complete.
+Snakemake (and the resume logic) can trust that any file that exists is complete. Outputs get
+the modes of a plain open()/mkdir() under the user's umask, not mkstemp's private 0600/0700, so
+collaborators on a shared machine can read results.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from typing import Any
 import pandas as pd
 
 
+def umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so set it straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -41,6 +51,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~umask())
     try:
         yield tmp
         if path.exists():

@@ -5,7 +5,8 @@
    `<out>/reference/` (model, metrics, run.json).
 2. Score every block outside the shard with it: no-grad forward, the block's mean token loss.
 3. Write `<out>/block_scores.parquet` (block_id, score (NaN for the shard), reference) and
-   `<out>/reference.json` (the shard, `reference_train_tokens`, `scoring_tokens`, ...).
+   `<out>/reference.json` (the shard, `reference_train_tokens`, `scoring_tokens`, ..., and the
+   reference run's `settings` and `config_hash`).
 
 The training run of a method reads them back with `read_block_scores` (`--block-scores`).
 """
@@ -76,7 +77,7 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
     shard = reference_shard(store.num_blocks, opts.reference_fraction, seed)
     epochs = opts.reference_epochs or cfg.train.epochs
     summary = train(cfg, size, f"{method}-reference", seed, data_dir, tok_dir, out_dir / "reference",
-                    resume_dir=resume_dir, run_info=run_info,
+                    resume_dir=resume_dir, run_info=run_info, options=cfg.method_options.get(method, {}),
                     make_sampler=lambda facts: ShardSampler(facts, shard, epochs))
 
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
@@ -100,7 +101,8 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
             "reference_train_tokens": summary["tokens"],
             "scoring_tokens": len(pool) * store.block_size,
             "reference_val_loss": summary["val_loss"], "flops_per_token": summary["flops_per_token"],
-            "wall_s": summary["wall_s"]}
+            "wall_s": summary["wall_s"], "settings": summary["settings"],
+            "config_hash": summary["config_hash"]}
     write_json(out_dir / "reference.json", info)
     log.info("scored %d blocks with the %s reference (val loss %.3f)", len(pool), size,
              summary["val_loss"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from lfr.config import TokenizerConfig
+from lfr.config import CorpusConfig, TokenizerConfig
 from lfr.corpus import read_documents
 from lfr.files import atomic_dir
 
@@ -75,8 +75,12 @@ def _train_texts(path: Path, max_chars: int) -> Iterator[str]:
             seen += len(text)
 
 
-def prepare_tokenizer(cfg: TokenizerConfig, train_docs: Path, out_dir: Path) -> dict:
-    """Build the tokenizer and save it to out_dir; return its metadata."""
+def prepare_tokenizer(cfg: TokenizerConfig, train_docs: Path, out_dir: Path,
+                      corpus: CorpusConfig | None = None) -> dict:
+    """Build the tokenizer and save it to out_dir; return its metadata.
+
+    `built_from` in the metadata: `cfg` and `corpus` (the config train_docs were read with, when
+    the stage was given it), for `lfr.data.check_data_matches`."""
     from transformers import PreTrainedTokenizerFast
 
     tok = build_gpt2() if cfg.kind == "gpt2" else train_bpe(
@@ -95,6 +99,8 @@ def prepare_tokenizer(cfg: TokenizerConfig, train_docs: Path, out_dir: Path) -> 
         "vocab_size": expected,
         "eot_id": tok.token_to_id(EOT),
         "sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "built_from": {"tokenizer": cfg.model_dump(mode="json"),
+                       **({"corpus": corpus.model_dump(mode="json")} if corpus else {})},
     }
     with atomic_dir(out_dir) as tmp:
         fast.save_pretrained(tmp)

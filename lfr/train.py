@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lfr import checkpoint
-from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig
+from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
 from lfr.data import BlockStore
 from lfr.files import atomic_dir, atomic_path, write_json, write_parquet
 from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config, num_params
@@ -202,6 +202,19 @@ def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
     return losses.float().cpu().numpy()
 
 
+def run_settings(cfg: ExperimentConfig, size: str, method: str, options: dict[str, Any],
+                 block_size: int, vocab_size: int) -> dict[str, Any]:
+    """What determines a run's result but its seed, with the block size and vocabulary read from
+    the data and tokenizer folders. Its hash is the run's `config_hash`, so the seeds of one
+    configuration share it; device, log_every and ckpt_every change no result."""
+    dump = cfg.model_dump(mode="json")
+    return {"corpus": dump["corpus"], "tokenizer": {**dump["tokenizer"], "vocab_size": vocab_size},
+            "data": {**dump["data"], "block_size": block_size},
+            "model": cfg.model_preset(size).model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every"}),
+            "method": method, "method_options": options}
+
+
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, store: BlockStore,
                    ids: np.ndarray, weights: np.ndarray | None, tc: TrainConfig, d: Dist,
                    autocast: Any) -> torch.Tensor:
@@ -231,7 +244,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
           tok_dir: Path, out_dir: Path, resume_dir: Path | None = None,
           run_info: dict[str, Any] | None = None, stop_at_step: int | None = None,
           time_limit_min: float | None = None, snapshots: ProfileConfig | None = None,
-          block_scores: Path | None = None,
+          block_scores: Path | None = None, options: dict[str, Any] | None = None,
           make_sampler: Callable[[RunFacts], Sampler] | None = None) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
 
@@ -244,6 +257,8 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
     `block_scores`: the reference scores (score-reference stage) for methods that need them.
     `make_sampler`: build the sampler from the run's facts instead of `method`'s registry entry
     (the reference model of ppl-prune trains on its shard this way); `method` is then a label.
+    `options`: the method's options (default: cfg.method_options[method]); with `make_sampler`,
+    those it was built from. run.json records them in `settings` (see `run_settings`).
 
     The run saves a resume checkpoint and raises TrainingInterrupted (so a retry resumes) at
     `stop_at_step`, on SIGTERM/SIGUSR1, or shortly before `time_limit_min` (the job's limit).
@@ -268,8 +283,8 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
 
         scores = read_block_scores(block_scores)
     facts = RunFacts(train_store.num_blocks, batch_blocks, T, seed, tc.epochs, scores)
-    sampler = (make_sampler(facts) if make_sampler else
-               build_sampler(method, facts, cfg.method_options.get(method, {})))
+    options = cfg.method_options.get(method, {}) if options is None else options
+    sampler = make_sampler(facts) if make_sampler else build_sampler(method, facts, options)
     num_steps = sampler.num_steps()
     if num_steps < 1:
         raise ValueError(f"{method}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
@@ -375,6 +390,8 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         "reference_train_tokens": sampler.reference_train_tokens,
         "sampler_state_sha256": state_digest(sampler.state_dict()), **(run_info or {}),
     }
+    summary["settings"] = run_settings(cfg, size, method, options, T, meta["vocab_size"])
+    summary["config_hash"] = config_hash(summary["settings"])
     if d.main:
         out_dir = Path(out_dir)
         with atomic_dir(out_dir / "model") as tmp:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from lfr.cli import main
 
 STAGES = ["corpus", "tokenizer", "tokenize", "train", "score-reference", "eval-tasks", "evaluate",
           "prefetch", "summarize", "plot", "schema"]
@@ -26,6 +31,66 @@ def test_bad_config_exits_with_one_clear_line(tmp_path):
                         "--train-out", "t", "--val-out", "v"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2
     assert "train.lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def run_cli(*argv) -> int:
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as stop:
+        return stop.code
+    return 0
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+@pytest.mark.parametrize(("stage", "args"), [("train", ["--size", "nano", "--method", "random"]),
+                                             ("score-reference", ["--method", "ppl-prune"])])
+def test_a_run_on_data_of_another_config_stops_before_writing(prepared, tmp_path, capsys, stage, args):
+    _, root = prepared
+    config = write_config(tmp_path / "c.yaml", tiny_config(data={"block_size": 16}))
+    rc = run_cli(stage, "--config", config, *args, "--seed", 0, "--data", root / "data",
+                 "--tokenizer", root / "tokenizer", "--out", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert rc == 2 and f"lfr {stage}: error: {root / 'data/meta.json'}: block_size is 32 but the " \
+        "config's data.block_size is 16; the data was tokenized with another config: rerun" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_without_config_says_it_uses_the_built_in_defaults(tmp_path, capsys, monkeypatch):
+    rc = run_cli("tokenize", "--train-docs", "t", "--val-docs", "v", "--tokenizer", tmp_path / "none",
+                 "--out", tmp_path / "data")
+    notice = ("lfr tokenize: no --config given: using the built-in defaults of lfr/config.py "
+              "(the pipeline's default is --config config/config.yaml)\n")
+    assert rc == 2 and notice in capsys.readouterr().err
+    monkeypatch.setenv("COLUMNS", "400")
+    assert run_cli("train", "--help") == 0
+    out = capsys.readouterr().out
+    assert "without --config or --config-json: the built-in defaults of lfr/config.py, not config/" in out
+    assert "sections left out take the built-in defaults and are not checked against" in out
+
+
+def test_the_pipelines_partial_configs_pass_and_record_what_they_used(prepared, tmp_path):
+    """As the rules run them: tokenizer with only its section, tokenize with only `data`: no
+    false mismatch with the defaults of the other sections; a corpus given by hand is recorded."""
+    from lfr.data import check_data_matches
+
+    cfg, root = prepared
+    config = write_config(tmp_path / "c.yaml", cfg)
+    assert run_cli("tokenizer", "--config", config, "--train-docs", root / "corpus/train.parquet",
+                   "--out", tmp_path / "tok") == 0
+    data_rule = json.dumps({"data": cfg.data.model_dump(mode="json"), "offline": True})
+    assert run_cli("tokenize", "--config-json", data_rule, "--train-docs", root / "corpus/train.parquet",
+                   "--val-docs", root / "corpus/val.parquet", "--tokenizer", tmp_path / "tok",
+                   "--out", tmp_path / "data") == 0
+    built = json.loads((tmp_path / "data/meta.json").read_text())["built_from"]
+    assert built == {key: getattr(cfg, key).model_dump(mode="json")
+                     for key in ("corpus", "tokenizer", "data")}
+    with pytest.raises(ValueError, match=r"built with corpus.seed=0 but the config's is 1; the corpus "
+                                         r"was read with another config: rerun the corpus, tokenizer"):
+        check_data_matches(tiny_config(corpus={"seed": 1}), {"corpus"}, tmp_path / "data", tmp_path / "tok")
 
 
 def test_light_modules_do_not_import_torch():

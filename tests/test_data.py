@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
-from lfr.config import DataConfig
-from lfr.data import BlockStore, token_dtype
-from lfr.tokenizer import batch_encoder
+from lfr.config import DataConfig, ExperimentConfig, validate_config
+from lfr.data import BlockStore, check_data_matches, token_dtype
+from lfr.tokenizer import META_FILE, batch_encoder
+
+ALL = set(ExperimentConfig.model_fields)
+TRAIN_RULE = {"corpus", "tokenizer", "data", "models", "custom_models", "train", "method_options", "offline"}
 
 
 def test_blocks_tile_the_token_stream(prepared):
@@ -52,3 +57,58 @@ def test_block_table_carries_domain_and_document(prepared):
 ])
 def test_token_dtype(setting, vocab, dtype):
     assert token_dtype(DataConfig(token_dtype=setting), vocab) == dtype
+
+
+def test_data_records_the_config_it_was_built_from(prepared):
+    cfg, root = prepared
+    built = json.loads((root / "data/meta.json").read_text())["built_from"]
+    assert built == {"tokenizer": cfg.tokenizer.model_dump(mode="json"),  # from the tokenizer's meta
+                     "data": cfg.data.model_dump(mode="json")}  # no corpus: none was passed
+    check_data_matches(cfg, ALL, root / "data", root / "tokenizer")
+    check_data_matches(cfg, TRAIN_RULE, root / "data", root / "tokenizer")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"data": {"block_size": 16}}, "data/meta.json: block_size is 32 but the config's data.block_size "
+     "is 16; the data was tokenized with another config: rerun the tokenize stage with this config"),
+    ({"tokenizer": {"vocab_size": 600}}, f"tokenizer/{META_FILE}: the tokenizer is bpe with vocab_size "
+     "512 but the config's is bpe with 600 (tokenizer.kind, tokenizer.vocab_size); the tokenizer was "
+     "built with another config: rerun the tokenizer and tokenize stages with this config"),
+    ({"tokenizer": {"train_chars": 300_000}}, "built with tokenizer.train_chars=200000 but the config's "
+     "is 300000; the tokenizer was built"),
+])
+def test_data_built_with_another_config_stops_naming_both_values(prepared, override, message):
+    _, root = prepared
+    with pytest.raises(ValueError) as err:
+        check_data_matches(tiny_config(**override), TRAIN_RULE, root / "data", root / "tokenizer")
+    assert message in str(err.value)
+
+
+def test_several_mismatches_are_one_message_with_the_most_upstream_fix(prepared):
+    _, root = prepared
+    cfg = tiny_config(data={"block_size": 16}, tokenizer={"vocab_size": 600})
+    with pytest.raises(ValueError) as err:
+        check_data_matches(cfg, ALL, root / "data", root / "tokenizer")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 4 and "vocab_size 512" in lines[1] and "block_size is 32" in lines[2]
+    assert lines[3].startswith("the tokenizer was built with another config: rerun the tokenizer and")
+
+
+def test_data_tokenized_with_another_tokenizer_stops(prepared, tmp_path):
+    cfg, root = prepared
+    shutil.copytree(root / "tokenizer", tmp_path / "tok")
+    meta = json.loads((tmp_path / "tok" / META_FILE).read_text())
+    (tmp_path / "tok" / META_FILE).write_text(json.dumps({**meta, "sha256": "f" * 64}))
+    with pytest.raises(ValueError, match=rf"tokenized with the tokenizer of sha256 {meta['sha256'][:12]}, "
+                                         rf"but {tmp_path / 'tok'} holds ffffffffffff; .* pass --tokenizer"):
+        check_data_matches(cfg, {"offline"}, root / "data", tmp_path / "tok")  # no config needed
+
+
+def test_sections_not_given_and_storage_settings_are_not_checked(prepared):
+    _, root = prepared
+    profile_rule = validate_config({"profile": {"seeds": [0]}, "offline": True})  # defaults elsewhere
+    assert (profile_rule.data.block_size, profile_rule.vocab_size) == (128, 8192)
+    check_data_matches(profile_rule, {"profile", "offline"}, root / "data", root / "tokenizer")
+    eval_rule = validate_config({"eval": {}, "data": {"block_size": 32}, "offline": True})
+    check_data_matches(eval_rule, {"eval", "data", "offline"}, None, root / "tokenizer")
+    check_data_matches(tiny_config(data={"token_dtype": "uint16"}), ALL, root / "data", root / "tokenizer")

@@ -14,7 +14,7 @@ from conftest import REPO, tiny_config
 from test_lfr import drive
 from test_sampling import make
 
-from lfr.config import ConfigError, load_config, validate_config
+from lfr.config import ConfigError, config_hash, load_config, validate_config
 from lfr.sampling import BlockScores
 from lfr.sampling.ppl_prune import band_ids
 
@@ -313,6 +313,10 @@ def test_score_reference_writes_scores_and_its_compute(reference, prepared):
     assert info["scoring_tokens"] == (store.num_blocks - len(shard)) * store.block_size
     assert info["reference_train_tokens"] == (len(shard) // 8) * 8 * store.block_size
     assert (out / "reference/model/config.json").is_file()
+    assert info["settings"]["method"] == "ppl-prune-reference"  # the shard sampler's options:
+    assert info["settings"]["method_options"] == {"reference_fraction": 0.2, "reference_epochs": 1}
+    assert info["config_hash"] == config_hash(info["settings"])
+    assert json.loads((out / "reference/run.json").read_text())["settings"] == info["settings"]
 
 
 def random_tokens(cfg, root):

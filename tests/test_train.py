@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from lfr.config import TrainConfig
+from lfr.config import TrainConfig, config_hash
 from lfr.train import TrainingInterrupted, lr_at, train
 
 
@@ -35,7 +35,20 @@ def test_loss_falls_and_outputs_are_complete(finished):
     assert np.isfinite(val.val_loss).all()
     assert val.val_loss.iloc[-1] < val.val_loss.iloc[0] - 0.5  # ln(512) = 6.24 at init
     assert summary["tokens"] == summary["steps"] * 8 * cfg.data.block_size
-    assert json.loads((out / "run.json").read_text())["config_hash"] == "abc"
+
+
+def test_run_json_records_the_settings_used_and_their_hash(finished):
+    cfg, _root, out, _ = finished
+    run = json.loads((out / "run.json").read_text())
+    settings = run["settings"]
+    assert settings["data"] == {"block_size": 32, "token_dtype": "auto"}  # as read from the data
+    assert settings["tokenizer"]["vocab_size"] == 512 and settings["model"] == {
+        "n_layer": 2, "n_head": 2, "n_embd": 64}
+    assert settings["corpus"] == cfg.corpus.model_dump(mode="json")
+    assert (settings["method"], settings["method_options"]) == ("random", {})
+    assert set(cfg.train.model_dump()) - set(settings["train"]) == {"device", "log_every", "ckpt_every"}
+    assert "seed" not in settings and "seed" not in settings["train"]  # seeds share the hash
+    assert run["config_hash"] == config_hash(settings) != "abc"  # not the caller's
 
 
 def test_checkpoint_is_a_loadable_hf_model(finished):
