@@ -1,7 +1,9 @@
 # LFR reproduction: corpus -> tokenizer -> tokens -> pretraining (size x method x seed) -> tables.
 #
-#   snakemake --cores all results/tables/main.csv                 # embedded CPU demo
-#   snakemake --cores all --configfile config/smoke.yaml ...      # tiny config used by the tests
+#   snakemake --cores all results/tables/main.csv                                 # CPU demo
+#   snakemake --cores all results/smoke/tables/main.csv --configfile config/smoke.yaml
+# (the target goes first: --configfile takes several values). A config with a `name` writes its
+# tables and figures to results/<name>/.
 #
 # Every rule calls one `python -m lfr <stage>`; the library does the work (see README.md).
 
