@@ -21,6 +21,9 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
 
     python -m benchmarks                       # everything, ~8 min on 2 idle cores
     python -m benchmarks --only train_loop tokenize --repeats 3
+
+`--out` (results/benchmarks.csv) is updated, not replaced: the rows of the benchmarks run now
+replace their earlier rows, and the other benchmarks' rows stay.
 """
 
 from __future__ import annotations
@@ -298,6 +301,15 @@ def bench_smoke_dag(threads: int) -> list[Row]:
 
 
 # -- driver ---------------------------------------------------------------------------------
+def merge_into(out: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """`table` plus the rows of an earlier `out` that this run did not measure again (each keeps
+    its own git_commit and host), so `--only` updates its rows and drops no others."""
+    if not out.is_file():
+        return table
+    old = pd.read_csv(out)
+    return pd.concat([table, old[~old.benchmark.isin(table.benchmark)]], ignore_index=True)
+
+
 BENCHMARKS = [
     "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "profile_vs_train", "tokenize", "smoke_dag",
 ]
@@ -359,11 +371,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                      f"torch {torch.__version__} {torch.get_num_threads()} threads, "
                      f"load avg {load[0]:.1f} at start")
     table["suite_wall_s"] = round(wall, 1)
-    write_csv(args.out, table)
+    write_csv(args.out, merge_into(args.out, table))
     with pd.option_context("display.width", 200, "display.max_colwidth", 40):
         print(table[["benchmark", "ours", "reference", "unit", "ratio_median", "ratio_min", "ratio_max",
                      "goal", "meets_goal"]].to_string(index=False))
-    print(f"wrote {args.out} ({wall:.0f} s); {json.dumps(table['host'].iloc[0])}")
+    print(f"updated {args.out}: these rows, and earlier ones of other benchmarks kept ({wall:.0f} s); "
+          f"{json.dumps(table['host'].iloc[0])}")
     return table
 
 

@@ -175,6 +175,17 @@ class _ParquetSink:
         self.writer.close()
 
 
+def empty_split_fix(split: str, stats: dict[str, int], cfg: CorpusConfig) -> str:
+    """What to change when a split came out empty: the key that emptied it, else the data."""
+    if split == "train" and stats["docs_skipped"]:
+        return f"raise corpus.fraction (now {cfg.fraction}) or add documents"
+    if split == "val" and stats["docs_seen"] > stats["docs_empty"]:
+        return f"raise corpus.val_fraction (now {cfg.val_fraction}) or add documents"
+    if split == "train" and stats["docs_seen"] > stats["docs_empty"]:
+        return f"lower corpus.val_fraction (now {cfg.val_fraction}) or add documents"
+    return "add documents with text (check corpus.paths and corpus.text_field)"
+
+
 def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[str, int]:
     """Write the train and val documents; return counts. Fails on an empty split.
 
@@ -203,10 +214,9 @@ def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[st
         for split, sink in sinks.items():
             stats[f"{split}_docs"], stats[f"{split}_chars"] = sink.num_docs, sink.num_chars
             if sink.num_docs == 0:
-                raise ValueError(
-                    f"corpus: the {split} split is empty ({stats['docs_seen']} documents read, "
-                    f"{stats['docs_empty']} empty); add documents or change corpus.val_fraction"
-                )
+                raise ValueError(f"corpus: the {split} split is empty ({stats['docs_seen']} documents "
+                                 f"read, {stats['docs_empty']} empty, {stats['docs_skipped']} left out "
+                                 f"by corpus.fraction); {empty_split_fix(split, stats, cfg)}")
     if stats["docs_no_domain"]:
         log.warning("corpus: %d of %d documents have no %r field (corpus.domain_field); their domain "
                     "is %r", stats["docs_no_domain"], stats["train_docs"] + stats["val_docs"],

@@ -90,7 +90,7 @@ def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt
                 part = val[(val["size"] == size) & (val.method == m)]
                 mean = part.groupby("tokens").val_loss.mean()
                 ax.plot(mean.index / 1e6, mean.to_numpy(), color=color(m), lw=1.4, label=m)
-            ax.set_title(f"{size}: {method} phases", pad=14)
+            ax.set_title(f"{size}: {method} phases", pad=30)  # room for rotated labels
             ax.set(xlabel="training tokens (M)",
                    ylabel="validation loss (nats/token)")
             ax.legend(loc="upper right")

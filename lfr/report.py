@@ -21,6 +21,7 @@ Definitions (also in results/tables/README.md):
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import write_csv
+
+log = logging.getLogger(__name__)
 
 BASELINE = "random"
 RUN_COLUMNS = [
@@ -111,9 +114,19 @@ def eval_table(eval_files: list[Path]) -> pd.DataFrame:
     return wide.loc[:, wide.notna().any()].reset_index()  # lm-eval gives no stderr for some metrics
 
 
+SPEED_COLUMNS = ["baseline_val_loss", "tokens_to_baseline", "reached", "speedup",
+                 "val_loss_at_baseline_tokens", "baseline_val_loss_at_tokens", "common_tokens",
+                 "val_loss_at_common_tokens", "baseline_val_loss_at_common_tokens"]
+
+
 def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per size x method: tokens_to_baseline, reached, speedup and the equal-token losses."""
+    """Per size x method: tokens_to_baseline, reached, speedup and the equal-token losses; empty
+    (with a warning) at a size without a `random` run."""
     rows = []
+    for size in dict.fromkeys(curves["size"]):
+        if not (curves[curves["size"] == size].method == BASELINE).any():
+            log.warning("summarize: no %r run at size %s: its baseline columns (speedup, ...) stay "
+                        "empty; add %r to `methods` for that size", BASELINE, size, BASELINE)
     for (size, method), group in curves.groupby(["size", "method"], sort=False):
         base = curves[(curves["size"] == size) & (curves.method == BASELINE)]
         tokens, loss = mean_curve(group)
@@ -130,7 +143,7 @@ def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                     "common_tokens": common, "val_loss_at_common_tokens": loss_at(tokens, loss, common),
                     "baseline_val_loss_at_common_tokens": loss_at(b_tokens, b_loss, common)}
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).reindex(columns=["size", "method", *SPEED_COLUMNS])
 
 
 def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:

@@ -44,6 +44,17 @@ def test_empty_corpus_fails_clearly(tmp_path):
     assert not train.exists() and not val.exists()  # nothing half-written
 
 
+@pytest.mark.parametrize(("corpus", "key"), [
+    ({"fraction": 0.001}, r"train split is empty .* raise corpus.fraction \(now 0.001\)"),
+    ({"val_fraction": 0.001}, r"val split is empty .* raise corpus.val_fraction \(now 0.001\)"),
+    ({"val_fraction": 0.999}, r"train split is empty .* lower corpus.val_fraction \(now 0.999\)"),
+])
+def test_an_empty_split_names_the_key_that_emptied_it(tmp_path, corpus, key):
+    cfg, train, val = corpus_files(tmp_path, [{"text": f"document {i}"} for i in range(20)], **corpus)
+    with pytest.raises(ValueError, match=key):
+        prepare_corpus(cfg, train, val)
+
+
 def test_invalid_utf8_and_lone_surrogates_are_replaced_with_a_warning(tmp_path, caplog, prepared):
     _, root = prepared
     lines = [json.dumps({"text": f"plain document {i} " * 20, "doc_id": f"p{i}"}).encode() for i in range(30)]

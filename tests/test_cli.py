@@ -127,3 +127,12 @@ def test_stages_reuse_large_freed_cpu_tensors():
               for mode in ("default", "keep")}
     assert faults["default"] > 50 * 15_000, faults
     assert faults["keep"] * 10 < faults["default"], faults
+
+
+def test_every_stage_option_has_help_text():
+    from lfr.cli import build_parser
+
+    stages = next(a for a in build_parser()._actions if a.dest == "stage").choices
+    missing = [f"{name} {opt.option_strings[0]}" for name, p in stages.items() for opt in p._actions
+               if opt.option_strings and not opt.help]
+    assert missing == []

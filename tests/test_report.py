@@ -97,3 +97,11 @@ def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):
     summarize(runs, tmp_path / "main.csv")
     plot("downstream", runs, tmp_path / "main.csv", tmp_path / "downstream.png")
     assert (tmp_path / "downstream.pdf").is_file()
+
+
+def test_a_size_without_random_keeps_its_baseline_columns_and_says_so(runs, tmp_path, caplog):
+    lfr_only = [r for r in runs if "-random-" not in r.name]
+    main = summarize(lfr_only, tmp_path / "main.csv")
+    assert {"baseline_val_loss", "tokens_to_baseline", "speedup", "reached"} <= set(main.columns)
+    assert main.speedup.isna().all()
+    assert "no 'random' run at size s" in caplog.text

@@ -127,7 +127,8 @@ def test_report_holds_the_figures(smoke_run):
               cwd=smoke_run, check=True)
     html = (smoke_run / "results/smoke/report.html").read_text(errors="replace")
     for name in ("val_loss.png", "lfr_phases.png", "speedup.png", "downstream.png", "main.csv",
-                 "forgetting.csv", "forgetting.png"):
+                 "main_by_seed.csv", "forgetting.csv", "domains.csv", "kept_domains.csv",
+                 "forgetting.png"):
         assert name in html
 
 
@@ -209,3 +210,36 @@ def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
 def test_a_result_set_name_cannot_hide_another_folder(name):
     with pytest.raises(ConfigError, match="name"):
         validate_config({"name": name})
+
+
+def documented(section):
+    """Backticked names in the first column of a tables-README section's table rows, as regexes
+    (`<metric>:<task>` and `*_std` are patterns)."""
+    names = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += re.findall(r"`([^`]+)`", line.split("|")[1])
+    return names
+
+
+def as_regex(name):
+    return re.sub(r"<[^>]+>", "[^:]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")
+                  .replace(r"\*", ".*"))
+
+
+@pytest.mark.slow
+def test_tables_readme_documents_exactly_the_columns_of_both_tables(smoke_run):
+    text = (REPO / "results/tables/README.md").read_text()
+    main_doc = text.split("## `main.csv`")[1].split("\n## ")[0]
+    by_seed_doc = text.split("## `main_by_seed.csv`")[1].split("\n## ")[0]
+    tables = smoke_run / "results/smoke/tables"
+    main = list(pd.read_csv(tables / "main.csv").columns)
+    names = documented(main_doc)
+    undocumented = [c for c in main if not any(re.fullmatch(as_regex(n), c) for n in names)]
+    absent = [n for n in names if "<" not in n and n not in main]
+    assert (undocumented, absent) == ([], [])
+    rules = {k: re.findall(r"`([^`]+)`", v) for k, v in
+             re.findall(r"^- (not here|added)\b(.*)$", by_seed_doc, flags=re.M)}
+    gone = [c for c in main if any(re.fullmatch(as_regex(n), c) for n in rules["not here"])]
+    expected = [c for c in main if c not in gone] + [n for n in rules["added"]]
+    assert sorted(pd.read_csv(tables / "main_by_seed.csv").columns) == sorted(expected)

@@ -56,7 +56,11 @@ rule forgetting:
             caption="../report/domains.rst",
             category="Tables",
         ),
-        kept=f"{TABLES}/kept_domains.csv",
+        kept=report(
+            f"{TABLES}/kept_domains.csv",
+            caption="../report/kept_domains.rst",
+            category="Tables",
+        ),
     log:
         f"{SET_LOGS}/forgetting.log",
     params:
