@@ -18,6 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -189,12 +190,26 @@ def prepare_eval_tasks(val_docs: Path, tok_dir: Path, cfg: EvalConfig, block_siz
     return {name: len(rows) for name, rows in items.items()}
 
 
+def jsonl_dataset(data_files: dict[str, str], **_: Any):
+    """The local tasks' lm-eval `custom_dataset`: their jsonl files read directly, not through HF
+    datasets' file resolution, which expands `$VAR` and `~` inside the paths it is given."""
+    import datasets
+
+    def records(path: str) -> list[dict]:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    return datasets.DatasetDict({split: datasets.Dataset.from_list(records(path))
+                                 for split, path in data_files.items()})
+
+
 def load_local_tasks(task_dir: Path) -> list[dict]:
-    """The local task configs with their data paths made absolute (lm-eval resolves them from cwd)."""
+    """The local task configs, their data files absolute and read by `jsonl_dataset` (the YAMLs on
+    disk keep lm-eval's standard `dataset_path: json`, for running lm_eval by hand)."""
     configs = []
     for path in sorted(Path(task_dir).glob("lfr_*.yaml")):
         cfg = yaml.safe_load(path.read_text())
         files = cfg["dataset_kwargs"]["data_files"]
         files["test"] = str((path.parent / files["test"]).resolve())
-        configs.append(cfg)
+        configs.append({**cfg, "custom_dataset": jsonl_dataset})
     return configs

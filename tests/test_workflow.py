@@ -243,3 +243,27 @@ def test_tables_readme_documents_exactly_the_columns_of_both_tables(smoke_run):
     gone = [c for c in main if any(re.fullmatch(as_regex(n), c) for n in rules["not here"])]
     expected = [c for c in main if c not in gone] + [n for n in rules["added"]]
     assert sorted(pd.read_csv(tables / "main_by_seed.csv").columns) == sorted(expected)
+
+
+ODD = "wörk dir $HOME (1) 'q' \"dq\" ~x"  # space, $VAR, parentheses, quotes, ~, non-ASCII
+
+
+@pytest.mark.slow
+def test_the_whole_dag_survives_odd_paths(tmp_path):
+    """Working folder, corpus folder and config file whose names hold what shells and libraries
+    like to interpret; every rule runs, and the documents are the corpus's."""
+    work = tmp_path / ODD
+    folder = work / f"corpus {ODD}"
+    folder.mkdir(parents=True)
+    rng = random.Random(1)
+    words = ["".join(rng.choices("etaoinshrdlucmfwypvbgk", k=rng.randint(2, 9))) for _ in range(3000)]
+    for i in range(60):
+        (folder / f"doc {i:03d} é.txt").write_text(" ".join(rng.choices(words, k=400)) + ".\n")
+    config = smoke_with(work, file=f"config {ODD}.yaml",
+                        corpus={"source": "files", "paths": [str(folder)], "val_fraction": 0.1})
+    snakemake("all", "--cores", "2", "--configfile", config, cwd=work, check=True)
+    docs = pd.read_parquet(work / "results/corpus/train.parquet")
+    assert len(docs) + len(pd.read_parquet(work / "results/corpus/val.parquet")) == 60
+    assert docs.doc_id.str.startswith(f"corpus {ODD}/doc ").all()
+    assert pd.read_csv(work / "results/smoke/tables/main.csv").val_loss.notna().all()
+    assert (work / "results/smoke/figures/lfr_phases.png").is_file()
