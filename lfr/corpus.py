@@ -49,8 +49,8 @@ SUFFIXES = ".txt, .jsonl, .ndjson, .json (each also .gz, .bz2, .xz, .zst, .lz4, 
 SKIP_HIDDEN = "hidden (name starts with . or _)"  # .DS_Store, .crc, _SUCCESS, _temporary/
 SKIP_TYPE = "not a corpus file type"
 READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, pa.ArrowException)
-BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),  # before UTF-16: same start
-        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+# No UTF-32: its LE BOM is UTF-16's followed by a NUL character, so the two cannot be told apart.
+BOMS = [(codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
 _MISSING = object()
 
 
@@ -99,9 +99,9 @@ def _open_bytes(path: Path, compression: str | None) -> BinaryIO:
 
 
 def _text_lines(path: Path, compression: str | None, stats: dict) -> Iterator[str]:
-    """Lines of a text file (ends kept), decoded by its BOM (UTF-8/16/32), else as UTF-8."""
+    """Lines of a text file (ends kept), decoded by its BOM (UTF-8, UTF-16), else as UTF-8."""
     with _open_bytes(path, compression) as f:
-        head = f.read(4)
+        head = f.read(3)
     encoding = next((enc for bom, enc in BOMS if head.startswith(bom)), "utf-8")
     before = _undecodable[0]
     with _open_bytes(path, compression) as raw:
@@ -340,8 +340,8 @@ def iter_documents(cfg: CorpusConfig, stats: dict | None = None) -> Iterator[Doc
         paths, skipped = resolve_paths(cfg.paths)
         stats["files_read"], stats["files_skipped"] = len(paths), sum(map(len, skipped.values()))
         stats["skipped"] = {why: {"count": len(names), "names": names[:5]} for why, names in skipped.items()}
-        few = ", ".join(map(str, paths[:5])) + (", ..." if len(paths) > 5 else "")
-        log.info("corpus: reading %d file(s): %s", len(paths), few)
+        stats["read"] = [str(p) for p in paths[:5]] + (["..."] if len(paths) > 5 else [])
+        log.info("corpus: reading %d file(s): %s", len(paths), ", ".join(stats["read"]))
         if skipped:
             log.info("corpus: skipped %s", _skip_summary(skipped))
         for path, doc_name in zip(paths, portable_names(paths), strict=True):
@@ -393,6 +393,10 @@ def empty_split_fix(split: str, stats: dict[str, int], cfg: CorpusConfig) -> str
     return "add documents with text (check corpus.paths and corpus.text_field)"
 
 
+def _files_read(stats: dict[str, Any]) -> str:
+    return f", from {stats['files_read']} file(s): {', '.join(stats['read'])}" if "read" in stats else ""
+
+
 def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[str, Any]:
     """Write the train and val documents; return counts. Fails on an empty split.
 
@@ -425,9 +429,10 @@ def prepare_corpus(cfg: CorpusConfig, train_out: Path, val_out: Path) -> dict[st
         for split, sink in sinks.items():
             stats[f"{split}_docs"], stats[f"{split}_chars"] = sink.num_docs, sink.num_chars
             if sink.num_docs == 0:
+                fix = empty_split_fix(split, stats, cfg)
                 raise ValueError(f"corpus: the {split} split is empty ({stats['docs_seen']} documents "
                                  f"read, {stats['docs_empty']} empty, {stats['docs_skipped']} left out "
-                                 f"by corpus.fraction); {empty_split_fix(split, stats, cfg)}")
+                                 f"by corpus.fraction{_files_read(stats)}); {fix}")
     if stats["docs_no_domain"]:
         log.warning("corpus: %d of %d documents have no %r field (corpus.domain_field); their domain "
                     "is %r", stats["docs_no_domain"], stats["train_docs"] + stats["val_docs"],
