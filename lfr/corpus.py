@@ -48,6 +48,9 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zst
 SUFFIXES = ".txt, .jsonl, .ndjson, .json (each also .gz, .bz2, .xz, .zst, .lz4, .br) and .parquet"
 SKIP_HIDDEN = "hidden (name starts with . or _)"  # .DS_Store, .crc, _SUCCESS, _temporary/
 SKIP_TYPE = "not a corpus file type"
+SKIP_META = "documentation or dataset metadata"  # README.txt is no document, dataset_info.json no shard
+META_STEMS = {"readme", "license", "licence", "notice", "changelog", "citation", "copying", "authors",
+              "dataset_info", "dataset_infos", "dataset_dict", "state"}
 READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, pa.ArrowException)
 # No UTF-32: its LE BOM is UTF-16's followed by a NUL character, so the two cannot be told apart.
 BOMS = [(codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
@@ -104,9 +107,14 @@ def _text_lines(path: Path, compression: str | None, stats: dict) -> Iterator[st
         head = f.read(3)
     encoding = next((enc for bom, enc in BOMS if head.startswith(bom)), "utf-8")
     before = _undecodable[0]
-    with _open_bytes(path, compression) as raw:
-        yield from io.TextIOWrapper(raw, encoding=encoding, errors="lfr-count", newline="\n")
-    if bad := _undecodable[0] - before:
+    with io.TextIOWrapper(_open_bytes(path, compression), encoding=encoding, errors="lfr-count",
+                          newline="\n") as f:  # newline: split at \n only, keep \r\n as it is
+        yield from f
+    _report_undecodable(path, _undecodable[0] - before, encoding, stats)
+
+
+def _report_undecodable(path: Path, bad: int, encoding: str, stats: dict) -> None:
+    if bad:
         _count(stats, "bytes_undecodable", bad)
         log.warning("%s: %d undecodable byte(s) (read as %s) were replaced by U+FFFD", path, bad, encoding)
 
@@ -158,16 +166,18 @@ def _parquet_docs(path: Path, doc_name: str, cfg: CorpusConfig, stats: dict) -> 
         raise ValueError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(names[:20])}); "
                          f"set corpus.text_field to the field that holds the text")
     columns = {_column(f, names) for f in (cfg.text_field, cfg.domain_field, "doc_id") if f} - {None}
-    row = 0
+    row, before = 0, _undecodable[0]
     for batch in pf.iter_batches(batch_size=4096, columns=sorted(columns)):
         for rec in batch.to_pylist():
             yield _record_doc(rec, f"{doc_name}:{row}", f"{path}: row {row}", cfg, stats)
             row += 1
+    _report_undecodable(path, _undecodable[0] - before, "utf-8", stats)  # binary text columns
 
 
 def _column(field: str, names: list[str]) -> str | None:
     """The top-level column holding `field` (itself, or the struct of a dotted path)."""
-    return field if field in names else next((n for n in (field.split(".")[0],) if n in names), None)
+    top = field.split(".")[0]
+    return field if field in names else top if top in names else None
 
 
 def _field(rec: dict, path: str) -> Any:
@@ -216,10 +226,7 @@ def _text(value: Any, where: str, cfg: CorpusConfig, stats: dict) -> str:
         _count(stats, "docs_text_list")
         return _clean("\n".join(value), "text", where)
     if isinstance(value, bytes):  # a parquet binary column
-        before = _undecodable[0]
-        text = value.decode("utf-8", errors="lfr-count")
-        _count(stats, "bytes_undecodable", _undecodable[0] - before)
-        return text
+        return value.decode("utf-8", errors="lfr-count")
     raise ValueError(f"{where}: corpus.text_field {cfg.text_field!r} holds {_kind(value)}, not text; "
                      f"set corpus.text_field to the field that holds the text")
 
@@ -229,7 +236,8 @@ def _label(value: Any, what: str, where: str) -> str | None:
     if value is _MISSING or value is None:
         return None
     if isinstance(value, dict | list | bytes):
-        raise ValueError(f"{where}: {what} holds {_kind(value)}; it must be a string or a number")
+        raise ValueError(f"{where}: {what} holds {_kind(value)}; it must be a string or a number "
+                         f"(a dotted path reaches a nested field: meta.source)")
     return _clean(str(value), what, where)
 
 
@@ -284,6 +292,8 @@ def _walk(folder: Path, found: set[Path], skipped: dict[str, list[str]]) -> None
 def _consider(path: Path, found: set[Path], skipped: dict[str, list[str]]) -> None:
     if _is_hidden(path.name):
         skipped[SKIP_HIDDEN].append(str(path))
+    elif path.name.split(".")[0].lower() in META_STEMS:
+        skipped[SKIP_META].append(str(path))
     elif file_format(path) is None:
         skipped[SKIP_TYPE].append(str(path))
     else:
@@ -294,7 +304,7 @@ def resolve_paths(patterns: list[str]) -> tuple[list[Path], dict[str, list[str]]
     """The corpus files that `patterns` name, sorted, and those skipped by reason. A folder or glob
     keeps the corpus file types and skips the rest; a file named exactly must be a corpus file."""
     found: set[Path] = set()
-    skipped: dict[str, list[str]] = {SKIP_HIDDEN: [], SKIP_TYPE: []}
+    skipped: dict[str, list[str]] = {SKIP_HIDDEN: [], SKIP_META: [], SKIP_TYPE: []}
     for pattern in patterns:
         matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
         if not matches:

@@ -19,7 +19,7 @@ import pytest
 
 from lfr.cli import main
 from lfr.config import CorpusConfig
-from lfr.corpus import SKIP_HIDDEN, SKIP_TYPE, iter_documents, prepare_corpus
+from lfr.corpus import SKIP_HIDDEN, SKIP_META, SKIP_TYPE, iter_documents, prepare_corpus
 
 TEXTS = [f"document {i}: " + "some words " * (i + 1) for i in range(20)]
 
@@ -171,6 +171,10 @@ def test_parquet_text_columns_of_other_types(tmp_path):
     pq.write_table(pa.table({"text": [[f"p{i}", "q"] for i in range(20)]}), tmp_path / "lists.parquet")
     stats, docs = run(tmp_path, [tmp_path / "lists.parquet"], domain_field=None)
     assert stats["docs_text_list"] == 20 and docs.text[f"{tmp_path.name}/lists.parquet:7"] == "p7\nq"
+    binary = [t.encode() for t in TEXTS[:-1]] + [b"caf\xe9"]
+    pq.write_table(pa.table({"text": binary}), tmp_path / "bin.parquet")
+    stats, docs = run(tmp_path, [tmp_path / "bin.parquet"], domain_field=None)  # binary: UTF-8 bytes
+    assert stats["bytes_undecodable"] == 1 and set(docs.text) == {*TEXTS[:-1], "caf\ufffd"}
     pq.write_table(pa.table({"text": list(range(20))}), tmp_path / "ints.parquet")
     fails_naming(tmp_path / "ints.parquet", tmp_path, "row 0: corpus.text_field 'text' holds int 0")
     pq.write_table(pa.table({"body": TEXTS}), tmp_path / "body.parquet")
@@ -201,16 +205,20 @@ def test_a_mixed_folder_reads_corpus_files_and_lists_the_rest(tmp_path):
     pq.write_table(pa.table({"text": TEXTS[:5]}), root / "en/part-1/part-00000.snappy.parquet")
     (root / "fr/a.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes([{"text": t} for t in TEXTS[5:]])))
     (root / "notes.txt").write_text("a text file is a document")
-    for junk in ("README.md", "LICENSE", "en/part-1/_SUCCESS", "en/part-1/.part-00000.snappy.parquet.crc",
-                 ".DS_Store", ".git/objects/ab", "_temporary/0/x.jsonl", "fr/stats.csv", "fr/x.jsonl.lzma"):
-        (root / junk).write_text("not a corpus")
+    for junk in ("README.md", "LICENSE", "fr/README.txt", "fr/dataset_info.json", "en/part-1/_SUCCESS",
+                 "en/part-1/.part-00000.snappy.parquet.crc", ".DS_Store", ".git/objects/ab",
+                 "_temporary/0/x.jsonl", "fr/stats.csv", "fr/x.jsonl.lzma"):
+        (root / junk).write_text('{"not": "a corpus"}')
     stats, docs = run(tmp_path, [root], domain_field=None)
-    assert len(docs) == 21 and stats["files_read"] == 3 and stats["files_skipped"] == 9
+    assert len(docs) == 21 and stats["files_read"] == 3 and stats["files_skipped"] == 11
     assert stats["skipped"][SKIP_HIDDEN]["count"] == 5  # .DS_Store, .git/, _temporary/, _SUCCESS, .crc
-    assert stats["skipped"][SKIP_TYPE] == {"count": 4, "names": [
-        str(root / n) for n in ("LICENSE", "README.md", "fr/stats.csv", "fr/x.jsonl.lzma")]}
+    assert stats["skipped"][SKIP_META]["count"] == 4  # README.md, LICENSE, README.txt, dataset_info.json
+    assert stats["skipped"][SKIP_TYPE] == {"count": 2, "names": [str(root / "fr/stats.csv"),
+                                                                  str(root / "fr/x.jsonl.lzma")]}
+    assert stats["read"] == [str(root / n) for n in ("en/part-1/part-00000.snappy.parquet", "fr/a.jsonl.gz",
+                                                     "notes.txt")]
     # a glob skips what a folder skips; a file named exactly must be a corpus file
-    assert run(tmp_path, [root / "*"], domain_field=None)[0]["files_skipped"] == 7  # no .git, .DS_Store
+    assert run(tmp_path, [root / "*"], domain_field=None)[0]["files_skipped"] == 9  # no .git, .DS_Store
     fails_naming(root / "README.md", tmp_path, "unsupported file type; corpus.paths takes .txt")
 
 
@@ -220,7 +228,7 @@ def test_a_folder_without_corpus_files_names_what_it_skipped(tmp_path):
         (tmp_path / "d" / name).write_text("x")
     cfg = CorpusConfig(source="files", paths=[str(tmp_path / "d")])
     with pytest.raises(FileNotFoundError, match=r"hold no corpus file .*skipped: 1 hidden .*_SUCCESS; "
-                                                r"2 not a corpus file type: .*README.md"):
+                                                r"1 documentation .*README.md; 1 not a corpus .*data.arrow"):
         list(iter_documents(cfg))
 
 
