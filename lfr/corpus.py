@@ -123,7 +123,8 @@ def _json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        at = f"line {e.lineno} column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at {at})") from None
     except (ValueError, RecursionError) as e:  # a huge integer; nesting deeper than Python's stack
         raise ValueError(f"{where}: cannot parse JSON ({e})") from None
 
@@ -273,7 +274,7 @@ def _is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
-def _walk(folder: Path, found: set[Path], skipped: dict[str, list[str]]) -> None:
+def _walk(folder: Path, found: dict[Path, Path], skipped: dict[str, set[str]]) -> None:
     """Corpus files under `folder`, recursively (symlinked folders too, once each)."""
     seen: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -283,28 +284,28 @@ def _walk(folder: Path, found: set[Path], skipped: dict[str, list[str]]) -> None
             continue
         seen.add(real)
         for d in [d for d in dirs if _is_hidden(d)]:
-            skipped[SKIP_HIDDEN].append(os.path.join(root, d) + "/")
+            skipped[SKIP_HIDDEN].add(os.path.join(root, d) + "/")
             dirs.remove(d)
         for name in files:
             _consider(Path(root) / name, found, skipped)
 
 
-def _consider(path: Path, found: set[Path], skipped: dict[str, list[str]]) -> None:
+def _consider(path: Path, found: dict[Path, Path], skipped: dict[str, set[str]]) -> None:
     if _is_hidden(path.name):
-        skipped[SKIP_HIDDEN].append(str(path))
+        skipped[SKIP_HIDDEN].add(str(path))
     elif path.name.split(".")[0].lower() in META_STEMS:
-        skipped[SKIP_META].append(str(path))
+        skipped[SKIP_META].add(str(path))
     elif file_format(path) is None:
-        skipped[SKIP_TYPE].append(str(path))
+        skipped[SKIP_TYPE].add(str(path))
     else:
-        found.add(path)
+        found.setdefault(path.resolve(), path)  # once, however many patterns or links reach it
 
 
 def resolve_paths(patterns: list[str]) -> tuple[list[Path], dict[str, list[str]]]:
     """The corpus files that `patterns` name, sorted, and those skipped by reason. A folder or glob
     keeps the corpus file types and skips the rest; a file named exactly must be a corpus file."""
-    found: set[Path] = set()
-    skipped: dict[str, list[str]] = {SKIP_HIDDEN: [], SKIP_META: [], SKIP_TYPE: []}
+    found: dict[Path, Path] = {}  # resolved -> as given
+    skipped: dict[str, set[str]] = {SKIP_HIDDEN: set(), SKIP_META: set(), SKIP_TYPE: set()}
     for pattern in patterns:
         matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
         if not matches:
@@ -312,18 +313,20 @@ def resolve_paths(patterns: list[str]) -> tuple[list[Path], dict[str, list[str]]
         exact = glob.escape(pattern) == pattern
         for m in matches:
             if not exact and _is_hidden(m.name):
-                skipped[SKIP_HIDDEN].append(str(m) + ("/" if m.is_dir() else ""))
+                skipped[SKIP_HIDDEN].add(str(m) + ("/" if m.is_dir() else ""))
             elif m.is_dir():
                 _walk(m, found, skipped)
-            elif exact and file_format(m) is None:
-                raise ValueError(f"{m}: unsupported file type; corpus.paths takes {SUFFIXES}")
+            elif exact:  # named by hand: read it, whatever its name
+                if file_format(m) is None:
+                    raise ValueError(f"{m}: unsupported file type; corpus.paths takes {SUFFIXES}")
+                found.setdefault(m.resolve(), m)
             else:
                 _consider(m, found, skipped)
-    skipped = {reason: sorted(names) for reason, names in skipped.items() if names}
+    listed = {reason: sorted(names) for reason, names in skipped.items() if names}
     if not found:
         raise FileNotFoundError(f"corpus.paths: {patterns} hold no corpus file ({SUFFIXES}); "
-                                f"skipped: {_skip_summary(skipped) or 'nothing'}")
-    return sorted(found), skipped
+                                f"skipped: {_skip_summary(listed) or 'nothing'}")
+    return sorted(found.values()), listed
 
 
 def _skip_summary(skipped: dict[str, list[str]], few: int = 3) -> str:

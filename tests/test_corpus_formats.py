@@ -220,6 +220,9 @@ def test_a_mixed_folder_reads_corpus_files_and_lists_the_rest(tmp_path):
     # a glob skips what a folder skips; a file named exactly must be a corpus file
     assert run(tmp_path, [root / "*"], domain_field=None)[0]["files_skipped"] == 9  # no .git, .DS_Store
     fails_naming(root / "README.md", tmp_path, "unsupported file type; corpus.paths takes .txt")
+    named = ["fr/README.txt", "fr/a.jsonl.gz", "notes.txt", "fr/../notes.txt"]  # read, each once
+    _, docs = run(tmp_path, [root / n for n in named], domain_field=None)
+    assert len(docs) == 17 and docs.text["corpus/fr/README.txt"] == '{"not": "a corpus"}'
 
 
 def test_a_folder_without_corpus_files_names_what_it_skipped(tmp_path):
