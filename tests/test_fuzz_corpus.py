@@ -29,7 +29,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 records = st.lists(st.one_of(json_values, st.fixed_dictionaries({"text": json_values}, optional={
-    "domain": json_values, "doc_id": json_values, "meta": json_values})), max_size=8)
+    "domain": json_values, "doc_id": json_values,
+    "meta": json_values | st.fixed_dictionaries({"source": json_values})})), max_size=8)
 
 
 def run_stage(folder: Path, name: str, data: bytes, **corpus) -> pd.DataFrame | None:
@@ -70,16 +71,20 @@ def test_random_bytes_read_or_stop_naming_the_file(data, base, suffix, raw):
 
 @FUZZ
 @given(recs=records, as_array=st.booleans(), encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
-       ascii_only=st.booleans(), suffix=st.sampled_from(sorted(SUFFIXES)))
-def test_random_json_records_read_or_stop_naming_the_file(recs, as_array, encoding, ascii_only, suffix):
+       ascii_only=st.booleans(), suffix=st.sampled_from(sorted(SUFFIXES)),
+       domain_field=st.sampled_from(["domain", "meta.source", None]))
+def test_random_json_records_read_or_stop_naming_the_file(recs, as_array, encoding, ascii_only, suffix,
+                                                          domain_field):
     if as_array:
         text, name = json.dumps(recs, ensure_ascii=ascii_only), f"x.json{suffix}"
     else:
         text, name = "".join(json.dumps(r, ensure_ascii=ascii_only) + "\n" for r in recs), f"x.jsonl{suffix}"
     with tempfile.TemporaryDirectory() as tmp:
-        docs = run_stage(Path(tmp), name, compress(text.encode(encoding), SUFFIXES[suffix]))
+        docs = run_stage(Path(tmp), name, compress(text.encode(encoding), SUFFIXES[suffix]),
+                         domain_field=domain_field)
     if docs is not None:
         assert set(docs.text) <= expected_texts(recs)
+        assert all(d is None if domain_field is None else isinstance(d, str) for d in docs.domain)
 
 
 @FUZZ
