@@ -45,14 +45,19 @@ class CorpusConfig(Section):
     source: Literal["bundled", "files", "hf"] = "bundled"
     """`bundled`: the demo corpus shipped in lfr/assets; `files`: local paths; `hf`: a HF dataset."""
     paths: list[str] = []
-    """For `files`: paths or globs of .txt (one document per file), .jsonl or .parquet."""
+    """For `files`: folders, files or globs of .txt (one document per file), .jsonl/.ndjson/.json (JSON
+    lines, or a .json array of records), each also .gz/.bz2/.xz/.zst/.lz4/.br, or .parquet. Folders and
+    globs skip hidden files, documentation and other types, and the stage's stats list them."""
     hf: HFSource | None = None
     """For `hf`: which dataset to read."""
     text_field: str = "text"
-    """Field holding the document text in .jsonl/.parquet/HF records."""
+    """Field holding the document text in JSON/parquet/HF records; a dotted path reaches a nested field
+    (`meta.text`). A string; null or empty: an empty document; a list of strings: joined by newlines;
+    anything else stops the stage."""
     domain_field: str | None = "domain"
-    """Optional field holding a domain label; records without it get the domain `unknown` (with a
-    warning and a count); null: no domains at all."""
+    """Optional field holding a domain label (a dotted path reaches a nested one:
+    `meta.redpajama_set_name`); records without it get the domain `unknown` (with a warning and a
+    count); null: no domains at all."""
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     """Keep this fraction of the training documents (seeded hash of the id); val is unaffected."""
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
@@ -63,7 +68,7 @@ class CorpusConfig(Section):
     @model_validator(mode="after")
     def _source_fields(self) -> CorpusConfig:
         if self.source == "files" and not self.paths:
-            raise ValueError("corpus.paths is empty; list .txt/.jsonl/.parquet files or globs")
+            raise ValueError("corpus.paths is empty; list corpus folders, files or globs")
         if self.source == "hf" and self.hf is None:
             raise ValueError("corpus.hf is missing; give {name: <dataset>, split: train}")
         return self

@@ -64,8 +64,8 @@ def test_invalid_utf8_and_lone_surrogates_are_replaced_with_a_warning(tmp_path, 
     cfg = CorpusConfig(source="files", paths=[str(tmp_path / "in.jsonl")], val_fraction=0.2)
     with caplog.at_level(logging.WARNING):
         prepare_corpus(cfg, tmp_path / "train.parquet", tmp_path / "val.parquet")
-    assert "1 line(s) with invalid UTF-8 bytes" in caplog.text
-    assert "record surrogate has unpaired surrogates" in caplog.text
+    assert "in.jsonl: 1 undecodable byte(s) (read as utf-8) were replaced by U+FFFD" in caplog.text
+    assert "in.jsonl:32: the text has unpaired surrogates" in caplog.text
     docs = pd.concat(pd.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "val")).set_index("doc_id")
     assert docs.text["latin1"].startswith("caf\ufffd au lait")
     assert "half a pair ? here" in docs.text["surrogate"]
