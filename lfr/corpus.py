@@ -307,10 +307,10 @@ def resolve_paths(patterns: list[str]) -> tuple[list[Path], dict[str, list[str]]
     found: dict[Path, Path] = {}  # resolved -> as given
     skipped: dict[str, set[str]] = {SKIP_HIDDEN: set(), SKIP_META: set(), SKIP_TYPE: set()}
     for pattern in patterns:
-        matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
-        if not matches:
+        exact = os.path.lexists(pattern) or glob.escape(pattern) == pattern  # "corpus [1]/" exists
+        matches = [Path(pattern)] if exact else [Path(p) for p in glob.glob(pattern, recursive=True)]
+        if not matches or not matches[0].exists():
             raise FileNotFoundError(f"corpus.paths: {pattern!r} matches no file")
-        exact = glob.escape(pattern) == pattern
         for m in matches:
             if not exact and _is_hidden(m.name):
                 skipped[SKIP_HIDDEN].add(str(m) + ("/" if m.is_dir() else ""))

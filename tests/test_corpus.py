@@ -87,3 +87,18 @@ def test_missing_path_and_empty_corpus_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="split is empty"):
         prepare_corpus(cfg, tmp_path / "t.parquet", tmp_path / "v.parquet")
     assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "v.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["with space", "quote ' and \"", "dollar $HOME", "paren (1)",
+                                  "brackets [1]", "glob *?", "tilde ~x", "non-ASCII é中"])
+def test_a_corpus_folder_with_an_odd_name_is_read_as_it_is(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"doc {i}.txt").write_text(f"document number {i} " * 20)
+    cfg = CorpusConfig(source="files", paths=[str(folder)], val_fraction=0.2)
+    stats = prepare_corpus(cfg, tmp_path / "train.parquet", tmp_path / "val.parquet")
+    docs = pd.concat([pd.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "val")])
+    assert stats["train_docs"] + stats["val_docs"] == 20 == len(docs)
+    assert sorted(docs.text) == sorted(f"document number {i} " * 20 for i in range(20))
+    assert docs.doc_id.str.startswith(f"{name}/doc ").all()
