@@ -60,7 +60,7 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
 
 @pytest.mark.parametrize(("override", "key"), [
     ({"train": {"batch_size": "sixteen"}}, "train.batch_size"),
-    ({"models": ["nano", "gpt7"]}, "models[1]='gpt7' is unknown"),
+    ({"models": ["nano", "gpt7"]}, "models[1]: 'gpt7' is unknown"),
     ({"corpus": {"source": "files", "paths": ["/nonexistent/corpus/*.txt"]}}, "corpus.paths"),
 ])
 def test_invalid_config_stops_before_any_job(tmp_path, override, key):
