@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -51,13 +52,18 @@ Unique = [AfterValidator(unique), Field(json_schema_extra={"uniqueItems": True})
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Seeds = Annotated[list[Seed], *Unique]
 Names = Annotated[list[str], *Unique]
+FOLDER = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""A name that becomes a folder of results/ (a size, a result set): no slash, space or newline."""
+HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
 
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, never ignored. Strict types, as in
-    the JSON Schema: YAML reads `1e-3` as a string, which must fail here too, not be parsed."""
+    the JSON Schema: YAML reads `1e-3` as a string, which must fail here too, not be parsed; and
+    no YAML `.inf`/`.nan`, which pass `gt=0` (inf) and would fail inside a job."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class HFSource(Section):
@@ -186,8 +192,9 @@ class EvalConfig(Section):
     tasks: Names = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
     """lm-eval task, group or tag names, checked against lm-eval's registry; `lfr_*` are the
     offline tasks built from held-out documents."""
-    references: Names = []
-    """HF models evaluated by the same rule as rows with method `reference` (e.g. gpt2)."""
+    references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
+    """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
+    method `reference`; the name becomes a folder of results/eval/reference/."""
     batch_size: Annotated[int, Field(ge=1)] = 16
     num_fewshot: Annotated[int, Field(ge=0)] = 0
     limit: Annotated[int, Field(ge=1)] | None = None
@@ -307,15 +314,16 @@ RESULTS_FOLDERS = {"corpus", "tokenizer", "data", "runs", "resume", "scores", "p
 
 
 class ExperimentConfig(Section):
-    name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")] = ""
+    name: Annotated[str, Field(pattern=f"^({FOLDER[1:-1]})?$")] = ""
     """Name of this result set: its tables and figures go to results/<name>/ (empty: results/tables
     and results/figures), so configs sharing a working folder keep their own tables. Runs,
     profiles and evaluations stay in results/runs etc., shared by every config that has them."""
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
-    custom_models: dict[str, ModelPreset] = {}
-    """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}."""
+    custom_models: dict[Annotated[str, Field(pattern=FOLDER)], ModelPreset] = {}
+    """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}; a name is a folder of
+    results/runs/."""
     models: Annotated[Names, Field(min_length=1)] = ["micro"]
     """Model sizes to train: names from MODEL_PRESETS or `custom_models`."""
     methods: Annotated[Names, Field(min_length=1)] = ["random"]
@@ -398,7 +406,7 @@ class ExperimentConfig(Section):
                                 "method_options", method, "reference_size")
             references.add(size)
         run_seeds = {*self.seeds, *(s for seeds in self.size_seeds.values() for s in seeds)}
-        if "seeds" in self.profile.model_fields_set:  # the default [0] may profile nothing on purpose
+        if self.profile.seeds != [0]:  # the default may profile nothing (seeds: [1]) as before
             for i, seed in enumerate(self.profile.seeds):
                 if seed not in run_seeds:
                     raise key_error(f"no run has seed {seed} (`seeds`, `size_seeds`)", "profile", "seeds", i)
@@ -462,13 +470,16 @@ class ConfigError(ValueError):
 
 
 def path(loc: Iterable[str | int]) -> str:
-    """A pydantic location as a config key: `method_options.lfr.schedule[0].drop`."""
+    """A pydantic location as a config key: `method_options.lfr.schedule[0].drop`; a key that is
+    not a plain name is quoted (`custom_models['v 1']`), so the path stays one unambiguous line."""
     parts, out = list(loc), ""
     for i, part in enumerate(parts):
         if part == "[key]":  # the key itself has the wrong type, e.g. YAML's `1:`
             out += " (the key)"
         elif isinstance(part, int) and parts[i + 1 : i + 2] != ["[key]"]:
             out += f"[{part}]"
+        elif not re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
+            out += f"[{part!r}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "<top level>"

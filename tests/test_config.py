@@ -92,6 +92,13 @@ LFR = {"methods": ["random", "lfr"]}
         ({"eval": {"tasks": ["lfr_ppl", "hellaswg"]}}, "eval.tasks[1]", "did you mean 'hellaswag'"),
         ({"train": {"lr": "1e-3"}}, "train.lr", "write 1.0e-3"),
         ({"train": {"batch_size": "16"}}, "train.batch_size", "valid integer"),
+        ({"train": {"epochs": float("inf")}}, "train.epochs", "finite number"),
+        ({"profile": {"threshold_sd": float("nan")}}, "profile.threshold_sd", "finite number"),
+        ({"method_options": {"random": {"epochs": float("inf")}}}, "method_options.random.epochs",
+         "finite number"),
+        ({"custom_models": {"v 1": {"n_layer": 1, "n_head": 1, "n_embd": 8}}},
+         "custom_models['v 1'] (the key)", "should match pattern"),
+        ({"eval": {"references": ["/models/mine"]}}, "eval.references[0]", "should match pattern"),
     ],
 )
 def test_bound_or_cross_key_error_names_the_full_path(raw, key, hint):

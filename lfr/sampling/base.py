@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class SamplerOptions(BaseModel):
-    """Options of one sampler; plug-ins subclass this. Unknown keys are errors."""
+    """Options of one sampler; plug-ins subclass this. Unknown keys are errors, and so are inf and
+    NaN (YAML's `.inf` passes `gt=0`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
