@@ -521,12 +521,27 @@ def format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a raw config mapping; raise ConfigError naming every bad key."""
+def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks across sections that only the whole config can make: a job validates just the
+    sections it gets (the others take their defaults)."""
+    problems = []
+    if cfg.eval.max_gen_toks >= cfg.data.block_size and set(cfg.eval.tasks) - set(LOCAL_TASKS):
+        problems.append(f"eval.max_gen_toks: {cfg.eval.max_gen_toks} leaves no context of "
+                        f"data.block_size={cfg.data.block_size} to generation tasks; lower it")
+    return problems
+
+
+def validate_config(raw: dict[str, Any], source: str = "config", whole: bool = False) -> ExperimentConfig:
+    """Validate a raw config mapping; raise ConfigError naming every bad key. `whole`: `raw` is
+    the whole config (the Snakefile's), not the sections of one job."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_errors(err, source)) from None
+    if whole and (problems := whole_config_problems(cfg)):
+        raise ConfigError("\n".join([f"{source}: invalid config ({len(problems)} problem(s)):",
+                                      *(f"  - {p}" for p in problems)]))
+    return cfg
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -536,7 +551,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    return validate_config(raw, str(path))
+    return validate_config(raw, str(path), whole=True)
 
 
 def config_hash(payload: Any) -> str:

@@ -108,6 +108,14 @@ def test_bound_or_cross_key_error_names_the_full_path(raw, key, hint):
     assert f"  - {key}" in msg and hint in msg, msg
 
 
+def test_generation_budget_must_leave_context_in_the_whole_config():
+    raw = {"data": {"block_size": 32}, "eval": {"tasks": ["lfr_ppl", "wmt14-fr-en"], "max_gen_toks": 32}}
+    with pytest.raises(ConfigError, match=r"  - eval.max_gen_toks: 32 leaves no context of data.block_size"):
+        validate_config(raw, whole=True)
+    validate_config(raw)  # a job's sections: the data section may be another job's
+    validate_config({**raw, "eval": {"tasks": ["lfr_ppl"], "max_gen_toks": 32}}, whole=True)  # no generation
+
+
 def test_every_bad_method_option_is_listed():
     with pytest.raises(ConfigError) as err:
         validate_config({"method_options": {"infobatch": {"delta": 2}, "loss-prop": {"alpha": -1}}})

@@ -111,7 +111,7 @@ def mutations(draw: st.DrawFn, valid_values: bool = False) -> dict[str, Any]:
 def check(raw: dict[str, Any]) -> ExperimentConfig | None:
     """The accepted config, or None after checking that each problem line names a key."""
     try:
-        cfg = validate_config(raw, "fuzz.yaml")
+        cfg = validate_config(raw, "fuzz.yaml", whole=True)
     except ConfigError as err:
         lines = str(err).splitlines()
         assert lines[0].startswith("fuzz.yaml: invalid config") and len(lines) > 1, err
