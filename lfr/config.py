@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -231,7 +232,11 @@ class EvalConfig(Section):
         unknown = [i for i, t in enumerate(tasks) if t not in LOCAL_TASKS]
         if not unknown:
             return tasks  # the offline demo needs no lm-eval registry
-        known = lm_eval_tasks()
+        try:
+            known = lm_eval_tasks()
+        except ImportError as err:  # not skipped: the names would fail only after training
+            raise key_error(f"cannot check these task names: lm-eval is not importable ({err})",
+                            unknown[0]) from None
         for i in unknown:
             if tasks[i] not in known:
                 close = difflib.get_close_matches(tasks[i], known, n=3)
@@ -261,6 +266,9 @@ def lm_eval_tasks() -> frozenset[str]:
         pass
     from lm_eval.tasks import TaskManager
 
+    # a warning, so that the pause is explained even where logging is not configured (Snakefile)
+    logging.getLogger(__name__).warning("indexing lm-eval's tasks to check eval.tasks (once; cached "
+                                        "in %s)", path)
     names = sorted(TaskManager().all_tasks)
     try:  # atomic, for parallel validations; an unwritable cache only costs the next run time
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from lfr import config
 from lfr.config import ConfigError, json_schema, load_config, validate_config
 
 
@@ -114,6 +115,16 @@ def test_generation_budget_must_leave_context_in_the_whole_config():
         validate_config(raw, whole=True)
     validate_config(raw)  # a job's sections: the data section may be another job's
     validate_config({**raw, "eval": {"tasks": ["lfr_ppl"], "max_gen_toks": 32}}, whole=True)  # no generation
+
+
+def test_task_names_are_not_skipped_without_lm_eval(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'lm_eval'")
+
+    monkeypatch.setattr(config, "lm_eval_tasks", missing)
+    validate_config({"eval": {"tasks": ["lfr_mc"]}})  # the offline tasks need no registry
+    with pytest.raises(ConfigError, match=r"eval.tasks\[1\]: cannot check these task names: lm-eval is not"):
+        validate_config({"eval": {"tasks": ["lfr_mc", "hellaswag"]}})
 
 
 def test_every_bad_method_option_is_listed():
