@@ -160,8 +160,9 @@ class TrainConfig(Section):
     """Blocks per micro-batch (per GPU)."""
     grad_accum: Annotated[int, Field(ge=1)] = 1
     """Micro-batches per optimizer step."""
-    epochs: Annotated[float, Field(gt=0)] = 4.0
-    """Run length of `random` in passes over all train blocks (LFR derives its own)."""
+    epochs: Annotated[float, Field(gt=0, le=1e6)] = 4.0
+    """Run length of `random` in passes over all train blocks (LFR derives its own); at most a
+    million, like every epochs option (lfr/sampling/base.py: MAX_EPOCHS)."""
     lr: Annotated[float, Field(gt=0)] = 1e-3
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     """The cosine schedule decays to lr * min_lr_ratio at the last step."""

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws
+from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws
 
 # float32 score, last_loss, window sum; int32 visits, last_step, window count; bool kept;
 # int64 active ids (at most one per block).
@@ -41,7 +41,7 @@ class PhaseSpec(SamplerOptions):
     kind: Literal["learn", "focus", "review"]
     drop: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """focus: fraction of scored blocks dropped (the lowest scores)."""
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    epochs: Epochs | None = None
     """Length in epochs (of the active set or of all blocks, see epoch_unit)."""
     tokens: Annotated[int, Field(gt=0)] | None = None
     """Length in training tokens (instead of epochs)."""
