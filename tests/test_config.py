@@ -87,6 +87,8 @@ LFR = {"methods": ["random", "lfr"]}
         ({"train": {"epochs": 1e300}}, "train.epochs", "less than or equal to 1000000"),
         ({"method_options": {"leitner": {"intervals": [1, 1e300]}}}, "method_options.leitner.intervals[1]",
          "less than or equal to 1000000"),
+        ({"method_options": {"lfr": {"reps": 10**9}}}, "method_options.lfr.reps",
+         "less than or equal to 1000 (got"),
         ({"method_options": {"lfr": {"schedule": [{"kind": "learn", "epochs": 1e9}]}}},
          "method_options.lfr.schedule[0].epochs", "less than or equal to 1000000"),
         ({"method_options": {"ppl-prune": {"reference_size": "huge"}}},

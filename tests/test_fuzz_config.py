@@ -11,6 +11,7 @@ from typing import Any
 
 import hypothesis.internal.conjecture.utils as cu
 import hypothesis_jsonschema._from_schema as hjs
+import numpy as np
 import yaml
 from conftest import REPO
 from hypothesis import HealthCheck, assume, given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from lfr.config import ConfigError, ExperimentConfig, validate_config
-from lfr.sampling import SAMPLERS
+from lfr.sampling import SAMPLERS, RunFacts, build_sampler
 
 if not hasattr(cu.many, "more"):
     class OldMany(cu.many):
@@ -137,6 +138,27 @@ def test_configs_from_the_schema_validate_or_name_a_key(raw):
 @given(mutations())
 def test_mutated_smoke_config_validates_or_names_a_key(raw):
     check(raw)
+
+
+@settings(FAST, max_examples=150)
+@given(st.sampled_from(sorted(set(SAMPLERS) - {"ppl-prune"})), st.data(), st.integers(1, 200),
+       st.integers(1, 16))
+def test_accepted_method_options_plan_and_run_a_sampler(method, data, num_blocks, batch_blocks):
+    """Options that validate must not fail inside a run (ppl-prune needs reference scores)."""
+    options = data.draw(from_schema(SAMPLERS[method].Options.model_json_schema()))
+    raw = {**SMOKE, "methods": [method], "method_options": {method: options}}
+    cfg = check(raw)
+    assume(cfg is not None)
+    try:
+        sampler = build_sampler(method, RunFacts(num_blocks, batch_blocks, 32, 0, 1.0), options)
+    except ValueError as err:  # a corpus too small for the schedule: named, at run start
+        assert "LFR phase" in str(err) and "keeps no block" in str(err), err
+        return
+    rng = np.random.default_rng(0)
+    for step in range(min(sampler.num_steps(), 20)):
+        ids = sampler.batch_ids(step)
+        sampler.loss_weights(ids)
+        sampler.observe(step, ids, rng.uniform(0, 12, len(ids)).astype(np.float32))
 
 
 @settings(FAST, max_examples=5)

@@ -40,10 +40,12 @@ class LeitnerOptions(SamplerOptions):
     """Review interval of box k, in `unit`s; one box per entry."""
     unit: Literal["epochs", "steps"] = "epochs"
     """Unit of `intervals`: an epoch is num_blocks / batch_blocks steps."""
-    promote_below: Annotated[float, Field(gt=0)] = 1.0
-    """Promote a block whose loss is below this times the running mean training loss."""
-    forget_tol: Annotated[float, Field(ge=0)] = 0.0
-    """Demote to box 0 when the loss exceeds the block's previous loss by more than this fraction."""
+    promote_below: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """Promote a block whose loss is below this times the running mean training loss (at most 1000:
+    far above, every block is promoted already, and the float32 product overflows)."""
+    forget_tol: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    """Demote to box 0 when the loss exceeds the block's previous loss by more than this fraction
+    (at most 1000, as promote_below)."""
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
     """Decay of the running mean of the step's mean training loss."""
     epochs: Epochs | None = None
