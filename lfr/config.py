@@ -419,6 +419,10 @@ class ExperimentConfig(Section):
             for i, seed in enumerate(self.profile.seeds):
                 if seed not in run_seeds:
                     raise key_error(f"no run has seed {seed} (`seeds`, `size_seeds`)", "profile", "seeds", i)
+        p = self.profile
+        if (p.methods or p.sizes or p.seeds != [0]) and not self.profiled_runs():
+            raise key_error("selects no run of the grid (`method_sizes` and `size_seeds` included); "
+                            "`methods: []` profiles nothing on purpose", "profile")
         for size in self.size_seeds:
             if size not in self.models:
                 raise key_error(f"{size!r} is not in `models` ({self.models})", "size_seeds", size)

@@ -68,6 +68,10 @@ LFR = {"methods": ["random", "lfr"]}
         ({"eval": {"seed": -3}}, "eval.seed", "greater than or equal to 0"),
         ({"profile": {"sample_seed": -1}}, "profile.sample_seed", "greater than or equal to 0"),
         ({"profile": {"seeds": [1]}}, "profile.seeds[0]", "no run has seed 1"),
+        ({"models": ["nano", "micro"], "methods": ["random", "lfr"], "method_sizes": {"lfr": ["nano"]},
+          "profile": {"methods": ["lfr"], "sizes": ["micro"]}}, "profile", "selects no run of the grid"),
+        ({"models": ["nano", "micro"], "size_seeds": {"nano": [1]},
+          "profile": {"sizes": ["nano"]}}, "profile", "selects no run of the grid"),
         ({"models": ["nano", "gpt9"]}, "models[1]: 'gpt9' is unknown", "gpt2-medium"),
         ({"models": ["nano", "nano"]}, "models[1]", "listed twice"),
         ({**LFR, "profile": {"methods": ["lfr", "lfr"]}}, "profile.methods[1]", "listed twice"),
@@ -150,6 +154,7 @@ def test_every_bad_method_option_is_listed():
      "method_options": {"ppl-prune": {"reference_size": "micro"}}},  # the reference's own job
     {"seeds": [1], "size_seeds": {"micro": [2, 3]}, "profile": {"seeds": [3]}},
     {"seeds": [1]},  # profile.seeds' default [0] then profiles nothing, as before
+    {"profile": {"methods": []}},
 ])
 def test_cross_key_edge_cases_are_accepted(raw):
     validate_config(raw)
