@@ -11,6 +11,7 @@ from typing import Any
 
 import hypothesis.internal.conjecture.utils as cu
 import hypothesis_jsonschema._from_schema as hjs
+import jsonschema
 import numpy as np
 import yaml
 from conftest import REPO
@@ -119,7 +120,8 @@ def check(raw: dict[str, Any]) -> ExperimentConfig | None:
         for line in lines[1:]:
             assert any(line.startswith(f"  - {key}") for key in TOP | set(raw)), err
         return None
-    # what the Snakefile asks of an accepted config must work too
+    # what the Snakefile asks of an accepted config must work too, its schema check included
+    jsonschema.validate(raw, SCHEMA)
     for size, method, seed in cfg.runs():
         cfg.size_resources(size), cfg.model_preset(size), cfg.profiled(size, method, seed)
         SAMPLERS[method].Options.model_validate(cfg.method_options.get(method, {}))
