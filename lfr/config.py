@@ -260,22 +260,22 @@ def lm_eval_tasks() -> frozenset[str]:
     tasks_dir = Path(lm_eval.__file__).parent / "tasks"
     key = config_hash([lm_eval.__version__, str(tasks_dir), tasks_dir.stat().st_mtime_ns])
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    path = Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
+    cached = Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
     try:
-        return frozenset(json.loads(path.read_text()))
+        return frozenset(json.loads(cached.read_text()))
     except (OSError, ValueError):
         pass
     from lm_eval.tasks import TaskManager
 
     # a warning, so that the pause is explained even where logging is not configured (Snakefile)
     logging.getLogger(__name__).warning("indexing lm-eval's tasks to check eval.tasks (once; cached "
-                                        "in %s)", path)
+                                        "in %s)", cached)
     names = sorted(TaskManager().all_tasks)
     try:  # atomic, for parallel validations; an unwritable cache only costs the next run time
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(names))
-        tmp.replace(path)
+        tmp.replace(cached)
     except OSError:
         pass
     return frozenset(names)
