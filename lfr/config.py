@@ -191,9 +191,10 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    tasks: Names = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
+    tasks: Annotated[Names, Field(min_length=1)] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
     """lm-eval task, group or tag names, checked against lm-eval's registry; `lfr_*` are the
-    offline tasks built from held-out documents."""
+    offline tasks built from held-out documents. Not empty: every run is evaluated, and lm-eval
+    fails on no task (after training)."""
     references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
     """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
     method `reference`; the name becomes a folder of results/eval/reference/."""

@@ -102,6 +102,7 @@ LFR = {"methods": ["random", "lfr"]}
         ({"eval": {"bootstrap_iters": 1}}, "eval.bootstrap_iters", "at least 2"),
         ({"eval": {"mc_choices": 52}}, "eval.mc_choices", "less than or equal to 51"),
         ({"eval": {"tasks": ["lfr_ppl", "lfr_ppl"]}}, "eval.tasks[1]", "listed twice"),
+        ({"eval": {"tasks": []}}, "eval.tasks", "at least 1 item"),
         ({"eval": {"references": ["gpt2", "gpt2"]}}, "eval.references[1]", "listed twice"),
         ({"eval": {"tasks": ["lfr_ppl", "hellaswg"]}}, "eval.tasks[1]", "did you mean 'hellaswag'"),
         ({"train": {"lr": "1e-3"}}, "train.lr", "write 1.0e-3"),
