@@ -364,6 +364,14 @@ class ExperimentConfig(Section):
             raise ValueError(f"name={name!r} is a folder of results/ already; choose another name")
         return name
 
+    @field_validator("custom_models")
+    @classmethod
+    def _not_a_preset(cls, models: dict[str, ModelPreset]) -> dict[str, ModelPreset]:
+        for name in models:  # runs are shared by name (results/runs/<size>) across configs
+            if name in MODEL_PRESETS:
+                raise key_error(f"{name!r} is a preset size already; choose another name", name)
+        return models
+
     @field_validator("models")
     @classmethod
     def _known_sizes(cls, models: list[str], info: ValidationInfo) -> list[str]:

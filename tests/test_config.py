@@ -114,6 +114,8 @@ LFR = {"methods": ["random", "lfr"]}
         ({"custom_models": {"v 1": {"n_layer": 1, "n_head": 1, "n_embd": 8}}},
          "custom_models['v 1'] (the key)", "should match pattern"),
         ({"eval": {"references": ["/models/mine"]}}, "eval.references[0]", "should match pattern"),
+        ({"custom_models": {"gpt2": {"n_layer": 1, "n_head": 1, "n_embd": 8}}}, "custom_models.gpt2",
+         "a preset size already"),
     ],
 )
 def test_bound_or_cross_key_error_names_the_full_path(raw, key, hint):

@@ -61,7 +61,7 @@ def key_schemas() -> dict[tuple[str, ...], dict[str, Any]]:
     for name, field in SCHEMA["$defs"]["SizeResources"]["properties"].items():
         out[("resources", "default", name)] = field
     for name, field in SCHEMA["$defs"]["ModelPreset"]["properties"].items():
-        out[("custom_models", "nano", name)] = field
+        out[("custom_models", "wide", name)] = field
     out[("size_seeds", "nano")] = {}
     out[("method_sizes", "lfr")] = {}
     for method, cls in SAMPLERS.items():
