@@ -8,14 +8,20 @@ message that names the key. `workflow/schemas/config.schema.json` is generated f
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Iterable
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,12 +30,41 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+
+def key_error(msg: str, *sub: str | int) -> PydanticCustomError:
+    """A validation error at `sub` below the validated field (list index or key), so that the
+    message names the full key path, e.g. `models[1]` or `method_sizes.lfr`."""
+    return PydanticCustomError("config_key", "{msg}", {"msg": msg, "sub": sub})
+
+
+def unique(items: list[Any]) -> list[Any]:
+    """A name or seed listed twice would plan the same run twice (and count it twice)."""
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            raise key_error(f"{item!r} is listed twice", i)
+    return items
+
+
+Unique = [AfterValidator(unique), Field(json_schema_extra={"uniqueItems": True})]
+# Seeds feed np.random.default_rng (no negatives), the run folders (`seed\d+`) and lm-eval's
+# np.random.seed (at most 32 bits).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Seeds = Annotated[list[Seed], *Unique]
+Names = Annotated[list[str], *Unique]
+FOLDER = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""A name that becomes a folder of results/ (a size, a result set): no slash, space or newline."""
+HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, never ignored."""
+    """Base of every config section: unknown keys are errors, never ignored. Strict types, as in
+    the JSON Schema: YAML reads `1e-3` as a string, which must fail here too, not be parsed; and
+    no YAML `.inf`/`.nan`, which pass `gt=0` (inf) and would fail inside a job."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class HFSource(Section):
@@ -62,15 +97,15 @@ class CorpusConfig(Section):
     """Keep this fraction of the training documents (seeded hash of the id); val is unaffected."""
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
     """Fraction of documents held out for validation (and local eval tasks)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the document hash that decides subsampling and the validation split."""
 
     @model_validator(mode="after")
     def _source_fields(self) -> CorpusConfig:
         if self.source == "files" and not self.paths:
-            raise ValueError("corpus.paths is empty; list corpus folders, files or globs")
+            raise key_error("corpus.paths is empty; list corpus folders, files or globs", "paths")
         if self.source == "hf" and self.hf is None:
-            raise ValueError("corpus.hf is missing; give {name: <dataset>, split: train}")
+            raise key_error("corpus.hf is missing; give {name: <dataset>, split: train}", "hf")
         return self
 
 
@@ -98,7 +133,7 @@ class ModelPreset(Section):
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelPreset:
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise key_error(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}", "n_embd")
         return self
 
 
@@ -130,8 +165,9 @@ class TrainConfig(Section):
     """Blocks per micro-batch (per GPU)."""
     grad_accum: Annotated[int, Field(ge=1)] = 1
     """Micro-batches per optimizer step."""
-    epochs: Annotated[float, Field(gt=0)] = 4.0
-    """Run length of `random` in passes over all train blocks (LFR derives its own)."""
+    epochs: Annotated[float, Field(gt=0, le=1e6)] = 4.0
+    """Run length of `random` in passes over all train blocks (LFR derives its own); at most a
+    million, like every epochs option (lfr/sampling/base.py: MAX_EPOCHS)."""
     lr: Annotated[float, Field(gt=0)] = 1e-3
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     """The cosine schedule decays to lr * min_lr_ratio at the last step."""
@@ -160,39 +196,105 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    tasks: list[str] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
-    """lm-eval task names; `lfr_*` are the offline tasks built from held-out documents."""
-    references: list[str] = []
-    """HF models evaluated by the same rule as rows with method `reference` (e.g. gpt2)."""
+    tasks: Annotated[Names, Field(min_length=1)] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
+    """lm-eval task, group or tag names, checked against lm-eval's registry; `lfr_*` are the
+    offline tasks built from held-out documents. Not empty: every run is evaluated, and lm-eval
+    fails on no task (after training)."""
+    references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
+    """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
+    method `reference`; the name becomes a folder of results/eval/reference/."""
     batch_size: Annotated[int, Field(ge=1)] = 16
     num_fewshot: Annotated[int, Field(ge=0)] = 0
     limit: Annotated[int, Field(ge=1)] | None = None
     """Evaluate at most this many items per task (None: all)."""
     bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
-    """Bootstrap resamples for the stderr of perplexity-like metrics (0: no stderr)."""
+    """Bootstrap resamples for the stderr of perplexity-like metrics (0: no stderr; 1 is an error:
+    lm-eval's sample SD of one resample divides by zero)."""
     max_gen_toks: Annotated[int, Field(ge=1)] = 64
     """Generation budget of generate_until tasks (translation), greedy."""
     local_items: Annotated[int, Field(ge=4)] = 200
     """Items per local task."""
     ppl_tokens: Annotated[int, Field(ge=8)] = 512
     """lfr_ppl: each held-out document is clipped to this many tokens."""
-    mc_choices: Annotated[int, Field(ge=2)] = 4
-    """lfr_mc: choices per item (the true continuation + distractors of the same domain)."""
-    seed: int = 0
+    mc_choices: Annotated[int, Field(ge=2, le=51)] = 4
+    """lfr_mc: choices per item (the true continuation + distractors of the same domain); at most
+    51, since the distractors come from 50 sampled passages (lfr/eval_tasks.py: mc_item)."""
+    seed: Seed = 0
     """Seed of the local task items and of lm-eval's sampling."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache_dir: str = "resources/hf_cache"
     """HF_HOME for datasets of standard tasks (filled by the prefetch_eval_data rule)."""
 
+    @field_validator("bootstrap_iters")
+    @classmethod
+    def _not_one(cls, iters: int) -> int:
+        if iters == 1:
+            raise ValueError("one resample has no spread; use 0 (no stderr) or at least 2")
+        return iters
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        """A typo fails now, not after the training jobs."""
+        unknown = [i for i, t in enumerate(tasks) if t not in LOCAL_TASKS]
+        if not unknown:
+            return tasks  # the offline demo needs no lm-eval registry
+        try:
+            known = lm_eval_tasks()
+        except ImportError as err:  # not skipped: the names would fail only after training
+            raise key_error(f"cannot check these task names: lm-eval is not importable ({err})",
+                            unknown[0]) from None
+        for i in unknown:
+            if tasks[i] not in known:
+                close = difflib.get_close_matches(tasks[i], known, n=3)
+                hint = f"did you mean {' or '.join(map(repr, close))}?" if close else \
+                    "see `lm-eval ls tasks`"
+                raise key_error(f"{tasks[i]!r} is not an lm-eval task, group or tag; {hint}", i)
+        return tasks
+
+
+LOCAL_TASKS = ("lfr_ppl", "lfr_cloze", "lfr_mc")
+"""Built by the eval-tasks stage, so not in lm-eval's registry."""
+
+
+@cache
+def lm_eval_tasks() -> frozenset[str]:
+    """Every task, group and tag name of the installed lm-eval. Indexing its YAML files takes
+    seconds, so the list is cached on disk per lm-eval version and install."""
+    import lm_eval
+
+    tasks_dir = Path(lm_eval.__file__).parent / "tasks"
+    key = config_hash([lm_eval.__version__, str(tasks_dir), tasks_dir.stat().st_mtime_ns])
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    cached = Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
+    try:
+        return frozenset(json.loads(cached.read_text()))
+    except (OSError, ValueError):
+        pass
+    from lm_eval.tasks import TaskManager
+
+    # a warning, so that the pause is explained even where logging is not configured (Snakefile)
+    logging.getLogger(__name__).warning("indexing lm-eval's tasks to check eval.tasks (once; cached "
+                                        "in %s)", cached)
+    names = sorted(TaskManager().all_tasks)
+    try:  # atomic, for parallel validations; an unwritable cache only costs the next run time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names))
+        tmp.replace(cached)
+    except OSError:
+        pass
+    return frozenset(names)
+
 
 class ProfileConfig(Section):
     """The perplexity-profiling pass and the forgetting analysis (lfr/profile.py, forgetting.py)."""
 
-    methods: list[str] | None = None
+    methods: Names | None = None
     """Methods whose runs are profiled (None: all of `methods`; []: profile nothing)."""
-    sizes: list[str] | None = None
+    sizes: Names | None = None
     """Sizes whose runs are profiled (None: all of `models`)."""
-    seeds: list[int] = [0]
+    seeds: Seeds = [0]
     """Seeds whose runs are profiled."""
     every_tokens: Annotated[int, Field(ge=1)] | None = None
     """Save a weight snapshot every this many training tokens (None: 8 evenly spaced)."""
@@ -203,7 +305,7 @@ class ProfileConfig(Section):
     sample_blocks: Annotated[int, Field(ge=1)] | None = 20_000
     """Profile a fixed seeded sample of this many training blocks (None: all of them); it caps
     the pass's cost and memory at any corpus size (lfr/profile.py: BYTES_PER_ROW)."""
-    sample_seed: int = 0
+    sample_seed: Seed = 0
     """Seed of that sample; the same blocks for every run, so runs compare block by block."""
     batch_size: Annotated[int, Field(ge=1)] = 16
     """Blocks per no-grad forward of the profiling pass: 16 keeps a CPU's caches warm (faster than
@@ -215,10 +317,10 @@ class ProfileConfig(Section):
     block's loss around the median change of all blocks (the shared learning trend)."""
 
 
-def check_names(key: str, names: list[str], known: Iterable[str]) -> list[str]:
+def check_names(names: list[str], known: Iterable[str]) -> list[str]:
     for i, name in enumerate(names):
         if name not in known:
-            raise ValueError(f"{key}[{i}]={name!r} is unknown; choose from {sorted(known)}")
+            raise key_error(f"{name!r} is unknown; choose from {sorted(known)}", i)
     return names
 
 
@@ -227,26 +329,28 @@ RESULTS_FOLDERS = {"corpus", "tokenizer", "data", "runs", "resume", "scores", "p
 
 
 class ExperimentConfig(Section):
-    name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")] = ""
+    name: Annotated[str, Field(pattern=f"^({FOLDER[1:-1]})?$")] = ""
     """Name of this result set: its tables and figures go to results/<name>/ (empty: results/tables
     and results/figures), so configs sharing a working folder keep their own tables. Runs,
     profiles and evaluations stay in results/runs etc., shared by every config that has them."""
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()
-    custom_models: dict[str, ModelPreset] = {}
-    """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}."""
-    models: Annotated[list[str], Field(min_length=1)] = ["micro"]
+    custom_models: dict[Annotated[str, Field(pattern=FOLDER)], ModelPreset] = {}
+    """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}; a name is a folder of
+    results/runs/."""
+    models: Annotated[Names, Field(min_length=1)] = ["micro"]
     """Model sizes to train: names from MODEL_PRESETS or `custom_models`."""
-    methods: Annotated[list[str], Field(min_length=1)] = ["random"]
+    methods: Annotated[Names, Field(min_length=1)] = ["random"]
     """Data-selection methods (samplers) to compare."""
-    method_sizes: dict[str, list[str]] = {}
-    """Restrict a method to some sizes, e.g. {lfr-reverse: [nano]}; default: every size."""
+    method_sizes: dict[str, Annotated[Names, Field(min_length=1)]] = {}
+    """Restrict a method to some sizes, e.g. {lfr-reverse: [nano]}; default: every size. Not
+    empty: a method without sizes has no runs (remove it from `methods` instead)."""
     method_options: dict[str, dict[str, Any]] = {}
     """Per-method options, e.g. {lfr: {preset: paper-v1}}; each method validates its own."""
-    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    seeds: Annotated[Seeds, Field(min_length=1)] = [0]
     """Seeds of every run."""
-    size_seeds: dict[str, Annotated[list[int], Field(min_length=1)]] = {}
+    size_seeds: dict[str, Annotated[Seeds, Field(min_length=1)]] = {}
     """Seeds for some sizes instead of `seeds`, e.g. {nano: [0, 1]}: more seeds where runs are cheap."""
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -265,53 +369,81 @@ class ExperimentConfig(Section):
             raise ValueError(f"name={name!r} is a folder of results/ already; choose another name")
         return name
 
+    @field_validator("custom_models")
+    @classmethod
+    def _not_a_preset(cls, models: dict[str, ModelPreset]) -> dict[str, ModelPreset]:
+        for name in models:  # runs are shared by name (results/runs/<size>) across configs
+            if name in MODEL_PRESETS:
+                raise key_error(f"{name!r} is a preset size already; choose another name", name)
+        return models
+
     @field_validator("models")
     @classmethod
     def _known_sizes(cls, models: list[str], info: ValidationInfo) -> list[str]:
-        return check_names("models", models, {**MODEL_PRESETS, **info.data.get("custom_models", {})})
+        return check_names(models, {**MODEL_PRESETS, **info.data.get("custom_models", {})})
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
         from lfr.sampling import SAMPLERS  # the registry imports no torch
 
-        return check_names("methods", methods, SAMPLERS)
+        return check_names(methods, SAMPLERS)
 
     @field_validator("method_options")
     @classmethod
     def _valid_method_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from lfr.sampling import SAMPLERS
 
+        errors = []  # every method's errors, each at its full path (format_errors)
         for name, opts in options.items():
             if name not in SAMPLERS:
-                raise ValueError(f"{name!r} is not a method; choose from {sorted(SAMPLERS)}")
+                raise key_error(f"{name!r} is not a method; choose from {sorted(SAMPLERS)}", name)
             try:
                 SAMPLERS[name].Options.model_validate(opts)
             except ValidationError as err:
-                bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-                raise ValueError(f"{name}: {bad}") from None
+                errors += [{**e, "loc": (name, *e["loc"])} for e in err.errors()]
+        if errors:
+            raise PydanticCustomError("nested", "{summary}", {"summary": "; ".join(
+                f"{path(e['loc'])}: {e['msg']}" for e in errors), "errors": errors})
         return options
 
     @model_validator(mode="after")
     def _grid_names(self) -> ExperimentConfig:
         for method, sizes in self.method_sizes.items():
-            if method not in self.methods or not set(sizes) <= set(self.models):
-                raise ValueError(f"method_sizes.{method}={sizes}: the method must be in `methods` and "
-                                 f"the sizes in `models` ({self.models})")
+            if method not in self.methods:
+                raise key_error(f"{method!r} is not in `methods` ({self.methods})", "method_sizes", method)
+            for i, size in enumerate(sizes):
+                if size not in self.models:
+                    raise key_error(f"{size!r} is not in `models` ({self.models})", "method_sizes", method, i)
         for key in ("methods", "sizes"):
             names, known = getattr(self.profile, key), getattr(self, "models" if key == "sizes" else key)
-            if names and not set(names) <= set(known):
-                raise ValueError(f"profile.{key}={names}: choose from {known}")
+            for i, name in enumerate(names or []):
+                if name not in known:
+                    raise key_error(f"{name!r} is not run; choose from {known}", "profile", key, i)
         known = {**MODEL_PRESETS, **self.custom_models}
-        for method, opts in self.method_options.items():  # e.g. ppl-prune's reference_size
+        references = set()  # e.g. ppl-prune's reference model, trained by a job of its own
+        for method, opts in self.method_options.items():
             size = opts.get("reference_size")
             if size is not None and size not in known:
-                raise ValueError(f"method_options.{method}.reference_size={size!r} is unknown; "
-                                 f"choose from {sorted(known)}")
-        per_size = {"size_seeds": set(self.size_seeds), "resources": set(self.resources) - {"default"}}
-        for key, names in per_size.items():
-            if names - set(self.models):
-                raise ValueError(f"{key} names sizes {sorted(names - set(self.models))} not in `models`")
+                raise key_error(f"{size!r} is unknown; choose from {sorted(known)}",
+                                "method_options", method, "reference_size")
+            references.add(size)
+        run_seeds = {*self.seeds, *(s for seeds in self.size_seeds.values() for s in seeds)}
+        if self.profile.seeds != [0]:  # the default may profile nothing (seeds: [1]) as before
+            for i, seed in enumerate(self.profile.seeds):
+                if seed not in run_seeds:
+                    raise key_error(f"no run has seed {seed} (`seeds`, `size_seeds`)", "profile", "seeds", i)
+        p = self.profile
+        if (p.methods or p.sizes or p.seeds != [0]) and not self.profiled_runs():
+            raise key_error("selects no run of the grid (`method_sizes` and `size_seeds` included); "
+                            "`methods: []` profiles nothing on purpose", "profile")
+        for size in self.size_seeds:
+            if size not in self.models:
+                raise key_error(f"{size!r} is not in `models` ({self.models})", "size_seeds", size)
+        for size in self.resources:
+            if size not in {*self.models, *references, "default"}:
+                raise key_error(f"{size!r} is not in `models` ({self.models}), a reference_size "
+                                "or `default`", "resources", size)
         return self
 
     def runs(self) -> list[tuple[str, str, int]]:
@@ -323,8 +455,8 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _dtype_fits(self) -> ExperimentConfig:
         if self.data.token_dtype == "uint16" and self.vocab_size > 65_536:
-            raise ValueError(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
-                             "use uint32 or auto")
+            raise key_error(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
+                            "use uint32 or auto", "data", "token_dtype")
         return self
 
     def profiled(self, size: str, method: str, seed: int) -> bool:
@@ -364,25 +496,79 @@ class ConfigError(ValueError):
     """A config that fails validation; the message names each bad key."""
 
 
+def path(loc: Iterable[str | int]) -> str:
+    """A pydantic location as a config key: `method_options.lfr.schedule[0].drop`; a key that is
+    not a plain name is quoted (`custom_models['v 1']`), so the path stays one unambiguous line."""
+    parts, out = list(loc), ""
+    for i, part in enumerate(parts):
+        if part == "[key]":  # the key itself has the wrong type, e.g. YAML's `1:`
+            out += " (the key)"
+        elif isinstance(part, int) and parts[i + 1 : i + 2] != ["[key]"]:
+            out += f"[{part}]"
+        elif not re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<top level>"
+
+
+def flat_errors(errors: list[Any], prefix: tuple = ()) -> Iterator[tuple[str, Any]]:
+    """(full key, error) of each error; nested ones (method_options) and key_error's `sub` are
+    moved below the location they were raised at."""
+    for e in errors:
+        loc = (*prefix, *e["loc"])
+        ctx = e.get("ctx") or {}
+        if e["type"] == "nested":
+            yield from flat_errors(ctx["errors"], loc)
+        else:
+            yield path((*loc, *ctx.get("sub", ()))), e
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is a string that reads as a number."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
 def format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config ({err.error_count()} problem(s)):"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+    errors = list(flat_errors(err.errors()))
+    lines = [f"{source}: invalid config ({len(errors)} problem(s)):"]
+    for key, e in errors:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check the spelling against config/README.md"
-        quiet = e["type"] in ("missing", "extra_forbidden", "value_error") or not e["loc"]
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error", "config_key") or not e["loc"]
         got = "" if quiet else f" (got {e['input']!r})"
+        if e["type"] in ("int_type", "float_type") and is_number(e.get("input")):
+            got += "; a number in quotes is text, and so is YAML's 1e-3: write 1.0e-3"
         lines.append(f"  - {key}: {msg}{got}")
     return "\n".join(lines)
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a raw config mapping; raise ConfigError naming every bad key."""
+def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks across sections that only the whole config can make: a job validates just the
+    sections it gets (the others take their defaults)."""
+    problems = []
+    if cfg.eval.max_gen_toks >= cfg.data.block_size and set(cfg.eval.tasks) - set(LOCAL_TASKS):
+        problems.append(f"eval.max_gen_toks: {cfg.eval.max_gen_toks} leaves no context of "
+                        f"data.block_size={cfg.data.block_size} to generation tasks; lower it")
+    return problems
+
+
+def validate_config(raw: dict[str, Any], source: str = "config", whole: bool = False) -> ExperimentConfig:
+    """Validate a raw config mapping; raise ConfigError naming every bad key. `whole`: `raw` is
+    the whole config (the Snakefile's), not the sections of one job."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_errors(err, source)) from None
+    if whole and (problems := whole_config_problems(cfg)):
+        raise ConfigError("\n".join([f"{source}: invalid config ({len(problems)} problem(s)):",
+                                      *(f"  - {p}" for p in problems)]))
+    return cfg
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -392,7 +578,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    return validate_config(raw, str(path))
+    return validate_config(raw, str(path), whole=True)
 
 
 def config_hash(payload: Any) -> str:

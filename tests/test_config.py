@@ -8,6 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from lfr import config
 from lfr.config import ConfigError, json_schema, load_config, validate_config
 
 
@@ -27,16 +28,17 @@ def test_shipped_configs_load(path):
         ({"models": ["gpt9"]}, "models", "gpt2-medium"),
         ({"methods": ["magic"]}, "methods", "random"),
         ({"seeds": []}, "seeds", "at least 1"),
-        ({"corpus": {"source": "files"}}, "corpus", "corpus.paths is empty"),
-        ({"corpus": {"source": "hf"}}, "corpus", "corpus.hf is missing"),
+        ({"corpus": {"source": "files"}}, "corpus.paths", "corpus.paths is empty"),
+        ({"corpus": {"source": "hf"}}, "corpus.hf", "corpus.hf is missing"),
         ({"corpus": {"val_fraction": 1.5}}, "corpus.val_fraction", "less than 1"),
         ({"tokenizer": {"kind": "wordpiece"}}, "tokenizer.kind", "'bpe' or 'gpt2'"),
-        ({"tokenizer": {"vocab_size": 100_000}, "data": {"token_dtype": "uint16"}}, "uint16", "uint32"),
+        ({"tokenizer": {"vocab_size": 100_000}, "data": {"token_dtype": "uint16"}}, "data.token_dtype",
+         "uint32"),
         ({"data": {"block_size": 4}}, "data.block_size", "greater than or equal to 8"),
-        ({"custom_models": {"odd": {"n_layer": 2, "n_head": 3, "n_embd": 64}}}, "custom_models.odd",
+        ({"custom_models": {"odd": {"n_layer": 2, "n_head": 3, "n_embd": 64}}}, "custom_models.odd.n_embd",
          "not divisible"),
-        ({"method_options": {"random": {"epochz": 2}}}, "method_options", "random: epochz"),
-        ({"profile": {"methods": ["lfr"]}}, "profile.methods=['lfr']", "choose from ['random']"),
+        ({"method_options": {"random": {"epochz": 2}}}, "method_options.random.epochz", "unknown key"),
+        ({"profile": {"methods": ["lfr"]}}, "profile.methods[0]: 'lfr'", "choose from ['random']"),
         ({"profile": {"sample_blocks": 0}}, "profile.sample_blocks", "greater than or equal to 1"),
         ({"profile": {"threshold_nats": -0.1}}, "profile.threshold_nats", "greater than 0"),
     ],
@@ -47,6 +49,118 @@ def test_bad_config_names_the_key(raw, key, hint):
     msg = str(err.value)
     assert msg.startswith("my.yaml: invalid config")
     assert key in msg and hint in msg, msg
+
+
+NANO = {"models": ["nano"]}
+LFR = {"methods": ["random", "lfr"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "hint"),
+    [
+        ({"seeds": [0, -1]}, "seeds[1]", "greater than or equal to 0"),
+        ({"seeds": [0, 0]}, "seeds[1]", "listed twice"),
+        ({"seeds": [2**32]}, "seeds[0]", "less than or equal to 4294967295"),
+        ({**NANO, "size_seeds": {"nano": [1, 1]}}, "size_seeds.nano[1]", "listed twice"),
+        ({"size_seeds": {"nano": [0]}}, "size_seeds.nano", "not in `models`"),
+        ({"size_seeds": {1: [0]}}, "size_seeds.1 (the key)", "valid string"),
+        ({"corpus": {"seed": -1}}, "corpus.seed", "greater than or equal to 0"),
+        ({"eval": {"seed": -3}}, "eval.seed", "greater than or equal to 0"),
+        ({"profile": {"sample_seed": -1}}, "profile.sample_seed", "greater than or equal to 0"),
+        ({"profile": {"seeds": [1]}}, "profile.seeds[0]", "no run has seed 1"),
+        ({"models": ["nano", "micro"], "methods": ["random", "lfr"], "method_sizes": {"lfr": ["nano"]},
+          "profile": {"methods": ["lfr"], "sizes": ["micro"]}}, "profile", "selects no run of the grid"),
+        ({"models": ["nano", "micro"], "size_seeds": {"nano": [1]},
+          "profile": {"sizes": ["nano"]}}, "profile", "selects no run of the grid"),
+        ({"models": ["nano", "gpt9"]}, "models[1]: 'gpt9' is unknown", "gpt2-medium"),
+        ({"models": ["nano", "nano"]}, "models[1]", "listed twice"),
+        ({**LFR, "profile": {"methods": ["lfr", "lfr"]}}, "profile.methods[1]", "listed twice"),
+        ({"method_sizes": {"random": []}}, "method_sizes.random", "at least 1"),
+        ({"method_sizes": {"lfr": ["micro"]}}, "method_sizes.lfr", "not in `methods`"),
+        ({"method_sizes": {"random": ["micro", "nano"]}}, "method_sizes.random[1]", "not in `models`"),
+        ({"method_options": {"lfr": {"schedule": [{"kind": "learn", "epochs": 1},
+                                                  {"kind": "focus", "drop": 1.5, "epochs": 1}]}}},
+         "method_options.lfr.schedule[1].drop", "less than 1"),
+        ({"method_options": {"lfr": {"schedule": [{"kind": "learn"}]}}}, "method_options.lfr.schedule[0]:",
+         "exactly one of `epochs` or `tokens`"),
+        ({"method_options": {"leitner": {"intervals": [1, 0]}}}, "method_options.leitner.intervals[1]",
+         "greater than 0"),
+        ({"method_options": {"magic": {}}}, "method_options.magic", "not a method"),
+        ({"method_options": {"loss-prop": {"alpha": 400}}}, "method_options.loss-prop.alpha",
+         "less than or equal to 10"),
+        ({"train": {"epochs": 1e300}}, "train.epochs", "less than or equal to 1000000"),
+        ({"method_options": {"leitner": {"intervals": [1, 1e300]}}}, "method_options.leitner.intervals[1]",
+         "less than or equal to 1000000"),
+        ({"method_options": {"lfr": {"reps": 10**9}}}, "method_options.lfr.reps",
+         "less than or equal to 1000 (got"),
+        ({"method_options": {"lfr": {"schedule": [{"kind": "learn", "epochs": 1e9}]}}},
+         "method_options.lfr.schedule[0].epochs", "less than or equal to 1000000"),
+        ({"method_options": {"ppl-prune": {"reference_size": "huge"}}},
+         "method_options.ppl-prune.reference_size", "'huge' is unknown"),
+        ({"resources": {"gpt2": {"gpus": 1}}}, "resources.gpt2", "a reference_size or `default`"),
+        ({"resources": {"default": {"gpus": -1}}}, "resources.default.gpus", "greater than or equal to 0"),
+        ({"eval": {"bootstrap_iters": 1}}, "eval.bootstrap_iters", "at least 2"),
+        ({"eval": {"mc_choices": 52}}, "eval.mc_choices", "less than or equal to 51"),
+        ({"eval": {"tasks": ["lfr_ppl", "lfr_ppl"]}}, "eval.tasks[1]", "listed twice"),
+        ({"eval": {"tasks": []}}, "eval.tasks", "at least 1 item"),
+        ({"eval": {"references": ["gpt2", "gpt2"]}}, "eval.references[1]", "listed twice"),
+        ({"eval": {"tasks": ["lfr_ppl", "hellaswg"]}}, "eval.tasks[1]", "did you mean 'hellaswag'"),
+        ({"train": {"lr": "1e-3"}}, "train.lr", "write 1.0e-3"),
+        ({"train": {"batch_size": "16"}}, "train.batch_size", "valid integer"),
+        ({"train": {"epochs": float("inf")}}, "train.epochs", "finite number"),
+        ({"profile": {"threshold_sd": float("nan")}}, "profile.threshold_sd", "finite number"),
+        ({"method_options": {"random": {"epochs": float("inf")}}}, "method_options.random.epochs",
+         "finite number"),
+        ({"custom_models": {"v 1": {"n_layer": 1, "n_head": 1, "n_embd": 8}}},
+         "custom_models['v 1'] (the key)", "should match pattern"),
+        ({"eval": {"references": ["/models/mine"]}}, "eval.references[0]", "should match pattern"),
+        ({"custom_models": {"gpt2": {"n_layer": 1, "n_head": 1, "n_embd": 8}}}, "custom_models.gpt2",
+         "a preset size already"),
+    ],
+)
+def test_bound_or_cross_key_error_names_the_full_path(raw, key, hint):
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw, "my.yaml")
+    msg = str(err.value)
+    assert f"  - {key}" in msg and hint in msg, msg
+
+
+def test_generation_budget_must_leave_context_in_the_whole_config():
+    raw = {"data": {"block_size": 32}, "eval": {"tasks": ["lfr_ppl", "wmt14-fr-en"], "max_gen_toks": 32}}
+    with pytest.raises(ConfigError, match=r"  - eval.max_gen_toks: 32 leaves no context of data.block_size"):
+        validate_config(raw, whole=True)
+    validate_config(raw)  # a job's sections: the data section may be another job's
+    validate_config({**raw, "eval": {"tasks": ["lfr_ppl"], "max_gen_toks": 32}}, whole=True)  # no generation
+
+
+def test_task_names_are_not_skipped_without_lm_eval(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'lm_eval'")
+
+    monkeypatch.setattr(config, "lm_eval_tasks", missing)
+    validate_config({"eval": {"tasks": ["lfr_mc"]}})  # the offline tasks need no registry
+    with pytest.raises(ConfigError, match=r"eval.tasks\[1\]: cannot check these task names: lm-eval is not"):
+        validate_config({"eval": {"tasks": ["lfr_mc", "hellaswag"]}})
+
+
+def test_every_bad_method_option_is_listed():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"method_options": {"infobatch": {"delta": 2}, "loss-prop": {"alpha": -1}}})
+    msg = str(err.value)
+    assert "(2 problem(s))" in msg and "method_options.infobatch.delta" in msg
+    assert "method_options.loss-prop.alpha" in msg
+
+
+@pytest.mark.parametrize("raw", [
+    {"eval": {"bootstrap_iters": 0, "tasks": ["lfr_mc", "hellaswag", "mmlu", "wmt14-fr-en"]}},  # group too
+    {"models": ["nano"], "methods": ["ppl-prune"], "resources": {"micro": {"gpus": 1}},
+     "method_options": {"ppl-prune": {"reference_size": "micro"}}},  # the reference's own job
+    {"seeds": [1], "size_seeds": {"micro": [2, 3]}, "profile": {"seeds": [3]}},
+    {"seeds": [1]},  # profile.seeds' default [0] then profiles nothing, as before
+    {"profile": {"methods": []}},
+])
+def test_cross_key_edge_cases_are_accepted(raw):
+    validate_config(raw)
 
 
 def test_custom_model_size_is_accepted():

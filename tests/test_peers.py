@@ -268,7 +268,7 @@ def test_bad_peer_option_names_the_key():
         validate_config(raw)
     raw = {"models": ["nano"], "methods": ["ppl-prune"],
            "method_options": {"ppl-prune": {"reference_size": "gpt7"}}}
-    with pytest.raises(ConfigError, match="reference_size='gpt7' is unknown"):
+    with pytest.raises(ConfigError, match="reference_size: 'gpt7' is unknown"):
         validate_config(raw)
 
 

@@ -60,8 +60,10 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
 
 @pytest.mark.parametrize(("override", "key"), [
     ({"train": {"batch_size": "sixteen"}}, "train.batch_size"),
-    ({"models": ["nano", "gpt7"]}, "models[1]='gpt7' is unknown"),
+    ({"models": ["nano", "gpt7"]}, "models[1]: 'gpt7' is unknown"),
     ({"corpus": {"source": "files", "paths": ["/nonexistent/corpus/*.txt"]}}, "corpus.paths"),
+    ({"eval": {"tasks": ["lfr_ppl", "hellaswg"]}}, "eval.tasks[1]: 'hellaswg' is not an lm-eval task"),
+    ({"eval": {"tasks": ["hellaswag"], "max_gen_toks": 32}}, "eval.max_gen_toks: 32 leaves no context"),
 ])
 def test_invalid_config_stops_before_any_job(tmp_path, override, key):
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text()) | override

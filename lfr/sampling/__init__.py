@@ -35,7 +35,9 @@ def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     try:
         opts = cls.Options.model_validate(options)
     except ValidationError as err:
-        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        from lfr.config import path
+
+        bad = "; ".join(f"{path(('method_options', name, *e['loc']))}: {e['msg']}" for e in err.errors())
         raise ValueError(f"options of method {name!r}: {bad}") from None
     return cls(run, opts)
 

@@ -11,16 +11,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_EPOCHS = 1e6
+"""Bound of every length in epochs: far beyond any run, and the step count (epochs x blocks) stays
+finite and an integer that numpy takes."""
+Epochs = Annotated[float, Field(gt=0, le=MAX_EPOCHS)]
 
 
 class SamplerOptions(BaseModel):
-    """Options of one sampler; plug-ins subclass this. Unknown keys are errors."""
+    """Options of one sampler; plug-ins subclass this. Unknown keys are errors, and so are inf and
+    NaN (YAML's `.inf` passes `gt=0`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

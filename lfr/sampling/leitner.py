@@ -30,23 +30,25 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_permutation, equal_token_steps
+from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_permutation, equal_token_steps
 
 NEVER = np.iinfo(np.int64).max  # `due` of a block never seen
 
 
 class LeitnerOptions(SamplerOptions):
-    intervals: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1)] = (1, 2, 4, 8)
+    intervals: Annotated[tuple[Epochs, ...], Field(min_length=1)] = (1, 2, 4, 8)
     """Review interval of box k, in `unit`s; one box per entry."""
     unit: Literal["epochs", "steps"] = "epochs"
     """Unit of `intervals`: an epoch is num_blocks / batch_blocks steps."""
-    promote_below: Annotated[float, Field(gt=0)] = 1.0
-    """Promote a block whose loss is below this times the running mean training loss."""
-    forget_tol: Annotated[float, Field(ge=0)] = 0.0
-    """Demote to box 0 when the loss exceeds the block's previous loss by more than this fraction."""
+    promote_below: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """Promote a block whose loss is below this times the running mean training loss (at most 1000:
+    far above, every block is promoted already, and the float32 product overflows)."""
+    forget_tol: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    """Demote to box 0 when the loss exceeds the block's previous loss by more than this fraction
+    (at most 1000, as promote_below)."""
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
     """Decay of the running mean of the step's mean training loss."""
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    epochs: Epochs | None = None
     """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 

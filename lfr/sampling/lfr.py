@@ -30,22 +30,26 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws
+from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws
 
 # float32 score, last_loss, window sum; int32 visits, last_step, window count; bool kept;
 # int64 active ids (at most one per block).
 BYTES_PER_BLOCK = 4 * 3 + 4 * 3 + 1 + 8
 
 
+MAX_REPEATS = 1000
+"""Each repeat is a phase of the plan, built before step 0: a huge count would hang the planning."""
+
+
 class PhaseSpec(SamplerOptions):
     kind: Literal["learn", "focus", "review"]
     drop: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """focus: fraction of scored blocks dropped (the lowest scores)."""
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    epochs: Epochs | None = None
     """Length in epochs (of the active set or of all blocks, see epoch_unit)."""
     tokens: Annotated[int, Field(gt=0)] | None = None
     """Length in training tokens (instead of epochs)."""
-    repeats: Annotated[int, Field(ge=1)] = 1
+    repeats: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 1
     """Run this phase this many times in a row (focus re-selects each time)."""
 
     @model_validator(mode="after")
@@ -70,7 +74,7 @@ def paper_v1(reps: int) -> list[PhaseSpec]:
 class LFROptions(SamplerOptions):
     preset: Literal["paper-v1"] | None = "paper-v1"
     """Named schedule; ignored when `schedule` is given."""
-    reps: Annotated[int, Field(ge=1)] = 5
+    reps: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 5
     """paper-v1: repetitions of the last focus (the paper's text reads as 2 or as 5)."""
     schedule: list[PhaseSpec] | None = None
     """A custom list of phases; overrides `preset`."""

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws, equal_token_steps
+from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws, equal_token_steps
 
 
 class PplPruneOptions(SamplerOptions):
@@ -35,9 +35,9 @@ class PplPruneOptions(SamplerOptions):
     """Model size of the reference model; default: the smallest size in `models`."""
     reference_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     """Fraction of the training blocks (seeded) the reference trains on; excluded from the pool."""
-    reference_epochs: Annotated[float, Field(gt=0)] | None = None
+    reference_epochs: Epochs | None = None
     """Passes of the reference model over its shard; default train.epochs."""
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    epochs: Epochs | None = None
     """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 

@@ -3,16 +3,13 @@ sampling without replacement); steps take consecutive slices of the concatenated
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
-from pydantic import Field
 
-from lfr.sampling.base import Sampler, SamplerOptions, epoch_draws, epoch_permutation
+from lfr.sampling.base import Epochs, Sampler, SamplerOptions, epoch_draws, epoch_permutation
 
 
 class RandomOptions(SamplerOptions):
-    epochs: Annotated[float, Field(gt=0)] | None = None
+    epochs: Epochs | None = None
     """Passes over all blocks (the run length); default: train.epochs."""
 
 

@@ -16,7 +16,7 @@ from lfr.sampling import SAMPLERS
 # The lfr models give one clear message per bad key; the JSON Schema generated from them
 # (`python -m lfr schema`) then checks the structure; CFG carries the filled-in defaults.
 try:
-    CFG = validate_config(config, "config")
+    CFG = validate_config(config, "config", whole=True)
 except ConfigError as err:
     sys.exit(f"{err}\nNothing was run.")
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
