@@ -83,7 +83,7 @@ def corpus_inputs(wildcards):
     if CFG.corpus.source == "bundled":
         return [str(BUNDLED_CORPUS)]
     if CFG.corpus.source == "files":
-        return [str(p) for p in resolve_paths(CFG.corpus.paths)]
+        return [str(p) for p in resolve_paths(CFG.corpus.paths)[0]]
     return []
 
 
