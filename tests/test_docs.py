@@ -203,8 +203,11 @@ def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> No
 def test_the_docs_show_commands():
     texts = {c.text for c in COMMANDS}
     assert len(COMMANDS) >= 20
-    assert "snakemake --cores all results/tables/main.csv" in texts
-    assert {"make demo", "make test"} <= texts
+    assert {"snakemake --cores all results/tables/main.csv", "make demo", "make test"} <= texts
+    assert ("snakemake --workflow-profile workflow/profiles/slurm results/paper/tables/main.csv "
+            "--configfile config/paper.yaml") in texts  # a `\` continuation, joined
+    assert {c.text for c in COMMANDS if c.network} >= {"pip install -r requirements.txt -e ."}
+    assert split_comment("a '#b' \"#c\" d#e # f") == ("a '#b' \"#c\" d#e", "f")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: f"{c.doc}: {c.text}")
