@@ -410,14 +410,15 @@ def _branch(schema: dict[str, Any], value: Any, defs: dict[str, Any]) -> dict[st
         schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
     kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
     for option in schema.get("anyOf", []):
+        option = _branch(option, None, defs)  # resolves a $ref
         if kind and option.get("type") == kind:
             return _branch(option, value, defs)
     return schema
 
 
-def _takes_string(schema: dict[str, Any]) -> bool:
-    types = [schema.get("type")] + [o.get("type") for o in schema.get("anyOf", [])]
-    return "string" in types
+def _types(schema: dict[str, Any]) -> set[str]:
+    """JSON types a node allows (empty: any value, e.g. a method's options)."""
+    return {t for t in [schema.get("type"), *(o.get("type") for o in schema.get("anyOf", []))] if t}
 
 
 def _typed(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
@@ -428,14 +429,13 @@ def _typed(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_typed(v, schema.get("items", {}), defs) for v in value]
-    if not isinstance(value, str) or _takes_string(schema):
+    if not isinstance(value, str) or "string" in _types(schema):
         return value
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value  # left for the validation to name
-    numeric = {"number"} & {schema.get("type"), *(o.get("type") for o in schema.get("anyOf", []))}
-    if isinstance(parsed, str) and numeric:
+    if isinstance(parsed, str) and "number" in _types(schema):
         try:  # JSON's 3e-4 is a string to YAML 1.1
             return float(value)
         except ValueError:

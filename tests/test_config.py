@@ -78,6 +78,8 @@ def test_committed_schema_is_up_to_date():
      {"method_options": {"lfr": {"reps": 2, "preset": "paper-v1"}}}),
     ({"name": "2024", "models": ["nano"], "corpus": {"paths": ["1.txt"]}},  # strings stay strings
      {"name": "2024", "models": ["nano"], "corpus": {"paths": ["1.txt"]}}),
+    ({"corpus": {"hf": {"name": "x", "config": "2"}, "seed": "1"}},  # through an optional section
+     {"corpus": {"hf": {"name": "x", "config": "2"}, "seed": 1}}),
     ({"seeds": ["a"]}, {"seeds": ["a"]}),  # left for the validation to name
 ])
 def test_command_line_overrides_get_the_types_a_file_gives(given, typed):
