@@ -13,10 +13,11 @@ min_version("9.0")
 
 
 # The embedded default, unless --configfile names a whole config (then it alone is used, so a
-# paper-scale run never inherits demo settings).
+# paper-scale run never inherits demo settings). Found next to this Snakefile, so that
+# `--directory DIR` works too.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 

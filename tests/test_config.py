@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 
 from lfr import config
-from lfr.config import ConfigError, json_schema, load_config, validate_config
+from lfr.config import ConfigError, json_schema, load_config, merge_config, typed_overrides, validate_config
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -179,3 +179,28 @@ def test_load_config_rejects_non_mapping(tmp_path):
 def test_committed_schema_is_up_to_date():
     committed = json.loads((REPO / "workflow/schemas/config.schema.json").read_text())
     assert committed == json_schema(), "run `make schema` to regenerate the JSON Schema"
+
+
+@pytest.mark.parametrize(("given", "typed"), [
+    ({"seeds": ["0", "1", "2"]}, {"seeds": [0, 1, 2]}),  # how Snakemake reads --config seeds=[0,1,2]
+    ({"train": {"epochs": "2", "lr": "3e-4", "compile": "true"}},
+     {"train": {"epochs": 2, "lr": 3e-4, "compile": True}}),
+    ({"size_seeds": {"nano": ["0", "1"]}}, {"size_seeds": {"nano": [0, 1]}}),
+    ({"profile": {"threshold_nats": "null", "methods": ["lfr"]}},
+     {"profile": {"threshold_nats": None, "methods": ["lfr"]}}),
+    ({"method_options": {"lfr": {"reps": "2", "preset": "paper-v1"}}},
+     {"method_options": {"lfr": {"reps": 2, "preset": "paper-v1"}}}),
+    ({"name": "2024", "models": ["nano"], "corpus": {"paths": ["1.txt"]}},  # strings stay strings
+     {"name": "2024", "models": ["nano"], "corpus": {"paths": ["1.txt"]}}),
+    ({"corpus": {"hf": {"name": "x", "config": "2"}, "seed": "1"}},  # through an optional section
+     {"corpus": {"hf": {"name": "x", "config": "2"}, "seed": 1}}),
+    ({"seeds": ["a"]}, {"seeds": ["a"]}),  # left for the validation to name
+])
+def test_command_line_overrides_get_the_types_a_file_gives(given, typed):
+    assert typed_overrides(given) == typed
+
+
+def test_overrides_merge_into_sections():
+    config = {"train": {"batch_size": 8, "epochs": 1}, "seeds": [0]}
+    merge_config(config, {"train": {"epochs": 2}, "seeds": [0, 1]})
+    assert config == {"train": {"batch_size": 8, "epochs": 2}, "seeds": [0, 1]}

@@ -269,3 +269,37 @@ def test_the_whole_dag_survives_odd_paths(tmp_path):
     assert docs.doc_id.str.startswith(f"corpus {ODD}/doc ").all()
     assert pd.read_csv(work / "results/smoke/tables/main.csv").val_loss.notna().all()
     assert (work / "results/smoke/figures/lfr_phases.png").is_file()
+
+
+DEMO_NANO = ["random", "lfr", "lfr-random-drop", "lfr-reverse"]
+
+
+@pytest.mark.parametrize(("overrides", "nano_seeds", "micro_seeds"), [
+    (["seeds=[0,1,2]"], "01", "012"),  # size_seeds: {nano: [0, 1]} wins for nano
+    (["seeds=[0,1,2]", "size_seeds={nano: [0, 1, 2]}"], "012", "012"),  # README's "more seeds"
+])
+def test_seed_overrides_on_the_command_line(tmp_path, overrides, nano_seeds, micro_seeds):
+    """--config values reach Snakemake as strings; they validate like a file's (the demo config)."""
+    r = snakemake("results/tables/main.csv", "-n", "--cores", "1", "--config", *overrides, cwd=tmp_path,
+                  check=True)
+    expected = [("nano", m, s) for m in DEMO_NANO for s in nano_seeds]
+    expected += [("micro", m, s) for m in ("random", "lfr") for s in micro_seeds]
+    assert planned_training(r) == sorted(expected)
+
+
+def test_a_section_override_merges_into_the_section(tmp_path):
+    r = snakemake("results/smoke/tables/main.csv", "-n", "-p", "--cores", "1", "--configfile",
+                  str(REPO / "config/smoke.yaml"), "--config", 'train={"epochs": 2}', cwd=tmp_path,
+                  check=True)
+    assert planned_training(r) == [("nano", "lfr", "0"), ("nano", "random", "0")]
+    trains = [json.loads(s)["train"] for s in re.findall(r"lfr train --config-json '([^']*)'", r.stdout)]
+    assert len(trains) == 2
+    assert all(t["epochs"] == 2 and t["batch_size"] == 8 for t in trains)  # smoke.yaml's batch kept
+
+
+def test_a_bad_override_names_its_key_in_one_line(tmp_path):
+    r = snakemake("results/tables/main.csv", "-n", "--cores", "1", "--config", "seeds=[a]", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "  - seeds[0]: Input should be a valid integer" in out, out
+    assert "Failed validating" not in out  # no JSON Schema dump

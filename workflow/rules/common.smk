@@ -10,8 +10,12 @@ from pathlib import PurePosixPath
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from lfr.config import MODEL_PRESETS, ConfigError, validate_config
+from lfr.config import MODEL_PRESETS, ConfigError, merge_config, typed_overrides, validate_config
 from lfr.sampling import SAMPLERS
+
+# --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
+# has merged them into config already, mappings key by key, so this replaces the same leaves.
+merge_config(config, typed_overrides(workflow.config_settings.config))
 
 # The lfr models give one clear message per bad key; the JSON Schema generated from them
 # (`python -m lfr schema`) then checks the structure; CFG carries the filled-in defaults.

@@ -1,0 +1,218 @@
+"""Every shell command the READMEs print works as printed, so the docs cannot drift from the code.
+
+Commands come from the ```bash blocks (every line) and from inline `code` that starts with
+snakemake, make, python -m lfr, python -m benchmarks or lm_eval. Each runs from the repository
+root with outputs in a temporary folder, and only as far as it can without side effects:
+
+- snakemake: as printed plus `-n -d TMP` (a dry run; `--lint` and `--unlock` run as printed,
+  `--report` plans the jobs whose outputs the report needs); without `-n` it must say `--cores`
+  or name a profile, as Snakemake requires for local execution;
+- make TARGET: `make -n TARGET` (the target exists), then each snakemake or benchmark command
+  of its recipe as above (`make test` would run this suite: its recipe is only printed);
+- python -m lfr STAGE: `--help` (a bare STAGE names a stage: it must exist);
+- python -m benchmarks, benchmarks/*.py, lm_eval: the program's own argument parser reads the
+  arguments, and the program stops there (they time or evaluate for minutes);
+- `cd DIR`: DIR is a folder the workflow writes (a dry run of it as a target);
+- export: sets the variables for the rest of its block.
+
+Placeholders map to real values: `my.yaml` to a small unnamed config, `DIR` to a fresh folder,
+`<stage>` to every stage. A command that needs the network ends with the comment
+`# needs network` and is skipped by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+DOCS = ["README.md", "config/README.md", "results/README.md", "results/tables/README.md"]
+PREFIXES = ("snakemake", "make", "python -m lfr", "python -m benchmarks", "lm_eval")
+NETWORK = "needs network"
+# Placeholders the cluster section's `export` would set; dummies are enough for a dry run.
+CLUSTER_ENV = {"LFR_SLURM_ACCOUNT": "dummy", "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
+# Runs a Python program until its argument parser has read the arguments (exit 2 on bad ones).
+PARSE_ONLY = """
+import argparse, runpy, sys
+parse = argparse.ArgumentParser.parse_args
+def parse_then_stop(self, *a, **k):
+    parse(self, *a, **k)
+    sys.exit(0)
+argparse.ArgumentParser.parse_args = parse_then_stop
+sys.argv = sys.argv[1:]
+if sys.argv[0] == "-m":
+    sys.argv.pop(0)
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@dataclass(frozen=True)
+class Command:
+    doc: str
+    text: str  # as printed: continuations joined, the comment removed
+    network: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # from the block's `export` lines above it
+
+
+def split_comment(line: str) -> tuple[str, str]:
+    """(code, comment) of a shell line: `#` starts a comment at a word start, outside quotes."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip(), line[i + 1:].strip()
+    return line.strip(), ""
+
+
+def doc_commands() -> list[Command]:
+    found: list[Command] = []
+    fence = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.M | re.S)
+    for doc in DOCS:
+        text = (REPO / doc).read_text()
+        for block in fence.finditer(text):
+            if block[2] != "bash":
+                continue
+            env: dict[str, str] = {}
+            for line in textwrap.dedent(block[3]).replace("\\\n", " ").splitlines():
+                code, comment = split_comment(line)
+                if not code:
+                    continue
+                found.append(Command(doc, " ".join(code.split()), NETWORK in comment,
+                                     tuple(env.items())))
+                if code.startswith("export "):
+                    env |= dict(w.split("=", 1) for w in shlex.split(code)[1:])
+        prose = fence.sub("", text)
+        for span in re.findall(r"`([^`]+)`", prose):  # inline code may wrap onto the next line
+            code, comment = split_comment(" ".join(span.split()))
+            if any(code == p or code.startswith(p + " ") for p in PREFIXES):
+                found.append(Command(doc, code, NETWORK in comment))
+    return found
+
+
+def stages() -> list[str]:
+    from lfr.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def expanded() -> list[Command]:
+    """The commands with `<stage>` expanded and a bare `python -m lfr STAGE` given --help; each
+    distinct command once (the first doc that prints it names it)."""
+    out: dict[tuple[str, tuple], Command] = {}
+    for cmd in doc_commands():
+        texts = [cmd.text.replace("<stage>", s) for s in stages()] if "<stage>" in cmd.text else [cmd.text]
+        for text in texts:
+            if re.fullmatch(r"python -m lfr [\w-]+", text):
+                text += " --help"
+            out.setdefault((text, cmd.env), Command(cmd.doc, text, cmd.network, cmd.env))
+    return list(out.values())
+
+
+COMMANDS = expanded()
+
+
+def small_config(tmp: Path) -> Path:
+    """`my.yaml`: the smoke config without its name, so its tables go to results/tables."""
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg.pop("name")
+    (tmp / "my.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp / "my.yaml"
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, **CLUSTER_ENV, **env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def check(r: subprocess.CompletedProcess, what: str) -> None:
+    assert r.returncode == 0, f"{what}\nexit {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}"
+
+
+def argv_of(text: str) -> tuple[list[str], dict[str, str]]:
+    """Words of a command, its leading VAR=value words apart, `.venv/bin/` the running venv's."""
+    words, env = shlex.split(text), {}
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    if ">" in words:  # a redirect (make schema) is not run
+        words = words[:words.index(">")]
+    words[0] = re.sub(r"^\.venv/bin/", "", words[0])
+    return words, env
+
+
+def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -> None:
+    args = [str(small_config(tmp)) if w == "my.yaml" else str(tmp / "DIR") if w == "DIR" else w
+            for w in words[1:]]
+    if "--report" in args:  # the report needs finished outputs: plan them
+        i = args.index("--report")
+        del args[i:i + 2]
+    dry = "-n" in args or "--dry-run" in args
+    if not (dry or {"--lint", "--unlock"} & set(args)):
+        assert {"--cores", "-c", "--jobs", "-j", "--workflow-profile", "--profile"} & set(args) or \
+            "--report" in words, f"{what}\nsnakemake needs --cores N (or a profile) to run jobs"
+    if not {"--lint", "--unlock", "-n"} & set(args):
+        args.append("-n")
+    if not {"--directory", "-d"} & set(args):
+        args += ["-d", str(tmp)]
+    check(run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args], env), what)
+
+
+def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> None:
+    prog = " ".join(words[:3])
+    if words[0] == "snakemake":
+        run_snakemake(words, env, tmp, what)
+    elif words[0] == "make":
+        r = run(["make", "-n", *words[1:]], env)
+        check(r, what)
+        for line in r.stdout.replace("\\\n", " ").splitlines():
+            sub, sub_env = argv_of(line)
+            if sub[0] == "snakemake" or sub[:3] == ["python", "-m", "benchmarks"]:
+                run_words(sub, env | sub_env, tmp, f"{what}\n  recipe: {line}")
+    elif prog == "python -m lfr":
+        assert "--help" in words, f"{what}\nonly `python -m lfr STAGE --help` runs without data"
+        check(run([sys.executable, *words[1:]], env), what)
+    elif prog == "python -m benchmarks" or words[0] == "lm_eval" or \
+            (words[0] == "python" and words[1].startswith("benchmarks/")):
+        target = ["-m", "lm_eval", *words[1:]] if words[0] == "lm_eval" else words[1:]
+        check(run([sys.executable, "-c", PARSE_ONLY, *target], env), what)
+    elif words[0] == "cd":
+        run_snakemake(["snakemake", "--cores", "1", words[1]], env, tmp, what)
+    elif words[0] == "export":
+        assert all(re.fullmatch(r"\w+=\S+", w) for w in words[1:]), what
+    else:
+        pytest.fail(f"{what}\nno rule to run this command; add one to tests/test_docs.py")
+
+
+def test_the_docs_show_commands():
+    texts = {c.text for c in COMMANDS}
+    assert len(COMMANDS) >= 20
+    assert {"snakemake --cores all results/tables/main.csv", "make demo", "make test"} <= texts
+    assert ("snakemake --workflow-profile workflow/profiles/slurm results/paper/tables/main.csv "
+            "--configfile config/paper.yaml") in texts  # a `\` continuation, joined
+    assert {c.text for c in COMMANDS if c.network} >= {"pip install -r requirements.txt -e ."}
+    assert split_comment("a '#b' \"#c\" d#e # f") == ("a '#b' \"#c\" d#e", "f")
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: f"{c.doc}: {c.text}")
+def test_a_printed_command_works_as_printed(cmd, tmp_path):
+    if cmd.network:
+        pytest.skip(f"{NETWORK}: {cmd.text}")
+    words, env = argv_of(cmd.text)
+    run_words(words, dict(cmd.env) | env, tmp_path, f"{cmd.doc}: {cmd.text}")
