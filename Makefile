@@ -34,8 +34,9 @@ lint: $(STAMP)
 # The report needs every output of `all`: say so instead of Snakemake's "marked for report but
 # does not exist".
 report: $(STAMP)
-	@$(OFFLINE) $(BIN)/snakemake -n all 2>&1 | grep -q "Nothing to be done" || \
-	  { echo "make report: the demo's outputs are missing or out of date; run make demo first" >&2; exit 2; }
+	@if ! $(OFFLINE) $(BIN)/snakemake -n all 2>&1 | grep -q "Nothing to be done"; then \
+	  echo "make report: the demo's outputs are missing or out of date; run make demo first" >&2; \
+	  exit 2; fi
 	$(OFFLINE) $(BIN)/snakemake --report results/report.html
 
 dry-run: $(STAMP)
