@@ -28,7 +28,7 @@ validate(config, "../schemas/config.schema.json", set_default=False)  # CFG hold
 RUNS_DIR = "results/runs/{size}/{method}/seed{seed}"
 # This config's tables and figures (config key `name`); runs, profiles and evaluations are shared.
 TABLES, FIGURES = f"{CFG.result_set}/tables", f"{CFG.result_set}/figures"
-SET_LOGS = os.path.join("results/logs", CFG.name)
+SET_LOGS = f"results/logs/{CFG.name}" if CFG.name else "results/logs"
 SCORES_DIR = "results/scores/{method}/{ref_size}/seed{seed}"  # reference model + block scores
 
 
