@@ -161,10 +161,10 @@ def phase_ends(sampler: Any, num_steps: int) -> set[int]:
     return {s for s in range(1, num_steps) if phases[s] != phases[s - 1]}
 
 
-def snapshot_steps(sampler: Any, num_steps: int, tokens_per_step: int,
+def snapshot_steps(ends: set[int], num_steps: int, tokens_per_step: int,
                    spec: ProfileConfig) -> list[int]:
     """Steps after which the profiling pass gets the weights: 0 (init), every `every_tokens`,
-    each phase boundary (optional) and the last step."""
+    each phase boundary (`ends`, optional) and the last step."""
     every = spec.every_tokens or max(1, num_steps * tokens_per_step // 8)
     steps = {0, num_steps}
     if every <= tokens_per_step:
@@ -173,7 +173,7 @@ def snapshot_steps(sampler: Any, num_steps: int, tokens_per_step: int,
         steps |= {math.ceil(k * every / tokens_per_step)
                   for k in range(1, num_steps * tokens_per_step // every + 1)}
     if spec.phase_boundaries:
-        steps |= phase_ends(sampler, num_steps)
+        steps |= ends
     return sorted(s for s in steps if s <= num_steps)
 
 
@@ -312,9 +312,9 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
     tokens_per_step = batch_blocks * T
-    snap_steps = snapshot_steps(sampler, num_steps, tokens_per_step, snapshots) if snapshots else []
-    snap_set = set(snap_steps)  # checked every step
     ends = phase_ends(sampler, num_steps)  # logged too, so the log holds each phase's exact span
+    snap_steps = snapshot_steps(ends, num_steps, tokens_per_step, snapshots) if snapshots else []
+    snap_set = set(snap_steps)  # checked every step
     flops_token, peak = flops_per_token(raw_model), peak_flops(tc.peak_tflops, d.device)
     margin = max(120.0, 0.05 * 60 * time_limit_min) if time_limit_min else 0.0  # time to save
     stopper = StopRequest(t_launch + 60 * time_limit_min - margin if time_limit_min else None)
