@@ -534,8 +534,9 @@ def is_number(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def format_errors(err: ValidationError, source: str) -> str:
-    errors = list(flat_errors(err.errors()))
+def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
+    """One line per bad key, each named by its full path (below `prefix`)."""
+    errors = list(flat_errors(err.errors(), prefix))
     lines = [f"{source}: invalid config ({len(errors)} problem(s)):"]
     for key, e in errors:
         msg = e["msg"].removeprefix("Value error, ")

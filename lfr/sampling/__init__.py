@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lfr.config import ConfigError, format_errors
+
 from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
 from lfr.sampling.infobatch import InfoBatchSampler
 from lfr.sampling.leitner import LeitnerSampler
@@ -27,19 +29,22 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
+def method_options(name: str, raw: dict[str, Any]) -> SamplerOptions:
+    """The validated options of method `name`; ConfigError naming each bad `method_options` key."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"method {name!r} is unknown; choose from {sorted(SAMPLERS)}")
+    try:
+        return SAMPLERS[name].Options.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, f"options of method {name!r}",
+                                        ("method_options", name))) from None
+
+
 def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     """Instantiate sampler `name`, validating its options."""
-    if name not in SAMPLERS:
-        raise ValueError(f"method {name!r} is unknown; choose from {sorted(SAMPLERS)}")
-    cls = SAMPLERS[name]
-    try:
-        opts = cls.Options.model_validate(options)
-    except ValidationError as err:
-        from lfr.config import path
-
-        bad = "; ".join(f"{path(('method_options', name, *e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"options of method {name!r}: {bad}") from None
-    return cls(run, opts)
+    opts = method_options(name, options)
+    return SAMPLERS[name](run, opts)
 
 
-__all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler"]
+__all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler",
+           "method_options"]
