@@ -25,17 +25,24 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/score_reference.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/eval.smk"
+include: "workflow/rules/eval_tasks.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/profile.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/forgetting.smk"
+include: "workflow/rules/summarize.smk"
+include: "workflow/rules/plot.smk"
 
 
 localrules:
     all,
-    prefetch_eval_data,
-    main_table,
+    prefetch,
+    summarize,
     plot_curves,
     plot_table,
     forgetting,
@@ -45,7 +52,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        rules.main_table.output,
+        rules.summarize.output,
         expand(
             f"{FIGURES}/{{figure}}.{{ext}}",
             figure=["val_loss", "lfr_phases", "speedup", "downstream"],

@@ -13,7 +13,7 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   training step (benchmarks/sampler_overhead.py).
 - `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
   the training step (lfr.train.optimizer_step).
-- `tokenize`: lfr.data.tokenize_split (read parquet, encode, write tokens and block table)
+- `tokenize`: lfr.tokenize.tokenize_split (read parquet, encode, write tokens and block table)
   against the raw `tokenizers` Tokenizer.encode_batch on the same texts held in memory.
 - `smoke_dag`: wall time of the smoke config's whole DAG (config/smoke.yaml, snakemake `all`) in
   a fresh folder, plus each job's time from its Snakemake benchmark file; and, when a demo run
@@ -49,12 +49,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lfr.cli import git_commit, setup_torch
 from lfr.config import ExperimentConfig, ProfileConfig, config_hash, validate_config
 from lfr.data import BlockStore
 from lfr.files import write_csv
 from lfr.model import build_model, configure_optimizer, gpt2_config
 from lfr.profile import profile_losses
+from lfr.runtime import git_commit, setup_torch
 from lfr.tokenizer import tokenizer_meta
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def alternate(ours: Callable[[], float], reference: Callable[[], float], repeats
 def prepare(root: Path, cfg: ExperimentConfig) -> None:
     """Corpus, tokenizer and token files of the demo's shape (10% of the bundled corpus)."""
     from lfr.corpus import prepare_corpus
-    from lfr.data import tokenize
+    from lfr.tokenize import tokenize
     from lfr.tokenizer import prepare_tokenizer
 
     prepare_corpus(cfg.corpus, root / "corpus/train.parquet", root / "corpus/val.parquet")
@@ -242,7 +242,7 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
 def bench_tokenize(root: Path, cfg: ExperimentConfig, repeats: int) -> Row:
     from tokenizers import Tokenizer
 
-    from lfr.data import tokenize_split
+    from lfr.tokenize import tokenize_split
 
     docs = root / "corpus/train.parquet"
     texts = pd.read_parquet(docs).text.tolist()
@@ -265,7 +265,7 @@ def bench_tokenize(root: Path, cfg: ExperimentConfig, repeats: int) -> Row:
         assert len(ids) == len(texts)
         return n_tokens / dt
 
-    row = Row("tokenize", f"lfr.data.tokenize_split (parquet in, token file + block table out) vs raw "
+    row = Row("tokenize", f"lfr.tokenize.tokenize_split (parquet in, token file + block table out) vs raw "
               f"tokenizers encode_batch to id lists, in memory; {len(texts)} documents, "
               f"{sum(map(len, texts)) / 1e6:.1f}M characters, BPE 8192", "tokens/s", "ours / reference",
               ">= 0.8")

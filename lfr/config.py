@@ -223,7 +223,7 @@ class EvalConfig(Section):
     """Seed of the local task items and of lm-eval's sampling."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache_dir: str = "resources/hf_cache"
-    """HF_HOME for datasets of standard tasks (filled by the prefetch_eval_data rule)."""
+    """HF_HOME for datasets of standard tasks (filled by the prefetch rule)."""
 
     @field_validator("bootstrap_iters")
     @classmethod
@@ -455,9 +455,10 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _dtype_fits(self) -> ExperimentConfig:
-        if self.data.token_dtype == "uint16" and self.vocab_size > 65_536:
-            raise key_error(f"data.token_dtype=uint16 cannot hold a vocabulary of {self.vocab_size}; "
-                            "use uint32 or auto", "data", "token_dtype")
+        try:
+            token_dtype(self.data.token_dtype, self.vocab_size)
+        except ValueError as err:
+            raise key_error(str(err), "data", "token_dtype") from None
         return self
 
     def profiled(self, size: str, method: str, seed: int) -> bool:
@@ -491,6 +492,16 @@ class ExperimentConfig(Section):
     @property
     def vocab_size(self) -> int:
         return 50257 if self.tokenizer.kind == "gpt2" else self.tokenizer.vocab_size
+
+
+def token_dtype(choice: str, vocab_size: int) -> str:
+    """The dtype name of the token files for `data.token_dtype` and a vocabulary size."""
+    if choice == "uint32" or (choice == "auto" and vocab_size > 65_536):
+        return "uint32"
+    if vocab_size > 65_536:
+        raise ValueError(f"data.token_dtype=uint16 cannot hold a vocabulary of {vocab_size}; "
+                         "use uint32 or auto")
+    return "uint16"
 
 
 class ConfigError(ValueError):
@@ -652,3 +663,8 @@ def merge_config(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             merge_config(config[key], value)
         else:
             config[key] = value
+
+
+def main() -> str:
+    """The `schema` stage."""
+    return json.dumps(json_schema(), indent=2)

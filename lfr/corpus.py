@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from lfr.config import CorpusConfig
+from lfr.config import CorpusConfig, ExperimentConfig
 from lfr.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -460,3 +460,7 @@ def read_documents(path: Path, batch_size: int = 4096) -> Iterator[list[dict]]:
         raise FileNotFoundError(f"{path} not found; run the `corpus` stage first")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
         yield batch.to_pylist()
+
+
+def main(cfg: ExperimentConfig, train_out: Path, val_out: Path) -> None:
+    prepare_corpus(cfg.corpus, train_out, val_out)

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lfr.config import EvalConfig
+from lfr.config import EvalConfig, ExperimentConfig
 from lfr.files import atomic_dir
 from lfr.tokenizer import batch_encoder
 
@@ -213,3 +213,7 @@ def load_local_tasks(task_dir: Path) -> list[dict]:
         files["test"] = str((path.parent / files["test"]).resolve())
         configs.append({**cfg, "custom_dataset": jsonl_dataset})
     return configs
+
+
+def main(cfg: ExperimentConfig, val_docs: Path, tokenizer: Path, out: Path) -> dict:
+    return prepare_eval_tasks(val_docs, tokenizer, cfg.eval, cfg.data.block_size, out)

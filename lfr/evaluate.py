@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from lfr.config import EvalConfig
+from lfr.config import EvalConfig, ExperimentConfig, config_hash
 from lfr.eval_tasks import load_local_tasks
 from lfr.files import write_json, write_parquet
+from lfr.runtime import git_commit
 
 log = logging.getLogger(__name__)
 TIDY_COLUMNS = ["size", "method", "seed", "task", "domain", "metric", "value", "stderr"]
@@ -123,21 +124,8 @@ def evaluate(cfg: EvalConfig, model: str, task_dir: Path | None, out_json: Path,
     return table
 
 
-def prefetch_eval_data(cfg: EvalConfig, references: list[str] | None = None) -> list[str]:
-    """Download the standard tasks' datasets and the reference models into cfg.cache_dir.
-
-    Run on a networked node; evaluation jobs then read the same cache offline.
-    """
-    os.environ["HF_HOME"] = str(Path(cfg.cache_dir).resolve())
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "0"  # this stage exists to download
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    names = [t for t in cfg.tasks if not t.startswith("lfr_")]
-    if names:
-        get_task_dict(names, TaskManager())  # builds each task, which downloads its dataset
-    from huggingface_hub import snapshot_download
-
-    for model in cfg.references:
-        snapshot_download(model)
-    return names + cfg.references
+def main(cfg: ExperimentConfig, model: str, tasks: Path | None, size: str, method: str, seed: int,
+         out_json: Path, out_parquet: Path) -> None:
+    run = {"size": size, "method": method, "seed": seed, "git_commit": git_commit(),
+           "config_hash": config_hash(cfg.eval.model_dump())}
+    evaluate(cfg.eval, model, tasks, out_json, out_parquet, run)

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 from transformers import GPT2LMHeadModel
 
-from lfr.config import ProfileConfig
+from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.files import write_json, write_parquet
 from lfr.model import block_losses
@@ -116,3 +116,9 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     log.info("profile %s: %d snapshots x %d blocks, %.0f tokens/s", run, len(snaps), len(ids),
              summary["profile_tokens_per_s"])
     return summary
+
+
+def main(cfg: ExperimentConfig, run: Path, data: Path, out: Path) -> dict[str, Any]:
+    out = Path(out)
+    return profile_run(run, data, cfg.profile, out / "losses.parquet", out / "summary.json",
+                       cfg.train.device)

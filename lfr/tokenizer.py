@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from lfr.config import CorpusConfig, TokenizerConfig
+from lfr.config import CorpusConfig, ExperimentConfig, TokenizerConfig
 from lfr.corpus import read_documents
 from lfr.files import atomic_dir
 
@@ -233,3 +233,8 @@ def batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
         return out
 
     return encode
+
+
+def main(cfg: ExperimentConfig, given: frozenset[str], train_docs: Path, out: Path) -> None:
+    """`given`: the config sections the stage was given; the corpus is recorded only if it was."""
+    prepare_tokenizer(cfg.tokenizer, train_docs, out, corpus=cfg.corpus if "corpus" in given else None)

@@ -34,6 +34,7 @@ from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
 from lfr.data import BlockStore
 from lfr.files import atomic_dir, atomic_path, write_json, write_parquet
 from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config, num_params
+from lfr.runtime import Interrupted, git_commit
 from lfr.sampling import RunFacts, Sampler, build_sampler
 from lfr.sampling.base import epoch_permutation
 from lfr.tokenizer import load_hf_tokenizer, tokenizer_meta
@@ -103,7 +104,7 @@ def estimate_val_loss(model: torch.nn.Module, store: BlockStore, ids: np.ndarray
     return (total[0] / total[1]).item()
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(Interrupted):
     """The run stopped before its last step after saving a resume checkpoint; rerun to resume."""
 
 
@@ -279,7 +280,7 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
     batch_blocks = per_rank * d.world
     scores = None
     if block_scores is not None:
-        from lfr.reference import read_block_scores
+        from lfr.score_reference import read_block_scores
 
         scores = read_block_scores(block_scores)
     facts = RunFacts(train_store.num_blocks, batch_blocks, T, seed, tc.epochs, scores)
@@ -416,3 +417,12 @@ def train(cfg: ExperimentConfig, size: str, method: str, seed: int, data_dir: Pa
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,
+         out: Path, resume_dir: Path | None = None, time_limit_min: float | None = None,
+         snapshots: str | None = None, block_scores: Path | None = None) -> None:
+    """The `train` stage; `snapshots`: the profile settings as JSON (the runs `profile:` selects)."""
+    train(cfg, size, method, seed, data, tokenizer, out, resume_dir, {"git_commit": git_commit()},
+          time_limit_min=time_limit_min, block_scores=block_scores,
+          snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None)

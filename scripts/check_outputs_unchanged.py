@@ -76,8 +76,9 @@ def fingerprint_folder(workdir: Path, tables: str) -> dict[str, object]:
 def fingerprint(code: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="lfr-outputs-") as tmp:
         smoke, demo = Path(tmp, "smoke"), Path(tmp, "demo")
+        methods = "methods=" + json.dumps(METHODS, separators=(",", ":"))
         snakemake(code, smoke, "results/smoke/tables/main.csv", "--configfile",
-                  str(code / "config/smoke.yaml"), "--config", f"methods={json.dumps(METHODS, separators=(',', ':'))}")
+                  str(code / "config/smoke.yaml"), "--config", methods)
         snakemake(code, demo, *NANO_RUNS)
         return {"smoke": fingerprint_folder(smoke, "results/smoke/tables/main_by_seed.csv"),
                 "demo": fingerprint_folder(demo, "results/tables/main_by_seed.csv")}

@@ -38,7 +38,7 @@ def tiny_config(**overrides):
 def prepared(tmp_path_factory):
     """(config, dir) with corpus/, tokenizer/ and data/ built from the bundled corpus."""
     from lfr.corpus import prepare_corpus
-    from lfr.data import tokenize
+    from lfr.tokenize import tokenize
     from lfr.tokenizer import prepare_tokenizer
 
     cfg = tiny_config()

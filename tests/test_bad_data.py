@@ -16,7 +16,8 @@ from conftest import REPO, tiny_config
 
 from lfr.config import CorpusConfig, DataConfig
 from lfr.corpus import UNKNOWN_DOMAIN, prepare_corpus
-from lfr.data import BlockStore, tokenize, tokenize_split
+from lfr.data import BlockStore
+from lfr.tokenize import tokenize, tokenize_split
 from lfr.tokenizer import _train_texts, raw_batch_encoder, split_text
 
 
@@ -160,7 +161,7 @@ MEASURE = textwrap.dedent("""
     from pathlib import Path
     from lfr.config import validate_config
     from lfr.corpus import prepare_corpus
-    from lfr.data import tokenize
+    from lfr.tokenize import tokenize
     from lfr.tokenizer import prepare_tokenizer
     out = Path(sys.argv[1])
     cfg = validate_config(json.loads(sys.argv[2]))

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from lfr.config import DataConfig, ExperimentConfig, validate_config
-from lfr.data import BlockStore, check_data_matches, token_dtype
+from lfr.config import ExperimentConfig, token_dtype, validate_config
+from lfr.data import BlockStore, check_data_matches
 from lfr.tokenizer import META_FILE, batch_encoder
 
 ALL = set(ExperimentConfig.model_fields)
@@ -56,7 +56,7 @@ def test_block_table_carries_domain_and_document(prepared):
     ("uint32", 512, np.uint32),
 ])
 def test_token_dtype(setting, vocab, dtype):
-    assert token_dtype(DataConfig(token_dtype=setting), vocab) == dtype
+    assert np.dtype(token_dtype(setting, vocab)) == dtype
 
 
 def test_data_records_the_config_it_was_built_from(prepared):

@@ -289,7 +289,7 @@ def test_peers_config_is_valid_and_plans_references(tmp_path):
 # -- through the real loop -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference(prepared, tmp_path_factory):
-    from lfr.reference import score_reference
+    from lfr.score_reference import score_reference
 
     cfg, root = prepared
     cfg = tiny_config(method_options={"ppl-prune": {"reference_fraction": 0.2, "reference_epochs": 1}})
@@ -300,7 +300,7 @@ def reference(prepared, tmp_path_factory):
 
 def test_score_reference_writes_scores_and_its_compute(reference, prepared):
     from lfr.data import BlockStore
-    from lfr.reference import read_block_scores, reference_shard
+    from lfr.score_reference import read_block_scores, reference_shard
 
     _cfg, out, info = reference
     _, root = prepared
@@ -346,7 +346,7 @@ def test_peer_trains_through_the_loop_at_equal_tokens(name, trained, reference, 
     if name == "ppl-prune":
         assert run["reference_train_tokens"] == info["reference_train_tokens"] > 0
         assert run["forward_only_tokens"] == info["scoring_tokens"] > 0
-        from lfr.report import summarize
+        from lfr.report.summarize import summarize
 
         main = summarize([random_dir, tmp_path], tmp_path / "main.csv").set_index("method")
         assert main.loc["ppl-prune"].compute_tokens == pytest.approx(

@@ -13,16 +13,16 @@ from transformers import GPT2LMHeadModel
 
 from lfr.config import ProfileConfig
 from lfr.data import BlockStore
-from lfr.forgetting import (
+from lfr.model import block_losses
+from lfr.profile import profile_run, sample_blocks
+from lfr.report.forgetting import (
     analyze,
     classify,
     forgetting_events,
     half_drop_tokens,
     noise_threshold,
 )
-from lfr.model import block_losses
-from lfr.profile import profile_run, sample_blocks
-from lfr.profile_figures import FIGURES, plot_profile
+from lfr.report.profile_figures import FIGURES, plot_profile
 
 CASES = {  # trajectory (threshold 0.5) -> (events, class)
     "learned": ([5.0, 4.0, 3.0, 3.2], 0, "learned"),

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfr.figures import phase_spans, plot
-from lfr.report import loss_at, summarize, tokens_to_reach
+from lfr.report.figures import phase_spans, plot
+from lfr.report.summarize import loss_at, summarize, tokens_to_reach
 
 
 def test_tokens_to_reach_interpolates_the_first_crossing():

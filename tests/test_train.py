@@ -162,8 +162,8 @@ def test_every_phase_is_logged_at_its_last_step(lfr_run):
 
 
 def test_phase_figure_draws_the_planned_spans(lfr_run, tmp_path):
-    from lfr.figures import phase_spans, plot_phases
-    from lfr.report import load_runs
+    from lfr.report.figures import phase_spans, plot_phases
+    from lfr.report.summarize import load_runs
 
     out, plan, tokens_per_step = lfr_run
     planned = pd.DataFrame({"phase": [p.name for p in plan],

@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from lfr.config import ConfigError, format_errors
-
 from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
 from lfr.sampling.infobatch import InfoBatchSampler
 from lfr.sampling.leitner import LeitnerSampler

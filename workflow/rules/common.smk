@@ -149,7 +149,7 @@ def block_scores_input(wildcards):
     """The reference scores of a method that needs them (ppl-prune), else nothing."""
     if not SAMPLERS[wildcards.method].needs_block_scores:
         return []
-    from lfr.reference import reference_settings
+    from lfr.score_reference import reference_settings
 
     ref_size, _ = reference_settings(CFG, wildcards.method)
     folder = SCORES_DIR.format(method=wildcards.method, ref_size=ref_size, seed=wildcards.seed)

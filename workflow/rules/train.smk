@@ -1,4 +1,4 @@
-# Pretraining: one job per model size x data-selection method x seed.
+# Stage `train` (lfr/train.py): one job per model size x data-selection method x seed.
 # -------------------------------------------------------------------------------------------
 
 
@@ -47,38 +47,3 @@ rule train:
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
         "--threads {threads} {params.time_limit} {params.snapshots} {params.block_scores} "
         "> {log} 2>&1 || {{ rc=$?; tail -n 1 {log} >&2; exit $rc; }}"
-
-
-rule score_reference:
-    input:
-        meta=rules.tokenize.output.meta,
-        tokens=rules.tokenize.output.train,
-        tokenizer=rules.tokenizer.output,
-    output:
-        scores=f"{SCORES_DIR}/block_scores.parquet",
-        info=f"{SCORES_DIR}/reference.json",
-        reference=directory(f"{SCORES_DIR}/reference"),
-    log:
-        "results/logs/score_reference/{method}/{ref_size}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/score_reference/{method}/{ref_size}/seed{seed}.tsv"
-    params:
-        config=lambda wildcards: run_config(wildcards.ref_size, wildcards.method),
-        data_dir=subpath(input.meta, parent=True),
-        out_dir=subpath(output.info, parent=True),
-        resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
-    threads: 1  # as train
-    resources:
-        gpu=lambda wildcards: min(1, CFG.size_resources(wildcards.ref_size).gpus),
-        runtime=lambda wildcards: CFG.size_resources(wildcards.ref_size).runtime_min,
-        mem_mb=lambda wildcards: CFG.size_resources(wildcards.ref_size).mem_mb,
-    conda:
-        "../envs/lfr.yaml"
-    message:
-        "--- Training the {wildcards.ref_size} reference model of {wildcards.method} (seed "
-        "{wildcards.seed}) and scoring every block."
-    shell:
-        "python -m lfr score-reference --config-json {params.config:q} --method {wildcards.method} "
-        "--seed {wildcards.seed} --data {params.data_dir} --tokenizer {input.tokenizer} "
-        "--out {params.out_dir} --resume-dir {params.resume_dir} --threads {threads} > {log} 2>&1 "
-        "|| {{ rc=$?; tail -n 1 {log} >&2; exit $rc; }}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lfr.config import ProfileConfig
+from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.files import atomic_path
 
 PAPER = {"forgotten": 0.25, "multiple_descent_of_forgotten": 0.82}
@@ -175,3 +175,9 @@ def analyze(profile_dirs: list[Path], run_dirs: list[Path], data_dir: Path, cfg:
         with atomic_path(path) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     return table
+
+
+def main(cfg: ExperimentConfig, profiles: list[Path], runs: list[Path], data: Path,
+         out_forgetting: Path, out_domains: Path, out_kept: Path) -> str:
+    table = analyze(profiles, runs, data, cfg.profile, out_forgetting, out_domains, out_kept)
+    return table.to_string(index=False)

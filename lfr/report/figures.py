@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import atomic_path
-from lfr.report import BASELINE, load_runs
+from lfr.report.summarize import BASELINE, load_runs
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
@@ -172,3 +172,7 @@ def plot(figure: str, run_dirs: list[Path], main_csv: Path | None, out_png: Path
         if main_csv is None:
             raise ValueError(f"figure {figure!r} needs --main (results/tables/main.csv)")
         FIGURES[figure](pd.read_csv(main_csv), out_png)
+
+
+def main(figure: str, runs: list[Path], out: Path, main: Path | None = None) -> None:
+    plot(figure, runs, main, out)

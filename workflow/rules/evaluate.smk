@@ -1,24 +1,5 @@
-# Downstream evaluation with lm-evaluation-harness.
+# Stage `evaluate` (lfr/evaluate.py): lm-evaluation-harness on each run and reference model.
 # -------------------------------------------------------------------------------------------
-
-
-rule eval_tasks:
-    input:
-        val=rules.corpus.output.val,
-        tokenizer=rules.tokenizer.output,
-    output:
-        directory("results/eval_tasks"),
-    log:
-        "results/logs/eval_tasks.log",
-    params:
-        config=stage_config("eval", "data", exclude=["eval.references"]),
-    conda:
-        "../envs/lfr.yaml"
-    message:
-        "--- Building the offline eval tasks from held-out documents."
-    shell:
-        "python -m lfr eval-tasks --config-json {params.config:q} --val-docs {input.val} "
-        "--tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -66,18 +47,3 @@ rule evaluate_reference:
         "python -m lfr evaluate --config-json {params.config:q} --model {params.model} "
         "--tasks {input.tasks} --size {params.model} --method reference --seed -1 "
         "--out-json {output.json} --out-parquet {output.parquet} --threads {threads} > {log} 2>&1"
-
-
-rule prefetch_eval_data:
-    output:
-        touch("resources/hf_cache/.prefetched"),
-    log:
-        "results/logs/prefetch_eval_data.log",
-    params:
-        config=stage_config("eval"),
-    conda:
-        "../envs/lfr.yaml"
-    message:
-        "--- Downloading the datasets of the standard eval tasks (run on a networked node)."
-    shell:
-        "python -m lfr prefetch --config-json {params.config:q} > {log} 2>&1"

@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib import pyplot as plt
 
 from lfr.config import ProfileConfig
-from lfr.figures import STYLE, color, panels, save
-from lfr.forgetting import PAPER, classify_run
+from lfr.report.figures import STYLE, color, panels, save
+from lfr.report.forgetting import PAPER, classify_run
 
 CLASS_COLORS = {"learned": "#2ca02c", "forgotten": "#d62728", "multiple descent": "#9467bd",
                 "unlearned": "#7f7f7f"}
@@ -169,3 +169,7 @@ FIGURES = {"profile_distribution": plot_distribution, "forgetting_examples": plo
 def plot_profile(figure: str, profile_dirs: list[Path], tables: Path, out_png: Path) -> None:
     profiles = {str(d): pd.read_parquet(Path(d) / "losses.parquet") for d in profile_dirs}
     FIGURES[figure](profiles, Path(tables), out_png)
+
+
+def main(figure: str, profiles: list[Path], tables: Path, out: Path) -> None:
+    plot_profile(figure, profiles, tables, out)

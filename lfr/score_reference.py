@@ -23,6 +23,7 @@ import pandas as pd
 
 from lfr.config import ExperimentConfig
 from lfr.files import write_json, write_parquet
+from lfr.runtime import git_commit
 from lfr.sampling import SAMPLERS, BlockScores, RunFacts, Sampler, SamplerOptions
 from lfr.sampling.base import epoch_draws
 
@@ -121,3 +122,9 @@ def read_block_scores(path: str | Path) -> BlockScores:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return BlockScores(table.score.to_numpy(np.float32), table.reference.to_numpy(bool),
                        int(info.get("reference_train_tokens", 0)), int(info.get("scoring_tokens", 0)))
+
+
+def main(cfg: ExperimentConfig, method: str, seed: int, data: Path, tokenizer: Path, out: Path,
+         resume_dir: Path | None = None) -> dict[str, Any]:
+    return score_reference(cfg, method, seed, data, tokenizer, out, resume_dir,
+                           {"git_commit": git_commit()})

@@ -185,3 +185,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
     write_csv(out_csv, main)
     return main
+
+
+def main(runs: list[Path], out: Path, evals: list[Path] | None = None,
+         forgetting: Path | None = None) -> str:
+    return summarize(runs, out, evals or [], forgetting_csv=forgetting).to_string(index=False)

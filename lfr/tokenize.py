@@ -1,0 +1,101 @@
+"""Stage `tokenize`: both document splits into token files and block tables (lfr/data.py reads
+them back).
+
+Each split becomes one flat token file (`train.bin`, `val.bin`: documents joined, each followed
+by EOT) plus a block table; `meta.json`, written last, records the config sections the data was
+built from (`built_from`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_dtype
+from lfr.corpus import read_documents
+from lfr.files import atomic_path, write_json, write_parquet
+from lfr.tokenizer import piece_encoder, tokenizer_meta
+
+log = logging.getLogger(__name__)
+
+
+def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Path,
+                   blocks_out: Path) -> dict:
+    """Tokenize one split to a flat token file and its block table; return its statistics."""
+    meta = tokenizer_meta(tok_dir)
+    encode, eot = piece_encoder(tok_dir), meta["eot_id"]
+    dtype = np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"]))
+    doc_ids: list[str] = []
+    domains: list[str | None] = []
+    doc_ends: list[int] = []
+    num_tokens = 0
+    eot_bytes = np.asarray([eot], dtype=dtype).tobytes()
+    with atomic_path(bin_out) as tmp, open(tmp, "wb") as f:
+        for batch in tqdm(read_documents(docs_path), desc=f"tokenize {docs_path.stem}", unit=" batch"):
+            # Long documents arrive in pieces (bounded memory), in document order.
+            for i, ids, last in encode([r["text"] for r in batch]):
+                f.write(np.asarray(ids, dtype=dtype).tobytes())
+                num_tokens += len(ids)
+                if last:
+                    f.write(eot_bytes)
+                    num_tokens += 1
+                    doc_ids.append(batch[i]["doc_id"])
+                    domains.append(batch[i]["domain"])
+                    doc_ends.append(num_tokens)
+    T = cfg.block_size
+    num_blocks = (num_tokens - 1) // T
+    if num_blocks < 1:
+        bin_out.unlink()
+        raise ValueError(
+            f"{docs_path}: {num_tokens} tokens make no block of data.block_size={T}+1; "
+            f"add text or lower data.block_size"
+        )
+    offsets = np.arange(num_blocks, dtype=np.int64) * T
+    doc_index = np.searchsorted(np.asarray(doc_ends), offsets + T // 2, side="right")
+    blocks = pd.DataFrame({
+        "block_id": np.arange(num_blocks, dtype=np.int64),
+        "offset": offsets,
+        "domain": pd.array(np.asarray(domains, dtype=object)[doc_index], dtype="string"),
+        "doc_id": pd.array(np.asarray(doc_ids, dtype=object)[doc_index], dtype="string"),
+    })
+    write_parquet(blocks_out, blocks)
+    return {"tokens": num_tokens, "documents": len(doc_ids), "blocks": num_blocks}
+
+
+def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, out_dir: Path,
+             corpus: CorpusConfig | None = None) -> dict:
+    """Tokenize both splits into out_dir and write meta.json last (it marks completion).
+
+    `built_from` in meta.json: the tokenizer's record, `cfg` and `corpus` (the config the
+    documents were read with, when the stage was given it)."""
+    meta = tokenizer_meta(tok_dir)
+    out_dir = Path(out_dir)
+    splits = {
+        split: tokenize_split(docs, tok_dir, cfg, out_dir / f"{split}.bin",
+                              out_dir / f"{split}_blocks.parquet")
+        for split, docs in (("train", train_docs), ("val", val_docs))
+    }
+    info = {
+        "block_size": cfg.block_size,
+        "dtype": np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"])).name,
+        "vocab_size": meta["vocab_size"],
+        "eot_id": meta["eot_id"],
+        "tokenizer_kind": meta["kind"],
+        "tokenizer_sha256": meta["sha256"],
+        **{f"{split}_{k}": v for split, s in splits.items() for k, v in s.items()},
+        "built_from": {**({"corpus": corpus.model_dump(mode="json")} if corpus else {}),
+                       **meta.get("built_from", {}), "data": cfg.model_dump(mode="json")},
+    }
+    write_json(out_dir / "meta.json", info)
+    log.info("tokenize: %s", info)
+    return info
+
+
+def main(cfg: ExperimentConfig, given: frozenset[str], train_docs: Path, val_docs: Path,
+         tokenizer: Path, out: Path) -> None:
+    tokenize(train_docs, val_docs, tokenizer, cfg.data, out,
+             corpus=cfg.corpus if "corpus" in given else None)

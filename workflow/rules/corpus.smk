@@ -1,0 +1,21 @@
+# Stage `corpus` (lfr/corpus.py): the corpus documents, split into train and val by document.
+# -------------------------------------------------------------------------------------------
+
+
+rule corpus:
+    input:
+        corpus_inputs,
+    output:
+        train="results/corpus/train.parquet",
+        val="results/corpus/val.parquet",
+    log:
+        "results/logs/corpus.log",
+    params:
+        config=stage_config("corpus"),
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Reading the {CFG.corpus.source} corpus and splitting it by document."
+    shell:
+        "python -m lfr corpus --config-json {params.config:q} "
+        "--train-out {output.train} --val-out {output.val} > {log} 2>&1"

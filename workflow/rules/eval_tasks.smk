@@ -1,0 +1,21 @@
+# Stage `eval-tasks` (lfr/eval_tasks.py): the offline lm-eval tasks from held-out documents.
+# -------------------------------------------------------------------------------------------
+
+
+rule eval_tasks:
+    input:
+        val=rules.corpus.output.val,
+        tokenizer=rules.tokenizer.output,
+    output:
+        directory("results/eval_tasks"),
+    log:
+        "results/logs/eval_tasks.log",
+    params:
+        config=stage_config("eval", "data", exclude=["eval.references"]),
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Building the offline eval tasks from held-out documents."
+    shell:
+        "python -m lfr eval-tasks --config-json {params.config:q} --val-docs {input.val} "
+        "--tokenizer {input.tokenizer} --out {output} > {log} 2>&1"

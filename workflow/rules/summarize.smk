@@ -1,0 +1,32 @@
+# Stage `summarize` (lfr/report/summarize.py): the main tables from the runs and evaluations.
+# -------------------------------------------------------------------------------------------
+
+
+rule summarize:
+    input:
+        runs=expand("{run}/run.json", run=all_runs()),
+        evals=all_evals(),
+        forgetting=rules.forgetting.output.forgetting if CFG.profiled_runs() else [],
+    output:
+        main=report(
+            f"{TABLES}/main.csv",
+            caption="../report/main_table.rst",
+            category="Tables",
+        ),
+        by_seed=report(
+            f"{TABLES}/main_by_seed.csv",
+            caption="../report/main_by_seed.rst",
+            category="Tables",
+        ),
+    log:
+        f"{SET_LOGS}/summarize.log",
+    params:
+        runs=all_runs(),
+        forgetting=lambda wildcards, input: f"--forgetting {input.forgetting}" if input.forgetting else "",
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Writing the main tables."
+    shell:
+        "python -m lfr summarize --runs {params.runs} --evals {input.evals} {params.forgetting} "
+        "--out {output.main} > {log} 2>&1"

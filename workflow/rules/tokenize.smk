@@ -1,0 +1,27 @@
+# Stage `tokenize` (lfr/tokenize.py): both splits into token files and block tables.
+# -------------------------------------------------------------------------------------------
+
+
+rule tokenize:
+    input:
+        train=rules.corpus.output.train,
+        val=rules.corpus.output.val,
+        tokenizer=rules.tokenizer.output,
+    output:
+        train="results/data/train.bin",
+        val="results/data/val.bin",
+        train_blocks="results/data/train_blocks.parquet",
+        val_blocks="results/data/val_blocks.parquet",
+        meta="results/data/meta.json",
+    log:
+        "results/logs/tokenize.log",
+    params:
+        config=stage_config("corpus", "tokenizer", "data"),  # likewise, in meta.json
+        out_dir=subpath(output.meta, parent=True),
+    conda:
+        "../envs/lfr.yaml"
+    message:
+        "--- Tokenizing both splits into blocks of {CFG.data.block_size} tokens."
+    shell:
+        "python -m lfr tokenize --config-json {params.config:q} --train-docs {input.train} "
+        "--val-docs {input.val} --tokenizer {input.tokenizer} --out {params.out_dir} > {log} 2>&1"
