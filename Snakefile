@@ -58,9 +58,9 @@ rule all:
             figure=["val_loss", "lfr_phases", "speedup", "downstream"],
             ext=["png", "pdf"],
         ),
-        rules.forgetting.output if CFG.profiled_runs() else [],
+        rules.forgetting.output if profiled_runs() else [],
         expand(
             f"{FIGURES}/{{figure}}.{{ext}}",
-            figure=PROFILE_FIGURES if CFG.profiled_runs() else [],
+            figure=PROFILE_FIGURES if profiled_runs() else [],
             ext=["png", "pdf"],
         ),

@@ -49,9 +49,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lfr.config import ExperimentConfig, ProfileConfig, config_hash, validate_config
+from lfr.config import ExperimentConfig, ProfileConfig, config_hash
 from lfr.data import BlockStore
 from lfr.files import write_csv
+from lfr.grid import validate_config
 from lfr.model import build_model, configure_optimizer, gpt2_config
 from lfr.profile import profile_losses
 from lfr.runtime import git_commit, setup_torch

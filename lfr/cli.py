@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lfr.config import ConfigError, ExperimentConfig, load_config, validate_config
+from lfr.config import ConfigError, ExperimentConfig
+from lfr.grid import load_config, validate_config
 from lfr.runtime import Interrupted, setup_torch
 
 SECTIONS = frozenset(ExperimentConfig.model_fields)

@@ -1,9 +1,12 @@
-"""The experiment config: one validated, typed view of `config/*.yaml`.
+"""The experiment config's schema: one typed view of `config/*.yaml`, its error messages.
 
-The same models validate the Snakemake config (the Snakefile calls `validate_config`) and the
-JSON that each `python -m lfr <stage>` receives, so a typo fails before any job runs, with a
-message that names the key. `workflow/schemas/config.schema.json` is generated from these models
-(`python -m lfr schema`); a test keeps the two in sync. This module imports no torch.
+The same models validate the Snakemake config and the JSON that each `python -m lfr <stage>`
+receives, so a typo fails before any job runs, with a message that names the key. This module is
+the schema alone: it imports no other lfr module (and no torch), so that everything else can
+import it. The checks that need the method registry (method names, each method's options) and
+across the grid's keys are lfr/grid.py's, whose `validate_config`/`load_config` are the entry
+points. `workflow/schemas/config.schema.json` is generated from these models (`python -m lfr
+schema`); a test keeps the two in sync.
 """
 
 from __future__ import annotations
@@ -308,8 +311,8 @@ class ProfileConfig(Section):
     sample_seed: Seed = 0
     """Seed of that sample; the same blocks for every run, so runs compare block by block."""
     batch_size: Annotated[int, Field(ge=1)] = 16
-    """Blocks per no-grad forward of the profiling pass: 16 keeps a CPU's caches warm (faster than
-    64 on the demo model); raise it on GPUs (config/paper.yaml: 128)."""
+    """Blocks per no-grad forward of the profiling pass: small batches keep a CPU's caches warm;
+    raise it on GPUs, which need large batches to be busy (config/paper.yaml)."""
     threshold_nats: Annotated[float, Field(gt=0)] | None = None
     """Forgetting threshold in nats (mean token loss of a block); None: threshold_sd x noise."""
     threshold_sd: Annotated[float, Field(gt=0)] = 2.0
@@ -342,7 +345,7 @@ class ExperimentConfig(Section):
     models: Annotated[Names, Field(min_length=1)] = ["micro"]
     """Model sizes to train: names from MODEL_PRESETS or `custom_models`."""
     methods: Annotated[Names, Field(min_length=1)] = ["random"]
-    """Data-selection methods (samplers) to compare."""
+    """Data-selection methods (samplers) to compare: names of the lfr/sampling registry."""
     method_sizes: dict[str, Annotated[Names, Field(min_length=1)]] = {}
     """Restrict a method to some sizes, e.g. {lfr-reverse: [nano]}; default: every size. Not
     empty: a method without sizes has no runs (remove it from `methods` instead)."""
@@ -383,76 +386,6 @@ class ExperimentConfig(Section):
     def _known_sizes(cls, models: list[str], info: ValidationInfo) -> list[str]:
         return check_names(models, {**MODEL_PRESETS, **info.data.get("custom_models", {})})
 
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, methods: list[str]) -> list[str]:
-        from lfr.sampling import SAMPLERS  # the registry imports no torch
-
-        return check_names(methods, SAMPLERS)
-
-    @field_validator("method_options")
-    @classmethod
-    def _valid_method_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from lfr.sampling import SAMPLERS
-
-        errors = []  # every method's errors, each at its full path (format_errors)
-        for name, opts in options.items():
-            if name not in SAMPLERS:
-                raise key_error(f"{name!r} is not a method; choose from {sorted(SAMPLERS)}", name)
-            try:
-                SAMPLERS[name].Options.model_validate(opts)
-            except ValidationError as err:
-                errors += [{**e, "loc": (name, *e["loc"])} for e in err.errors()]
-        if errors:
-            raise PydanticCustomError("nested", "{summary}", {"summary": "; ".join(
-                f"{path(e['loc'])}: {e['msg']}" for e in errors), "errors": errors})
-        return options
-
-    @model_validator(mode="after")
-    def _grid_names(self) -> ExperimentConfig:
-        for method, sizes in self.method_sizes.items():
-            if method not in self.methods:
-                raise key_error(f"{method!r} is not in `methods` ({self.methods})", "method_sizes", method)
-            for i, size in enumerate(sizes):
-                if size not in self.models:
-                    raise key_error(f"{size!r} is not in `models` ({self.models})", "method_sizes", method, i)
-        for key in ("methods", "sizes"):
-            names, known = getattr(self.profile, key), getattr(self, "models" if key == "sizes" else key)
-            for i, name in enumerate(names or []):
-                if name not in known:
-                    raise key_error(f"{name!r} is not run; choose from {known}", "profile", key, i)
-        known = {**MODEL_PRESETS, **self.custom_models}
-        references = set()  # e.g. ppl-prune's reference model, trained by a job of its own
-        for method, opts in self.method_options.items():
-            size = opts.get("reference_size")
-            if size is not None and size not in known:
-                raise key_error(f"{size!r} is unknown; choose from {sorted(known)}",
-                                "method_options", method, "reference_size")
-            references.add(size)
-        run_seeds = {*self.seeds, *(s for seeds in self.size_seeds.values() for s in seeds)}
-        if self.profile.seeds != [0]:  # the default may profile nothing (seeds: [1]) as before
-            for i, seed in enumerate(self.profile.seeds):
-                if seed not in run_seeds:
-                    raise key_error(f"no run has seed {seed} (`seeds`, `size_seeds`)", "profile", "seeds", i)
-        p = self.profile
-        if (p.methods or p.sizes or p.seeds != [0]) and not self.profiled_runs():
-            raise key_error("selects no run of the grid (`method_sizes` and `size_seeds` included); "
-                            "`methods: []` profiles nothing on purpose", "profile")
-        for size in self.size_seeds:
-            if size not in self.models:
-                raise key_error(f"{size!r} is not in `models` ({self.models})", "size_seeds", size)
-        for size in self.resources:
-            if size not in {*self.models, *references, "default"}:
-                raise key_error(f"{size!r} is not in `models` ({self.models}), a reference_size "
-                                "or `default`", "resources", size)
-        return self
-
-    def runs(self) -> list[tuple[str, str, int]]:
-        """Every (size, method, seed) of the grid, in config order."""
-        return [(size, method, seed) for size in self.models for method in self.methods
-                if size in self.method_sizes.get(method, self.models)
-                for seed in self.size_seeds.get(size, self.seeds)]
-
     @model_validator(mode="after")
     def _dtype_fits(self) -> ExperimentConfig:
         try:
@@ -461,28 +394,8 @@ class ExperimentConfig(Section):
             raise key_error(str(err), "data", "token_dtype") from None
         return self
 
-    def profiled(self, size: str, method: str, seed: int) -> bool:
-        """Whether the run (size, method, seed) is profiled (saves snapshots, gets a profile)."""
-        p = self.profile
-        return ((p.methods is None or method in p.methods) and (p.sizes is None or size in p.sizes)
-                and seed in p.seeds)
-
-    def profiled_runs(self) -> list[tuple[str, str, int]]:
-        return [run for run in self.runs() if self.profiled(*run)]
-
-    def size_resources(self, size: str) -> SizeResources:
-        return self.resources.get(size, self.resources.get("default", SizeResources()))
-
     def model_preset(self, size: str) -> ModelPreset:
         return {**MODEL_PRESETS, **self.custom_models}[size]
-
-    def smallest_model(self) -> str:
-        """The size in `models` with the fewest parameters (12 L d^2 + vocab d; first on ties)."""
-        def params(size: str) -> int:
-            p = self.model_preset(size)
-            return 12 * p.n_layer * p.n_embd**2 + self.vocab_size * p.n_embd
-
-        return min(self.models, key=params)
 
     @property
     def result_set(self) -> str:
@@ -505,7 +418,28 @@ def token_dtype(choice: str, vocab_size: int) -> str:
 
 
 class ConfigError(ValueError):
-    """A config that fails validation; the message names each bad key."""
+    """A config that fails validation; the message names each bad key, one problem a line:
+    `<source>: invalid config (N problem(s)):` and then `  - <key>: <what is wrong>` each."""
+
+    @classmethod
+    def of(cls, source: str, problems: list[str]) -> ConfigError:
+        return cls("\n".join([f"{source}: invalid config ({len(problems)} problem(s)):",
+                              *(f"  - {p}" for p in problems)]))
+
+    @property
+    def problems(self) -> list[str]:
+        """The `<key>: <what is wrong>` lines of the message, so that several validations (the
+        schema's, each method's) make one message; a message without them is one problem."""
+        lines = str(self).splitlines()
+        if not any(line.startswith("  - ") for line in lines[1:]):
+            return [str(self)]
+        problems: list[str] = []
+        for line in lines[1:]:
+            if line.startswith("  - "):
+                problems.append(line[4:])
+            elif problems:  # a message of several lines stays with its key
+                problems[-1] += "\n" + line
+        return problems
 
 
 def path(loc: Iterable[str | int]) -> str:
@@ -525,15 +459,11 @@ def path(loc: Iterable[str | int]) -> str:
 
 
 def flat_errors(errors: list[Any], prefix: tuple = ()) -> Iterator[tuple[str, Any]]:
-    """(full key, error) of each error; nested ones (method_options) and key_error's `sub` are
-    moved below the location they were raised at."""
+    """(full key, error) of each error; key_error's `sub` is moved below the location it was
+    raised at."""
     for e in errors:
-        loc = (*prefix, *e["loc"])
         ctx = e.get("ctx") or {}
-        if e["type"] == "nested":
-            yield from flat_errors(ctx["errors"], loc)
-        else:
-            yield path((*loc, *ctx.get("sub", ()))), e
+        yield path((*prefix, *e["loc"], *ctx.get("sub", ()))), e
 
 
 def is_number(value: Any) -> bool:
@@ -545,11 +475,10 @@ def is_number(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
-    """One line per bad key, each named by its full path (below `prefix`)."""
-    errors = list(flat_errors(err.errors(), prefix))
-    lines = [f"{source}: invalid config ({len(errors)} problem(s)):"]
-    for key, e in errors:
+def problem_lines(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """`<key>: <what is wrong>` of each error, the key its full path (below `prefix`)."""
+    lines = []
+    for key, e in flat_errors(err.errors(), prefix):
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check the spelling against config/README.md"
@@ -557,8 +486,13 @@ def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = (
         got = "" if quiet else f" (got {e['input']!r})"
         if e["type"] in ("int_type", "float_type") and is_number(e.get("input")):
             got += "; a number in quotes is text, and so is YAML's 1e-3: write 1.0e-3"
-        lines.append(f"  - {key}: {msg}{got}")
-    return "\n".join(lines)
+        lines.append(f"{key}: {msg}{got}")
+    return lines
+
+
+def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
+    """One line per bad key, each named by its full path (below `prefix`)."""
+    return str(ConfigError.of(source, problem_lines(err, prefix)))
 
 
 def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
@@ -571,27 +505,27 @@ def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
-def validate_config(raw: dict[str, Any], source: str = "config", whole: bool = False) -> ExperimentConfig:
-    """Validate a raw config mapping; raise ConfigError naming every bad key. `whole`: `raw` is
-    the whole config (the Snakefile's), not the sections of one job."""
+def schema_problems(raw: Any, whole: bool = False) -> tuple[ExperimentConfig | None, list[str]]:
+    """The config that `raw` validates to by this schema (None if it does not) and its problems,
+    `<key>: <what is wrong>` each. `whole`: `raw` is the whole config (the Snakefile's), not the
+    sections of one job. Method names and options, and the checks across keys that need the
+    grid, are lfr/grid.py's (`validate_config`, the entry point)."""
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, source)) from None
-    if whole and (problems := whole_config_problems(cfg)):
-        raise ConfigError("\n".join([f"{source}: invalid config ({len(problems)} problem(s)):",
-                                      *(f"  - {p}" for p in problems)]))
-    return cfg
+        return None, problem_lines(err)
+    return cfg, whole_config_problems(cfg) if whole else []
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a config file (an empty file: no keys)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    return validate_config(raw, str(path), whole=True)
+    return raw
 
 
 def config_hash(payload: Any) -> str:

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def tiny_config(**overrides):
     """A config small enough for unit tests: ~200 KB of the bundled corpus, 2-layer model."""
-    from lfr.config import validate_config
+    from lfr.grid import validate_config
 
     raw = {
         "corpus": {"source": "bundled", "fraction": 0.03, "val_fraction": 0.03},

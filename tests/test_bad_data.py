@@ -159,7 +159,7 @@ def test_tokenizer_training_reads_at_most_train_chars_of_a_huge_document(tmp_pat
 MEASURE = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
-    from lfr.config import validate_config
+    from lfr.grid import validate_config
     from lfr.corpus import prepare_corpus
     from lfr.tokenize import tokenize
     from lfr.tokenizer import prepare_tokenizer

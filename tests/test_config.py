@@ -1,4 +1,5 @@
-"""Config validation: every shipped config loads; bad values fail with the key named."""
+"""The config's schema (lfr/config.py): bad values fail with the key named, defaults, the JSON Schema,
+command-line overrides. The methods' checks and the grid's are tests/test_grid.py's."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ import yaml
 from conftest import REPO
 
 from lfr import config
-from lfr.config import ConfigError, json_schema, load_config, merge_config, typed_overrides, validate_config
-
-
-@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    cfg = load_config(path)
-    assert cfg.models and cfg.methods and cfg.seeds
+from lfr.config import ConfigError, json_schema, merge_config, read_yaml, typed_overrides
+from lfr.grid import load_config, validate_config
 
 
 @pytest.mark.parametrize(
@@ -26,7 +22,6 @@ def test_shipped_configs_load(path):
         ({"train": {"lr": -1}}, "train.lr", "greater than 0"),
         ({"train": {"epochs": 0}}, "train.epochs", "greater than 0"),
         ({"models": ["gpt9"]}, "models", "gpt2-medium"),
-        ({"methods": ["magic"]}, "methods", "random"),
         ({"seeds": []}, "seeds", "at least 1"),
         ({"corpus": {"source": "files"}}, "corpus.paths", "corpus.paths is empty"),
         ({"corpus": {"source": "hf"}}, "corpus.hf", "corpus.hf is missing"),
@@ -37,8 +32,6 @@ def test_shipped_configs_load(path):
         ({"data": {"block_size": 4}}, "data.block_size", "greater than or equal to 8"),
         ({"custom_models": {"odd": {"n_layer": 2, "n_head": 3, "n_embd": 64}}}, "custom_models.odd.n_embd",
          "not divisible"),
-        ({"method_options": {"random": {"epochz": 2}}}, "method_options.random.epochz", "unknown key"),
-        ({"profile": {"methods": ["lfr"]}}, "profile.methods[0]: 'lfr'", "choose from ['random']"),
         ({"profile": {"sample_blocks": 0}}, "profile.sample_blocks", "greater than or equal to 1"),
         ({"profile": {"threshold_nats": -0.1}}, "profile.threshold_nats", "greater than 0"),
     ],
@@ -62,42 +55,15 @@ LFR = {"methods": ["random", "lfr"]}
         ({"seeds": [0, 0]}, "seeds[1]", "listed twice"),
         ({"seeds": [2**32]}, "seeds[0]", "less than or equal to 4294967295"),
         ({**NANO, "size_seeds": {"nano": [1, 1]}}, "size_seeds.nano[1]", "listed twice"),
-        ({"size_seeds": {"nano": [0]}}, "size_seeds.nano", "not in `models`"),
         ({"size_seeds": {1: [0]}}, "size_seeds.1 (the key)", "valid string"),
         ({"corpus": {"seed": -1}}, "corpus.seed", "greater than or equal to 0"),
         ({"eval": {"seed": -3}}, "eval.seed", "greater than or equal to 0"),
         ({"profile": {"sample_seed": -1}}, "profile.sample_seed", "greater than or equal to 0"),
-        ({"profile": {"seeds": [1]}}, "profile.seeds[0]", "no run has seed 1"),
-        ({"models": ["nano", "micro"], "methods": ["random", "lfr"], "method_sizes": {"lfr": ["nano"]},
-          "profile": {"methods": ["lfr"], "sizes": ["micro"]}}, "profile", "selects no run of the grid"),
-        ({"models": ["nano", "micro"], "size_seeds": {"nano": [1]},
-          "profile": {"sizes": ["nano"]}}, "profile", "selects no run of the grid"),
         ({"models": ["nano", "gpt9"]}, "models[1]: 'gpt9' is unknown", "gpt2-medium"),
         ({"models": ["nano", "nano"]}, "models[1]", "listed twice"),
         ({**LFR, "profile": {"methods": ["lfr", "lfr"]}}, "profile.methods[1]", "listed twice"),
         ({"method_sizes": {"random": []}}, "method_sizes.random", "at least 1"),
-        ({"method_sizes": {"lfr": ["micro"]}}, "method_sizes.lfr", "not in `methods`"),
-        ({"method_sizes": {"random": ["micro", "nano"]}}, "method_sizes.random[1]", "not in `models`"),
-        ({"method_options": {"lfr": {"schedule": [{"kind": "learn", "epochs": 1},
-                                                  {"kind": "focus", "drop": 1.5, "epochs": 1}]}}},
-         "method_options.lfr.schedule[1].drop", "less than 1"),
-        ({"method_options": {"lfr": {"schedule": [{"kind": "learn"}]}}}, "method_options.lfr.schedule[0]:",
-         "exactly one of `epochs` or `tokens`"),
-        ({"method_options": {"leitner": {"intervals": [1, 0]}}}, "method_options.leitner.intervals[1]",
-         "greater than 0"),
-        ({"method_options": {"magic": {}}}, "method_options.magic", "not a method"),
-        ({"method_options": {"loss-prop": {"alpha": 400}}}, "method_options.loss-prop.alpha",
-         "less than or equal to 10"),
         ({"train": {"epochs": 1e300}}, "train.epochs", "less than or equal to 1000000"),
-        ({"method_options": {"leitner": {"intervals": [1, 1e300]}}}, "method_options.leitner.intervals[1]",
-         "less than or equal to 1000000"),
-        ({"method_options": {"lfr": {"reps": 10**9}}}, "method_options.lfr.reps",
-         "less than or equal to 1000 (got"),
-        ({"method_options": {"lfr": {"schedule": [{"kind": "learn", "epochs": 1e9}]}}},
-         "method_options.lfr.schedule[0].epochs", "less than or equal to 1000000"),
-        ({"method_options": {"ppl-prune": {"reference_size": "huge"}}},
-         "method_options.ppl-prune.reference_size", "'huge' is unknown"),
-        ({"resources": {"gpt2": {"gpus": 1}}}, "resources.gpt2", "a reference_size or `default`"),
         ({"resources": {"default": {"gpus": -1}}}, "resources.default.gpus", "greater than or equal to 0"),
         ({"eval": {"bootstrap_iters": 1}}, "eval.bootstrap_iters", "at least 2"),
         ({"eval": {"mc_choices": 52}}, "eval.mc_choices", "less than or equal to 51"),
@@ -109,8 +75,6 @@ LFR = {"methods": ["random", "lfr"]}
         ({"train": {"batch_size": "16"}}, "train.batch_size", "valid integer"),
         ({"train": {"epochs": float("inf")}}, "train.epochs", "finite number"),
         ({"profile": {"threshold_sd": float("nan")}}, "profile.threshold_sd", "finite number"),
-        ({"method_options": {"random": {"epochs": float("inf")}}}, "method_options.random.epochs",
-         "finite number"),
         ({"custom_models": {"v 1": {"n_layer": 1, "n_head": 1, "n_embd": 8}}},
          "custom_models['v 1'] (the key)", "should match pattern"),
         ({"eval": {"references": ["/models/mine"]}}, "eval.references[0]", "should match pattern"),
@@ -118,7 +82,7 @@ LFR = {"methods": ["random", "lfr"]}
          "a preset size already"),
     ],
 )
-def test_bound_or_cross_key_error_names_the_full_path(raw, key, hint):
+def test_bound_error_names_the_full_path(raw, key, hint):
     with pytest.raises(ConfigError) as err:
         validate_config(raw, "my.yaml")
     msg = str(err.value)
@@ -143,37 +107,21 @@ def test_task_names_are_not_skipped_without_lm_eval(monkeypatch):
         validate_config({"eval": {"tasks": ["lfr_mc", "hellaswag"]}})
 
 
-def test_every_bad_method_option_is_listed():
-    with pytest.raises(ConfigError) as err:
-        validate_config({"method_options": {"infobatch": {"delta": 2}, "loss-prop": {"alpha": -1}}})
-    msg = str(err.value)
-    assert "(2 problem(s))" in msg and "method_options.infobatch.delta" in msg
-    assert "method_options.loss-prop.alpha" in msg
-
-
-@pytest.mark.parametrize("raw", [
-    {"eval": {"bootstrap_iters": 0, "tasks": ["lfr_mc", "hellaswag", "mmlu", "wmt14-fr-en"]}},  # group too
-    {"models": ["nano"], "methods": ["ppl-prune"], "resources": {"micro": {"gpus": 1}},
-     "method_options": {"ppl-prune": {"reference_size": "micro"}}},  # the reference's own job
-    {"seeds": [1], "size_seeds": {"micro": [2, 3]}, "profile": {"seeds": [3]}},
-    {"seeds": [1]},  # profile.seeds' default [0] then profiles nothing, as before
-    {"profile": {"methods": []}},
-])
-def test_cross_key_edge_cases_are_accepted(raw):
-    validate_config(raw)
-
-
 def test_custom_model_size_is_accepted():
     cfg = validate_config({"models": ["wide"], "custom_models": {"wide": {"n_layer": 1, "n_head": 2,
                                                                           "n_embd": 32}}})
     assert cfg.model_preset("wide").n_embd == 32
 
 
-def test_load_config_rejects_non_mapping(tmp_path):
+def test_a_config_file_must_be_a_mapping(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(path)
+    path.write_text("")
+    assert read_yaml(path) == {}
+    with pytest.raises(FileNotFoundError, match=r"config file .* not found"):
+        read_yaml(tmp_path / "none.yaml")
 
 
 def test_committed_schema_is_up_to_date():
@@ -204,3 +152,11 @@ def test_overrides_merge_into_sections():
     config = {"train": {"batch_size": 8, "epochs": 1}, "seeds": [0]}
     merge_config(config, {"train": {"epochs": 2}, "seeds": [0, 1]})
     assert config == {"train": {"batch_size": 8, "epochs": 2}, "seeds": [0, 1]}
+
+
+def test_a_config_error_gives_back_its_problems():
+    err = ConfigError.of("my.yaml", ["train.lr: too big", "seeds[1]: listed twice\n  (a second line)"])
+    assert str(err).splitlines()[0] == "my.yaml: invalid config (2 problem(s)):"
+    assert err.problems == ["train.lr: too big", "seeds[1]: listed twice\n  (a second line)"]
+    assert ConfigError("c.yaml: the top level must be a mapping").problems == [
+        "c.yaml: the top level must be a mapping"]

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from lfr.config import ExperimentConfig, token_dtype, validate_config
+from lfr.config import ExperimentConfig, token_dtype
 from lfr.data import BlockStore, check_data_matches
+from lfr.grid import validate_config
 from lfr.tokenizer import META_FILE, batch_encoder
 
 ALL = set(ExperimentConfig.model_fields)

@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from lfr.config import ConfigError, ExperimentConfig, validate_config
-from lfr.sampling import SAMPLERS, RunFacts, build_sampler
+from lfr import grid
+from lfr.config import ConfigError, ExperimentConfig
+from lfr.grid import validate_config
+from lfr.sampling import SAMPLERS, RunFacts, build_sampler, method_options
 
 if not hasattr(cu.many, "more"):
     class OldMany(cu.many):
@@ -122,10 +124,12 @@ def check(raw: dict[str, Any]) -> ExperimentConfig | None:
         return None
     # what the Snakefile asks of an accepted config must work too, its schema check included
     jsonschema.validate(raw, SCHEMA)
-    for size, method, seed in cfg.runs():
-        cfg.size_resources(size), cfg.model_preset(size), cfg.profiled(size, method, seed)
-        SAMPLERS[method].Options.model_validate(cfg.method_options.get(method, {}))
-    cfg.smallest_model()
+    for size, method, seed in grid.runs(cfg):
+        grid.size_resources(cfg, size), cfg.model_preset(size), grid.profiled(cfg, size, method, seed)
+        method_options(method, cfg.method_options.get(method, {}))
+        if SAMPLERS[method].needs_block_scores:
+            cfg.model_preset(grid.reference_size(cfg, method))
+    grid.smallest_model(cfg)
     validate_config(json.loads(cfg.model_dump_json()), "dumped")  # the stages' --config-json
     return cfg
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_sampling import make
 
-from lfr.config import ConfigError, validate_config
+from lfr.config import ConfigError
+from lfr.grid import validate_config
 
 
 def drive(sampler, loss_of, until=None):

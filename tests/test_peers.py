@@ -14,7 +14,8 @@ from conftest import REPO, tiny_config
 from test_lfr import drive
 from test_sampling import make
 
-from lfr.config import ConfigError, config_hash, load_config, validate_config
+from lfr.config import ConfigError, config_hash
+from lfr.grid import load_config, runs, validate_config
 from lfr.sampling import BlockScores
 from lfr.sampling.ppl_prune import band_ids
 
@@ -280,7 +281,7 @@ def test_peers_config_is_valid_and_plans_references(tmp_path):
     r = snakemake("results/peers/tables/main.csv", "-n", "--configfile", str(REPO / "config/peers.yaml"),
                   cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
-    n_runs = len(cfg.runs())
+    n_runs = len(runs(cfg))
     assert counts["train"] == counts["evaluate"] == str(n_runs)
     assert counts["score_reference"] == str(len(cfg.size_seeds.get("nano", cfg.seeds)))
     assert "results/scores/ppl-prune/nano/seed0/block_scores.parquet" in r.stdout

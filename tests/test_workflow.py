@@ -15,7 +15,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from lfr.config import ConfigError, validate_config
+from lfr.config import ConfigError
+from lfr.grid import validate_config
 
 
 def snakemake(target, *args, cwd, check=False):

@@ -10,17 +10,19 @@ from pathlib import PurePosixPath
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from lfr.config import MODEL_PRESETS, ConfigError, merge_config, typed_overrides, validate_config
-from lfr.sampling import SAMPLERS
+from lfr import grid
+from lfr.config import MODEL_PRESETS, ConfigError, merge_config, typed_overrides
+from lfr.sampling import SAMPLERS, method_options
 
 # --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
 # has merged them into config already, mappings key by key, so this replaces the same leaves.
 merge_config(config, typed_overrides(workflow.config_settings.config))
 
-# The lfr models give one clear message per bad key; the JSON Schema generated from them
-# (`python -m lfr schema`) then checks the structure; CFG carries the filled-in defaults.
+# The lfr models and the methods (lfr/grid.py) give one clear message per bad key; the JSON Schema
+# generated from the models (`python -m lfr schema`) then checks the structure; CFG carries the
+# filled-in defaults.
 try:
-    CFG = validate_config(config, "config", whole=True)
+    CFG = grid.validate_config(config, "config", whole=True)
 except ConfigError as err:
     sys.exit(f"{err}\nNothing was run.")
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
@@ -72,8 +74,7 @@ def run_config(size, method):
     their defaults filled in), not the grid's lists, so adding a size or a method, or editing
     another method's options, changes no param of this job and retrains nothing."""
     dump = CFG.model_dump(mode="json")
-    options = SAMPLERS[method].Options.model_validate(CFG.method_options.get(method, {}))
-    options = options.model_dump(mode="json")
+    options = method_options(method, CFG.method_options.get(method, {})).model_dump(mode="json")
     sizes = {size, options.get("reference_size")}  # ppl-prune's reference may be a custom size
     job = {key: dump[key] for key in ("corpus", "tokenizer", "data", "train", "offline")}
     job |= {"models": [size], "methods": [method], "method_options": {method: options},
@@ -92,7 +93,7 @@ def corpus_inputs(wildcards):
 
 
 def all_runs():
-    return [RUNS_DIR.format(size=size, method=method, seed=seed) for size, method, seed in CFG.runs()]
+    return [RUNS_DIR.format(size=size, method=method, seed=seed) for size, method, seed in grid.runs(CFG)]
 
 
 def reference_slug(name):
@@ -105,18 +106,19 @@ def reference_model(wildcards):
 
 
 def all_evals():
-    runs = [f"results/eval/{size}/{method}/seed{seed}/results.parquet" for size, method, seed in CFG.runs()]
+    runs = [f"results/eval/{size}/{method}/seed{seed}/results.parquet"
+            for size, method, seed in grid.runs(CFG)]
     refs = [f"results/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
     return runs + refs
 
 
 def train_gpus(wildcards):
-    return CFG.size_resources(wildcards.size).gpus
+    return grid.size_resources(CFG, wildcards.size).gpus
 
 
 def train_runtime(wildcards):
     """Minutes per job, if the config asks for a limit (None: no `runtime` resource)."""
-    return CFG.size_resources(wildcards.size).runtime_min
+    return grid.size_resources(CFG, wildcards.size).runtime_min
 
 
 def time_limit_arg(wildcards, resources):
@@ -126,11 +128,11 @@ def time_limit_arg(wildcards, resources):
 
 
 def train_mem_mb(wildcards):
-    return CFG.size_resources(wildcards.size).mem_mb
+    return grid.size_resources(CFG, wildcards.size).mem_mb
 
 
 def profiled_runs():
-    return [RUNS_DIR.format(size=s, method=m, seed=seed) for s, m, seed in CFG.profiled_runs()]
+    return [RUNS_DIR.format(size=s, method=m, seed=seed) for s, m, seed in grid.profiled_runs(CFG)]
 
 
 def profile_dirs():
@@ -139,7 +141,7 @@ def profile_dirs():
 
 def snapshot_arg(wildcards):
     """`--snapshots JSON` for the runs that `profile:` selects: they save weight snapshots."""
-    if not CFG.profiled(wildcards.size, wildcards.method, int(wildcards.seed)):
+    if not grid.profiled(CFG, wildcards.size, wildcards.method, int(wildcards.seed)):
         return ""
     keys = ("every_tokens", "phase_boundaries", "snapshot_dtype")
     return f"--snapshots {shlex.quote(CFG.profile.model_dump_json(include=set(keys)))}"
@@ -149,9 +151,7 @@ def block_scores_input(wildcards):
     """The reference scores of a method that needs them (ppl-prune), else nothing."""
     if not SAMPLERS[wildcards.method].needs_block_scores:
         return []
-    from lfr.score_reference import reference_settings
-
-    ref_size, _ = reference_settings(CFG, wildcards.method)
+    ref_size = grid.reference_size(CFG, wildcards.method)
     folder = SCORES_DIR.format(method=wildcards.method, ref_size=ref_size, seed=wildcards.seed)
     return os.path.join(folder, "block_scores.parquet")
 

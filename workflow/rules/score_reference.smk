@@ -23,9 +23,9 @@ rule score_reference:
         resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
     threads: 1  # as train
     resources:
-        gpu=lambda wildcards: min(1, CFG.size_resources(wildcards.ref_size).gpus),
-        runtime=lambda wildcards: CFG.size_resources(wildcards.ref_size).runtime_min,
-        mem_mb=lambda wildcards: CFG.size_resources(wildcards.ref_size).mem_mb,
+        gpu=lambda wildcards: min(1, grid.size_resources(CFG, wildcards.ref_size).gpus),
+        runtime=lambda wildcards: grid.size_resources(CFG, wildcards.ref_size).runtime_min,
+        mem_mb=lambda wildcards: grid.size_resources(CFG, wildcards.ref_size).mem_mb,
     conda:
         "../envs/lfr.yaml"
     message:

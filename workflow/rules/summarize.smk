@@ -6,7 +6,7 @@ rule summarize:
     input:
         runs=expand("{run}/run.json", run=all_runs()),
         evals=all_evals(),
-        forgetting=rules.forgetting.output.forgetting if CFG.profiled_runs() else [],
+        forgetting=rules.forgetting.output.forgetting if profiled_runs() else [],
     output:
         main=report(
             f"{TABLES}/main.csv",

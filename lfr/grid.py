@@ -1,0 +1,171 @@
+"""The experiment grid: which runs a validated config plans, and the checks that need the methods.
+
+lfr/config.py is the schema alone; this module adds what needs the method registry
+(lfr.sampling): method names, each method's options (validated by the method itself, through
+`lfr.sampling.method_options`), and the checks across keys of the grid (`method_sizes`,
+`profile`, `size_seeds`, `resources`). `validate_config` and `load_config` are the entry points
+of the CLI and the Snakefile: one ConfigError names every bad key. The queries (`runs`,
+`profiled_runs`, ...) are functions of a config that these validated. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lfr.config import (
+    MODEL_PRESETS,
+    ConfigError,
+    ExperimentConfig,
+    SizeResources,
+    path,
+    read_yaml,
+    schema_problems,
+)
+from lfr.sampling import SAMPLERS, method_options
+
+Run = tuple[str, str, int]
+"""(size, method, seed) of one training run."""
+
+
+# -- the runs of a config ---------------------------------------------------------------------------
+def runs(cfg: ExperimentConfig) -> list[Run]:
+    """Every (size, method, seed) of the grid, in config order."""
+    return [(size, method, seed) for size in cfg.models for method in cfg.methods
+            if size in cfg.method_sizes.get(method, cfg.models)
+            for seed in cfg.size_seeds.get(size, cfg.seeds)]
+
+
+def profiled(cfg: ExperimentConfig, size: str, method: str, seed: int) -> bool:
+    """Whether the run (size, method, seed) is profiled (saves snapshots, gets a profile)."""
+    p = cfg.profile
+    return ((p.methods is None or method in p.methods) and (p.sizes is None or size in p.sizes)
+            and seed in p.seeds)
+
+
+def profiled_runs(cfg: ExperimentConfig) -> list[Run]:
+    return [run for run in runs(cfg) if profiled(cfg, *run)]
+
+
+def size_resources(cfg: ExperimentConfig, size: str) -> SizeResources:
+    """The job resources of a size: its own entry of `resources`, else `default`'s."""
+    return cfg.resources.get(size, cfg.resources.get("default", SizeResources()))
+
+
+def smallest_model(cfg: ExperimentConfig) -> str:
+    """The size in `models` with the fewest parameters (12 L d^2 + vocab d; first on ties)."""
+    def params(size: str) -> int:
+        p = cfg.model_preset(size)
+        return 12 * p.n_layer * p.n_embd**2 + cfg.vocab_size * p.n_embd
+
+    return min(cfg.models, key=params)
+
+
+def reference_size(cfg: ExperimentConfig, method: str) -> str:
+    """The size of the reference model of a method that needs reference scores (ppl-prune): its
+    option `reference_size`, else the smallest size in `models`, the cheapest to train."""
+    if not SAMPLERS[method].needs_block_scores:
+        raise ValueError(f"method {method!r} uses no reference model")
+    opts = method_options(method, cfg.method_options.get(method, {}))
+    return getattr(opts, "reference_size", None) or smallest_model(cfg)
+
+
+# -- validation -------------------------------------------------------------------------------------
+def validate_config(raw: Any, source: str = "config", whole: bool = False) -> ExperimentConfig:
+    """Validate a raw config mapping: the schema, the methods, then the checks across the grid's
+    keys; raise one ConfigError naming every bad key. `whole`: `raw` is the whole config (the
+    Snakefile's), not the sections of one job."""
+    cfg, problems = schema_problems(raw, whole)
+    problems += method_problems(raw)
+    if cfg is not None and not problems:
+        problems = grid_problems(cfg)
+    if problems:
+        raise ConfigError.of(source, sorted(problems, key=config_order))
+    assert cfg is not None
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """The validated config of a YAML file, a whole config."""
+    return validate_config(read_yaml(path), str(path), whole=True)
+
+
+TOP_KEYS = {key: i for i, key in enumerate(ExperimentConfig.model_fields)}
+
+
+def config_order(problem: str) -> int:
+    """Position of a problem's top-level key in the config, so that the schema's problems and the
+    methods' read in one order (a problem of the top level, or of an unknown key, first)."""
+    key = re.match(r"[A-Za-z0-9_-]*", problem).group()
+    return TOP_KEYS.get(key, -1)
+
+
+def method_problems(raw: Any) -> list[str]:
+    """The unknown names of `methods` and every bad key of `method_options`, each method's options
+    validated by the method. Values of the wrong type are the schema's to name."""
+    if not isinstance(raw, dict):
+        return []
+    problems = []
+    methods = raw.get("methods")
+    for i, name in enumerate(methods if isinstance(methods, list) else []):
+        if isinstance(name, str) and name not in SAMPLERS:
+            problems.append(f"{path(('methods', i))}: {name!r} is unknown; choose from {sorted(SAMPLERS)}")
+    options = raw.get("method_options")
+    for name, opts in (options.items() if isinstance(options, dict) else []):
+        if not isinstance(name, str) or not isinstance(opts, dict):
+            continue
+        if name not in SAMPLERS:
+            problems.append(f"{path(('method_options', name))}: {name!r} is not a method; choose from "
+                            f"{sorted(SAMPLERS)}")
+            continue
+        try:
+            method_options(name, opts)
+        except ConfigError as err:
+            problems += err.problems
+    return problems
+
+
+def grid_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks across keys of a config whose sections and methods are valid: every name a key
+    refers to exists, and a `profile` selection selects some run."""
+    problems = []
+
+    def problem(msg: str, *key: str | int) -> None:
+        problems.append(f"{path(key)}: {msg}")
+
+    for method, sizes in cfg.method_sizes.items():
+        if method not in cfg.methods:
+            problem(f"{method!r} is not in `methods` ({cfg.methods})", "method_sizes", method)
+        for i, size in enumerate(sizes):
+            if size not in cfg.models:
+                problem(f"{size!r} is not in `models` ({cfg.models})", "method_sizes", method, i)
+    for key, known in (("methods", cfg.methods), ("sizes", cfg.models)):
+        for i, name in enumerate(getattr(cfg.profile, key) or []):
+            if name not in known:
+                problem(f"{name!r} is not run; choose from {known}", "profile", key, i)
+    sizes = {**MODEL_PRESETS, **cfg.custom_models}
+    references = set()  # e.g. ppl-prune's reference model, trained by a job of its own
+    for method, raw in cfg.method_options.items():
+        size = getattr(method_options(method, raw), "reference_size", None)
+        if size is not None and size not in sizes:
+            problem(f"{size!r} is unknown; choose from {sorted(sizes)}", "method_options", method,
+                    "reference_size")
+        references.add(size)
+    run_seeds = {*cfg.seeds, *(s for seeds in cfg.size_seeds.values() for s in seeds)}
+    if cfg.profile.seeds != [0]:  # the default may profile nothing (seeds: [1]) as before
+        for i, seed in enumerate(cfg.profile.seeds):
+            if seed not in run_seeds:
+                problem(f"no run has seed {seed} (`seeds`, `size_seeds`)", "profile", "seeds", i)
+    p = cfg.profile
+    if not problems and (p.methods or p.sizes or p.seeds != [0]) and not profiled_runs(cfg):
+        problem("selects no run of the grid (`method_sizes` and `size_seeds` included); "
+                "`methods: []` profiles nothing on purpose", "profile")
+    for size in cfg.size_seeds:
+        if size not in cfg.models:
+            problem(f"{size!r} is not in `models` ({cfg.models})", "size_seeds", size)
+    for size in cfg.resources:
+        if size not in {*cfg.models, *references, "default"}:
+            problem(f"{size!r} is not in `models` ({cfg.models}), a reference_size or `default`",
+                    "resources", size)
+    return problems
