@@ -29,6 +29,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lfr tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/snakemake --lint
 
 # The report needs every output of `all`: say so instead of Snakemake's "marked for report but

@@ -1,4 +1,4 @@
-"""The command line and the package's import hygiene."""
+"""The command line (the package's import layering: tests/test_layers.py)."""
 
 from __future__ import annotations
 
@@ -93,12 +93,6 @@ def test_the_pipelines_partial_configs_pass_and_record_what_they_used(prepared, 
         check_data_matches(tiny_config(corpus={"seed": 1}), {"corpus"}, tmp_path / "data", tmp_path / "tok")
 
 
-def test_light_modules_do_not_import_torch():
-    code = ("import sys, lfr.config, lfr.report.summarize, lfr.report.figures, lfr.sampling, lfr.corpus, "
-            "lfr.eval_tasks, lfr.score_reference; assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-
-
 def test_ruff_is_clean():
     r = subprocess.run([sys.executable, "-m", "ruff", "check", "lfr", "tests", "benchmarks", "scripts"],
                        cwd=REPO, capture_output=True, text=True)
@@ -120,8 +114,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def test_stages_reuse_large_freed_cpu_tensors():
     """A 64 MiB tensor (demo logits) made and freed 50 times: with glibc's defaults each one is
-    fresh zero-filled pages (16k page faults each); after `keep_freed_memory` the heap reuses
-    them (measured: 819k faults against 16k-115k, by what the process allocated before)."""
+    fresh zero-filled pages (a page fault per 4 KiB page); after `keep_freed_memory` the heap
+    reuses them, so a small fraction of those faults remain."""
     faults = {mode: int(subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True,
                                         text=True, check=True).stdout)
               for mode in ("default", "keep")}
