@@ -43,24 +43,21 @@ localrules:
     all,
     prefetch,
     summarize,
-    plot_curves,
-    plot_table,
     forgetting,
-    plot_profile,
+    plot,
 
 
 rule all:
     default_target: True
     input:
         rules.summarize.output,
-        expand(
-            f"{FIGURES}/{{figure}}.{{ext}}",
-            figure=["val_loss", "lfr_phases", "speedup", "downstream"],
-            ext=["png", "pdf"],
-        ),
         rules.forgetting.output if profiled_runs() else [],
         expand(
             f"{FIGURES}/{{figure}}.{{ext}}",
-            figure=PROFILE_FIGURES if profiled_runs() else [],
+            figure=[
+                name
+                for name, figure in lfr_plot.FIGURES.items()
+                if profiled_runs() or not figure.profiling
+            ],
             ext=["png", "pdf"],
         ),

@@ -30,10 +30,10 @@ STAGES = {  # stage: its module; the modules import torch etc. only when their s
     "train": "lfr.train", "score-reference": "lfr.score_reference", "eval-tasks": "lfr.eval_tasks",
     "evaluate": "lfr.evaluate", "prefetch": "lfr.prefetch", "profile": "lfr.profile",
     "forgetting": "lfr.report.forgetting", "summarize": "lfr.report.summarize",
-    "plot": "lfr.report.figures", "plot-profile": "lfr.report.profile_figures",
+    "plot": "lfr.report.plot",
     "schema": "lfr.config",
 }
-NO_CONFIG = {"summarize", "plot", "plot-profile", "schema"}  # stages that read no config
+NO_CONFIG = {"summarize", "plot", "schema"}  # stages that read no config
 
 
 def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[str]]:
@@ -156,12 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
     p.add_argument("--out", type=Path, required=True,
                    help="main.csv to write; main_by_seed.csv goes next to it")
-    p = stage("plot", "draw one figure (png + pdf)")
-    p.add_argument("--figure", required=True, choices=["val_loss", "lfr_phases", "speedup", "downstream"],
-                   help="which figure")
-    p.add_argument("--runs", type=Path, nargs="+", required=True, help=RUNS)
-    p.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
+    p = stage("plot", "draw one figure (png + pdf) from what it reads")
+    p.add_argument("--figure", required=True, help="which figure: a name in FIGURES of lfr/report/plot.py")
     p.add_argument("--out", type=Path, required=True, help=FIGURE_OUT)
+    p.add_argument("--runs", type=Path, nargs="+", help=RUNS + " (curve figures)")
+    p.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
+    p.add_argument("--profiles", type=Path, nargs="+", help="`profile` output folders (profiling figures)")
+    p.add_argument("--tables", type=Path, help="folder of forgetting.csv etc. (forgetting figures)")
     p = stage("profile", "per-block losses of one run at each of its weight snapshots")
     p.add_argument("--run", type=Path, required=True, help="a finished run folder (with snapshots/)")
     p.add_argument("--data", type=Path, required=True, help=DATA)
@@ -174,13 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-forgetting", type=Path, required=True, help="forgetting.csv to write")
     p.add_argument("--out-domains", type=Path, required=True, help="domains.csv to write")
     p.add_argument("--out-kept", type=Path, required=True, help="kept_domains.csv to write")
-    p = stage("plot-profile", "draw one profiling figure (png + pdf)")
-    p.add_argument("--figure", required=True, choices=["profile_distribution", "forgetting_examples",
-                                                       "forgetting", "kept_domains", "domain_loss"],
-                   help="which figure")
-    p.add_argument("--profiles", type=Path, nargs="+", required=True, help="`profile` output folders")
-    p.add_argument("--tables", type=Path, required=True, help="folder of forgetting.csv etc.")
-    p.add_argument("--out", type=Path, required=True, help=FIGURE_OUT)
+    p.add_argument("--out-blocks", type=Path, required=True,
+                   help="forgetting_blocks.parquet to write (each profiled block's class per run)")
     stage("schema", "print the config's JSON Schema")
     assert set(sub.choices) == set(STAGES)
     return parser

@@ -60,3 +60,70 @@ def trained(prepared, tmp_path_factory):
     summary = train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", out,
                     run_info={"config_hash": "abc", "git_commit": "x"})
     return cfg, root, out, summary
+
+
+def fake_run(root, size, method, seed, tokens, losses, phases=None):
+    """A finished run folder (metrics.parquet, run.json) with the given validation curve."""
+    import json
+
+    import pandas as pd
+
+    d = root / f"{size}-{method}-{seed}"
+    d.mkdir()
+    metrics = pd.DataFrame({"step": range(len(tokens)), "tokens": tokens, "val_loss": losses,
+                            "phase": phases or ["train"] * len(tokens), "train_loss": losses})
+    metrics.to_parquet(d / "metrics.parquet")
+    info = {"size": size, "method": method, "seed": seed, "params": 1000, "tokens": tokens[-1],
+            "forward_only_tokens": 0, "steps": len(tokens) - 1, "val_loss": losses[-1], "wall_s": 10.0,
+            "train_tokens_per_s": 1.0, "device": "cpu", "world_size": 1, "config_hash": "h",
+            "git_commit": "c"}
+    (d / "run.json").write_text(json.dumps(info))
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Hand-built runs of one size: random, lfr (2 seeds each) and lfr-reverse."""
+    t = [0, 100, 200, 300, 400]
+    return [
+        fake_run(tmp_path, "s", "random", 0, t, [6.0, 5.0, 4.6, 4.3, 4.0]),
+        fake_run(tmp_path, "s", "random", 1, t, [6.0, 5.0, 4.4, 4.1, 4.0]),  # final mean: 4.0
+        fake_run(tmp_path, "s", "lfr", 0, t, [6.0, 4.6, 4.2, 3.8, 3.5],
+                 ["0:learn", "0:learn", "1:focus", "2:review", "3:focus"]),  # reaches 4.0 at 250
+        fake_run(tmp_path, "s", "lfr", 1, t, [6.0, 4.4, 4.0, 3.8, 3.5],
+                 ["0:learn", "0:learn", "1:focus", "2:review", "3:focus"]),
+        fake_run(tmp_path, "s", "lfr-reverse", 0, t, [6.0, 5.5, 5.0, 4.8, 4.7]),  # never reaches 4.0
+    ]
+
+
+@pytest.fixture(scope="session")
+def profiled(prepared, tmp_path_factory):
+    """A tiny LFR run with snapshots, profiled over 48 sampled blocks:
+    (prepared dir, dir with run/ and prof/, profile settings, train summary, profile summary)."""
+    from lfr.config import ProfileConfig
+    from lfr.profile import profile_run
+    from lfr.train import train
+
+    cfg, root = prepared
+    cfg = cfg.model_copy(update={"method_options": {"lfr": {"preset": "paper-v1", "reps": 1}}})
+    out = tmp_path_factory.mktemp("profiled")
+    spec = ProfileConfig(every_tokens=20_000, sample_blocks=48, batch_size=16)
+    summary = train(cfg, "nano", "lfr", 0, root / "data", root / "tokenizer", out / "run",
+                    run_info={"config_hash": "h", "git_commit": "c"}, snapshots=spec)
+    profile = profile_run(out / "run", root / "data", spec, out / "prof/losses.parquet",
+                          out / "prof/summary.json", "cpu")
+    return root, out, spec, summary, profile
+
+
+@pytest.fixture(scope="session")
+def forgetting_tables(profiled, tmp_path_factory):
+    """(folder, forgetting table) of the `forgetting` stage on the profiled run."""
+    from lfr.report.forgetting import analyze
+
+    root, out, spec, _, _ = profiled
+    tables = tmp_path_factory.mktemp("tables")
+    table = analyze([out / "prof"], [out / "run"], root / "data", tables / "forgetting.csv",
+                    tables / "domains.csv", tables / "kept_domains.csv",
+                    tables / "forgetting_blocks.parquet", threshold_nats=spec.threshold_nats,
+                    threshold_sd=spec.threshold_sd)
+    return tables, table

@@ -1,6 +1,8 @@
-"""Stage `plot`: the paper's comparison figures, from the same files as the tables (no torch).
+"""The paper's comparison figures, from the same files as the tables (no torch); the `plot` stage
+(lfr/report/plot.py) says which figure reads what.
 
-Every figure is written as .png and .pdf, in one style, sized for a paper column or page.
+Every figure is written as .png and .pdf, in one style, sized for a paper column or page; the
+profiling figures (profile_figures.py) share it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import atomic_path
-from lfr.report.summarize import BASELINE, load_runs
+from lfr.report.summarize import BASELINE
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
@@ -42,7 +44,9 @@ def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure,
 
 
 def plot_val_loss(curves: pd.DataFrame, out_png: Path) -> plt.Figure:
-    """Validation loss against tokens per size: mean over seeds, band = min..max over seeds."""
+    """Validation loss against tokens per size: mean over seeds, band = min..max over seeds.
+    `curves`: the runs' logged rows (load_runs); those without a validation loss are left out."""
+    curves = curves.dropna(subset=["val_loss"])
     with plt.rc_context(STYLE):
         sizes = list(dict.fromkeys(curves["size"]))
         fig, axes = panels(len(sizes))
@@ -158,21 +162,3 @@ def plot_downstream(main: pd.DataFrame, out_png: Path) -> plt.Figure:
         fig.tight_layout()
         save(fig, out_png)
     return fig
-
-
-FIGURES = {"val_loss": plot_val_loss, "lfr_phases": plot_phases, "speedup": plot_speedup,
-           "downstream": plot_downstream}
-
-
-def plot(figure: str, run_dirs: list[Path], main_csv: Path | None, out_png: Path) -> None:
-    """Draw one figure: curve figures read the runs, table figures read main.csv."""
-    if figure in ("val_loss", "lfr_phases"):
-        FIGURES[figure](load_runs(run_dirs, every_row=figure == "lfr_phases")[1], out_png)
-    else:
-        if main_csv is None:
-            raise ValueError(f"figure {figure!r} needs --main (results/tables/main.csv)")
-        FIGURES[figure](pd.read_csv(main_csv), out_png)
-
-
-def main(figure: str, runs: list[Path], out: Path, main: Path | None = None) -> None:
-    plot(figure, runs, main, out)

@@ -6,8 +6,8 @@ d (nats):
   loss, or the loss at the last forgetting event);
 - a *forgetting event* is a rise of more than d above the running minimum after a fall; the
   anchor then moves to that loss, so the next event needs a new fall first;
-- *forgotten*: at least one event; *multiple descent*: two or more (the paper: 25% of blocks
-  forgotten, 82% of those several times); *learned*: a fall and no event; *unlearned*: no fall.
+- *forgotten*: at least one event; *multiple descent*: two or more (the paper's shares: PAPER);
+  *learned*: a fall and no event; *unlearned*: no fall.
 The default d is `threshold_sd` robust SDs (1.4826 x MAD) of the checkpoint-to-checkpoint change
 of a block's loss around the median change of all blocks over the same interval, i.e. the
 block-level noise around the shared learning trend; `threshold_nats` fixes it instead.
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lfr.config import ExperimentConfig, ProfileConfig
-from lfr.files import atomic_path
+from lfr.files import write_csv, write_parquet
 
 PAPER = {"forgotten": 0.25, "multiple_descent_of_forgotten": 0.82}
 CLASSES = ("learned", "forgotten", "unlearned")
@@ -81,15 +81,16 @@ def class_fractions(classes: np.ndarray, events: np.ndarray) -> dict[str, float]
     }
 
 
-def classify_run(profile: pd.DataFrame, cfg: ProfileConfig) -> tuple[pd.DataFrame, float]:
-    """Per-block class and events of one run's profile, and the threshold used."""
+def classify_run(profile: pd.DataFrame, threshold_nats: float | None,
+                 threshold_sd: float) -> tuple[pd.DataFrame, float]:
+    """Per-block domain, class and events of one run's profile, and the threshold used: d =
+    `threshold_nats`, or without it `threshold_sd` robust SDs of the block noise."""
     ids, _, losses = trajectories(profile)
-    threshold = cfg.threshold_nats or noise_threshold(losses, cfg.threshold_sd)
+    threshold = threshold_nats or noise_threshold(losses, threshold_sd)
     events, fell = forgetting_events(losses, threshold)
     domain = profile.drop_duplicates("block_id").set_index("block_id")["domain"].reindex(ids)
-    blocks = pd.DataFrame({"block_id": ids, "events": events, "class": classify(events, fell),
-                           "domain": domain.to_numpy(), "loss_first": losses[:, 0],
-                           "loss_last": losses[:, -1]})
+    blocks = pd.DataFrame({"block_id": ids, "domain": domain.to_numpy(), "class": classify(events, fell),
+                           "events": events})
     return blocks, threshold
 
 
@@ -139,26 +140,29 @@ def kept_rows(run_dir: Path, block_domains: pd.Series) -> list[dict]:
     return rows
 
 
-def analyze(profile_dirs: list[Path], run_dirs: list[Path], data_dir: Path, cfg: ProfileConfig,
-            out_forgetting: Path, out_domains: Path, out_kept: Path) -> pd.DataFrame:
-    """Write the forgetting table (a row per run), the per-domain table and the kept-set table."""
+def analyze(profile_dirs: list[Path], run_dirs: list[Path], data_dir: Path, out_forgetting: Path,
+            out_domains: Path, out_kept: Path, out_blocks: Path, *, threshold_nats: float | None,
+            threshold_sd: float) -> pd.DataFrame:
+    """Write the forgetting table (a row per run), the per-domain table, the kept-set table and
+    the per-block classes (a row per run and profiled block); return the forgetting table."""
     block_domains = pd.read_parquet(Path(data_dir) / "train_blocks.parquet")["domain"]
     has_domains = bool(block_domains.notna().any())
     run_by_key = {}
     for run_dir in map(Path, run_dirs):
         info = json.loads((run_dir / "run.json").read_text())
         run_by_key[(info["size"], info["method"], info["seed"])] = run_dir
-    forgetting, domains, kept = [], [], []
+    forgetting, domains, kept, classes = [], [], [], []
     for pdir in profile_dirs:
         summary = json.loads((Path(pdir) / "summary.json").read_text())
         profile = pd.read_parquet(Path(pdir) / "losses.parquet")
-        blocks, threshold = classify_run(profile, cfg)
+        blocks, threshold = classify_run(profile, threshold_nats, threshold_sd)
         key = {k: summary[k] for k in ("run", "size", "method", "seed")}
+        classes.append(blocks.assign(**key)[[*key, *blocks.columns]])
         forgetting.append({
             **key, "blocks": len(blocks), "snapshots": summary["snapshots"],
-            "threshold_nats": threshold, "threshold_source": "config" if cfg.threshold_nats else
-            f"{cfg.threshold_sd} robust SD", **class_fractions(blocks["class"].to_numpy(),
-                                                              blocks["events"].to_numpy()),
+            "threshold_nats": threshold, "threshold_source": "config" if threshold_nats else
+            f"{threshold_sd} robust SD", **class_fractions(blocks["class"].to_numpy(),
+                                                          blocks["events"].to_numpy()),
             **{f"paper_{k}": v for k, v in PAPER.items()},
             "profile_tokens": summary["profile_tokens"], "train_tokens": summary["train_tokens"],
             "config_hash": summary["config_hash"], "git_commit": summary["git_commit"]})
@@ -172,12 +176,15 @@ def analyze(profile_dirs: list[Path], run_dirs: list[Path], data_dir: Path, cfg:
     no_focus = [{"note": "no profiled run has focus phases"}]
     for path, rows in ((out_forgetting, forgetting), (out_domains, domains or skipped),
                        (out_kept, kept or (no_focus if has_domains else skipped))):
-        with atomic_path(path) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
+        write_csv(path, pd.DataFrame(rows))
+    write_parquet(out_blocks, pd.concat(classes, ignore_index=True))
     return table
 
 
-def main(cfg: ExperimentConfig, profiles: list[Path], runs: list[Path], data: Path,
-         out_forgetting: Path, out_domains: Path, out_kept: Path) -> str:
-    table = analyze(profiles, runs, data, cfg.profile, out_forgetting, out_domains, out_kept)
+def main(cfg: Any, profiles: list[Path], runs: list[Path], data: Path, out_forgetting: Path,
+         out_domains: Path, out_kept: Path, out_blocks: Path) -> str:
+    """The stage: `cfg` is the experiment config (lfr.config.ExperimentConfig); only its
+    `profile` thresholds are read."""
+    table = analyze(profiles, runs, data, out_forgetting, out_domains, out_kept, out_blocks,
+                    threshold_nats=cfg.profile.threshold_nats, threshold_sd=cfg.profile.threshold_sd)
     return table.to_string(index=False)

@@ -1,6 +1,7 @@
-"""Stage `plot-profile`: the paper's "why" figures, from the profiling pass and its tables.
+"""The paper's "why" figures, from the profiling pass and the `forgetting` stage's tables; the
+`plot` stage (lfr/report/plot.py) says which figure reads what.
 
-Curve figures show one run per method: the smallest profiled size and its lowest seed.
+Curve figures show one run per method: the first profiled size and its lowest seed.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import pyplot as plt
 
-from lfr.config import ProfileConfig
 from lfr.report.figures import STYLE, color, panels, save
-from lfr.report.forgetting import PAPER, classify_run
+from lfr.report.forgetting import PAPER
 
 CLASS_COLORS = {"learned": "#2ca02c", "forgotten": "#d62728", "multiple descent": "#9467bd",
                 "unlearned": "#7f7f7f"}
@@ -40,7 +40,7 @@ def skipped(out_png: Path, text: str) -> plt.Figure:
     return fig
 
 
-def plot_distribution(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path) -> plt.Figure:
+def plot_distribution(profiles: dict[str, pd.DataFrame], out_png: Path) -> plt.Figure:
     """Per-block loss distribution at each snapshot (box: quartiles, whiskers: 5-95%)."""
     runs = first_runs(profiles)
     with plt.rc_context(STYLE):
@@ -60,13 +60,15 @@ def plot_distribution(profiles: dict[str, pd.DataFrame], tables: Path, out_png: 
 
 def plot_examples(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path,
                   per_class: int = 6) -> plt.Figure:
-    """Example trajectories of each class, from the baseline run (or the first profiled one)."""
+    """Example trajectories of each class, from the baseline run (or the first profiled one): the
+    classes that the `forgetting` stage found, drawn with the run's profile."""
     runs = first_runs(profiles)
     method = "random" if "random" in runs else next(iter(runs))
     prof = runs[method]
-    threshold = pd.read_csv(tables / "forgetting.csv").set_index("run").loc[
-        prof["run"].iloc[0], "threshold_nats"]
-    blocks, _ = classify_run(prof, ProfileConfig(threshold_nats=float(threshold)))
+    run = prof["run"].iloc[0]
+    threshold = pd.read_csv(tables / "forgetting.csv").set_index("run").loc[run, "threshold_nats"]
+    blocks = pd.read_parquet(tables / "forgetting_blocks.parquet")
+    blocks = blocks[blocks.run == run].reset_index(drop=True)
     blocks["kind"] = np.select([blocks.events >= 2, blocks.events == 1],
                                ["multiple descent", "forgotten once"], blocks["class"])
     wide = prof.pivot_table(index="block_id", columns="checkpoint_tokens", values="loss", observed=True)
@@ -89,7 +91,7 @@ def plot_examples(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path
     return fig
 
 
-def plot_forgetting(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path) -> plt.Figure:
+def plot_forgetting(tables: Path, out_png: Path) -> plt.Figure:
     """Class fractions per run (mean over seeds), next to the paper's forgetting figures."""
     table = pd.read_csv(tables / "forgetting.csv")
     cols = ["learned", "forgotten", "multiple_descent", "unlearned", "multiple_descent_of_forgotten"]
@@ -102,11 +104,12 @@ def plot_forgetting(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Pa
         for name in ("learned", "forgotten", "unlearned"):
             axes[0, 0].bar(x, mean[name], bottom=bottom, color=CLASS_COLORS[name], label=name)
             bottom += mean[name]
-        axes[0, 0].axhline(PAPER["forgotten"], color="k", ls="--", lw=0.8, label="paper: 25% forgotten")
+        axes[0, 0].axhline(PAPER["forgotten"], color="k", ls="--", lw=0.8,
+                           label=f"paper: {PAPER['forgotten']:.0%} forgotten")
         axes[0, 0].set(title="blocks by class", ylabel="fraction of profiled blocks")
         axes[0, 1].bar(x, mean["multiple_descent_of_forgotten"], color=CLASS_COLORS["multiple descent"])
         axes[0, 1].axhline(PAPER["multiple_descent_of_forgotten"], color="k", ls="--", lw=0.8,
-                           label="paper: 82%")
+                           label=f"paper: {PAPER['multiple_descent_of_forgotten']:.0%}")
         axes[0, 1].set(title="multiple descent among forgotten", ylim=(0, 1))
         for ax in axes[0]:
             ax.set_xticks(x, labels, fontsize=7)
@@ -115,7 +118,7 @@ def plot_forgetting(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Pa
     return fig
 
 
-def plot_kept_domains(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path) -> plt.Figure:
+def plot_kept_domains(tables: Path, out_png: Path) -> plt.Figure:
     """Domain make-up of the kept set in each focus phase, against the whole data."""
     kept = pd.read_csv(tables / "kept_domains.csv")
     if "note" in kept.columns:
@@ -142,7 +145,7 @@ def plot_kept_domains(profiles: dict[str, pd.DataFrame], tables: Path, out_png: 
     return fig
 
 
-def plot_domain_loss(profiles: dict[str, pd.DataFrame], tables: Path, out_png: Path) -> plt.Figure:
+def plot_domain_loss(profiles: dict[str, pd.DataFrame], out_png: Path) -> plt.Figure:
     """Mean block loss per domain against training tokens."""
     runs = first_runs(profiles)
     if all(prof["domain"].isna().all() for prof in runs.values()):
@@ -159,17 +162,3 @@ def plot_domain_loss(profiles: dict[str, pd.DataFrame], tables: Path, out_png: P
         axes[0, -1].legend(fontsize=7)
         save(fig, out_png)
     return fig
-
-
-FIGURES = {"profile_distribution": plot_distribution, "forgetting_examples": plot_examples,
-           "forgetting": plot_forgetting, "kept_domains": plot_kept_domains,
-           "domain_loss": plot_domain_loss}
-
-
-def plot_profile(figure: str, profile_dirs: list[Path], tables: Path, out_png: Path) -> None:
-    profiles = {str(d): pd.read_parquet(Path(d) / "losses.parquet") for d in profile_dirs}
-    FIGURES[figure](profiles, Path(tables), out_png)
-
-
-def main(figure: str, profiles: list[Path], tables: Path, out: Path) -> None:
-    plot_profile(figure, profiles, tables, out)

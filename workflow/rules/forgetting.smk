@@ -1,5 +1,5 @@
 # Stage `forgetting` (lfr/report/forgetting.py): learned / forgotten / unlearned blocks per run
-# and domain, from the profiles.
+# and domain, from the profiles; the figures read its tables.
 # -------------------------------------------------------------------------------------------
 
 
@@ -24,6 +24,11 @@ rule forgetting:
             caption="../report/kept_domains.rst",
             category="Tables",
         ),
+        blocks=report(
+            f"{TABLES}/forgetting_blocks.parquet",
+            caption="../report/forgetting_blocks.rst",
+            category="Tables",
+        ),
     log:
         f"{SET_LOGS}/forgetting.log",
     params:
@@ -38,4 +43,5 @@ rule forgetting:
     shell:
         "python -m lfr forgetting --config-json {params.config:q} --profiles {params.profiles} "
         "--runs {params.runs} --data {params.data_dir} --out-forgetting {output.forgetting} "
-        "--out-domains {output.domains} --out-kept {output.kept} > {log} 2>&1"
+        "--out-domains {output.domains} --out-kept {output.kept} --out-blocks {output.blocks} "
+        "> {log} 2>&1"

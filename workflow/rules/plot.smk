@@ -1,89 +1,51 @@
-# Stage `plot` (lfr/report/figures.py, lfr/report/profile_figures.py): one figure per job.
+# Stage `plot` (lfr/report/plot.py): one figure per job. The registry FIGURES there says what each
+# figure reads; a job waits for, and reruns after, only those files.
 # -------------------------------------------------------------------------------------------
+from lfr.report import plot as lfr_plot  # light: no matplotlib until a figure is drawn
 
-PROFILE_FIGURES = [
-    "profile_distribution",
-    "forgetting_examples",
-    "forgetting",
-    "kept_domains",
-    "domain_loss",
-]
+# What a figure can read (lfr_plot.READS): its files here, and the `plot` option naming them.
+PLOT_FILES = {
+    "runs": expand("{run}/metrics.parquet", run=all_runs()),
+    "main": rules.summarize.output.main,
+    "profiles": expand("{profile}/losses.parquet", profile=profile_dirs()),
+    "tables": list(rules.forgetting.output),
+}
+PLOT_ARGS = {
+    "runs": ["--runs", *all_runs()],
+    "main": ["--main", rules.summarize.output.main],
+    "profiles": ["--profiles", *profile_dirs()],
+    "tables": ["--tables", TABLES],
+}
+# Per figure: the files it reads (named by what they are) and its `plot` options for them.
+PLOT_INPUT = {
+    name: {kind: PLOT_FILES[kind] for kind in figure.reads}
+    for name, figure in lfr_plot.FIGURES.items()
+}
+PLOT_OPTIONS = {
+    name: " ".join(arg for kind in figure.reads for arg in PLOT_ARGS[kind])
+    for name, figure in lfr_plot.FIGURES.items()
+}
 
 
-rule plot_curves:
+rule plot:
     input:
-        expand("{run}/metrics.parquet", run=all_runs()),
+        unpack(lambda wildcards: PLOT_INPUT[wildcards.figure]),
     output:
         png=report(
             f"{FIGURES}/{{figure}}.png",
             caption="../report/figure.rst",
-            category="Figures",
+            category=lambda wildcards: lfr_plot.FIGURES[wildcards.figure].category,
         ),
         pdf=f"{FIGURES}/{{figure}}.pdf",
     log:
         f"{SET_LOGS}/plot/{{figure}}.log",
     params:
-        runs=all_runs(),
+        options=lambda wildcards: PLOT_OPTIONS[wildcards.figure],
     wildcard_constraints:
-        figure="val_loss|lfr_phases",
+        figure=alternation(lfr_plot.FIGURES),
     conda:
         "../envs/lfr.yaml"
     message:
         "--- Drawing {output.png}."
     shell:
-        "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} "
-        "--out {output.png} > {log} 2>&1"
-
-
-rule plot_table:
-    input:
-        main=rules.summarize.output.main,
-    output:
-        png=report(
-            f"{FIGURES}/{{figure}}.png",
-            caption="../report/figure.rst",
-            category="Figures",
-        ),
-        pdf=f"{FIGURES}/{{figure}}.pdf",
-    log:
-        f"{SET_LOGS}/plot/{{figure}}.log",
-    params:
-        runs=all_runs(),
-    wildcard_constraints:
-        figure="speedup|downstream",
-    conda:
-        "../envs/lfr.yaml"
-    message:
-        "--- Drawing {output.png}."
-    shell:
-        "python -m lfr plot --figure {wildcards.figure} --runs {params.runs} --main {input.main} "
-        "--out {output.png} > {log} 2>&1"
-
-
-rule plot_profile:
-    input:
-        profiles=expand("{profile}/losses.parquet", profile=profile_dirs()),
-        forgetting=rules.forgetting.output.forgetting,
-        domains=rules.forgetting.output.domains,
-        kept=rules.forgetting.output.kept,
-    output:
-        png=report(
-            f"{FIGURES}/{{figure}}.png",
-            caption="../report/figure.rst",
-            category="Profiling",
-        ),
-        pdf=f"{FIGURES}/{{figure}}.pdf",
-    log:
-        f"{SET_LOGS}/plot/{{figure}}.log",
-    params:
-        profiles=profile_dirs(),
-        tables=subpath(input.forgetting, parent=True),
-    wildcard_constraints:
-        figure="|".join(PROFILE_FIGURES),
-    conda:
-        "../envs/lfr.yaml"
-    message:
-        "--- Drawing {output.png}."
-    shell:
-        "python -m lfr plot-profile --figure {wildcards.figure} --profiles {params.profiles} "
-        "--tables {params.tables} --out {output.png} > {log} 2>&1"
+        "python -m lfr plot --figure {wildcards.figure} {params.options} --out {output.png} > {log} 2>&1"

@@ -1,0 +1,97 @@
+"""The `plot` stage (lfr/report/plot.py): every registered figure drawn from hand-built runs, their
+main table and a profiled tiny run's forgetting tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lfr.cli import main as cli_main
+from lfr.report import plot
+from lfr.report.figures import phase_spans
+from lfr.report.summarize import summarize
+
+
+def main_table(runs, tmp_path):
+    """main.csv of the hand-built runs, with one downstream metric."""
+    evals = tmp_path / "e.parquet"
+    pd.DataFrame({"size": "s", "method": ["random", "lfr", "lfr-reverse"], "seed": 0, "task": "t",
+                  "domain": "all", "metric": "acc", "value": [0.3, 0.4, 0.2], "stderr": 0.05}
+                 ).to_parquet(evals)
+    summarize(runs, tmp_path / "main.csv", [evals])
+    return tmp_path / "main.csv"
+
+
+@pytest.mark.parametrize("figure", ["val_loss", "lfr_phases", "speedup", "downstream"])
+def test_figures_are_written(runs, tmp_path, figure):
+    main_table(runs, tmp_path)
+    plot.main(figure, tmp_path / f"{figure}.png", runs=runs, main=tmp_path / "main.csv")
+    assert (tmp_path / f"{figure}.png").stat().st_size > 5_000
+    assert (tmp_path / f"{figure}.pdf").is_file()
+
+
+def test_phase_spans_run_from_one_phase_end_to_the_next():
+    """Same-kind phases are distinct spans; a phase's span ends at its last logged row."""
+    metrics = pd.DataFrame({"tokens": [0, 40, 30, 60, 90, 100, 70],
+                            "phase": ["0:learn", "1:focus", "0:learn", "1:focus", "3:focus",
+                                      "3:focus", "2:review"]})
+    assert phase_spans(metrics).values.tolist() == [
+        ["0:learn", 0, 30], ["1:focus", 30, 60], ["2:review", 60, 70], ["3:focus", 70, 100]]
+
+
+def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):
+    summarize(runs, tmp_path / "main.csv")
+    plot.main("downstream", tmp_path / "downstream.png", main=tmp_path / "main.csv")
+    assert (tmp_path / "downstream.pdf").is_file()
+
+
+def test_every_registered_figure_is_drawn(runs, profiled, forgetting_tables, tmp_path):
+    """Each figure of the registry, given everything a figure can read, takes what it says it
+    reads (in its order) and writes its png and pdf."""
+    _, out, _, _, _ = profiled
+    given = {"runs": runs, "main": main_table(runs, tmp_path), "profiles": [out / "prof"],
+             "tables": forgetting_tables[0]}
+    assert set(plot.READS) == set(given)
+    assert {"val_loss", "forgetting_examples", "kept_domains"} <= set(plot.FIGURES)
+    for figure, spec in plot.FIGURES.items():
+        assert set(spec.reads) <= set(plot.READS), figure
+        plot.main(figure, tmp_path / f"{figure}.png", **given)
+        assert (tmp_path / f"{figure}.png").stat().st_size > 5_000, figure
+        assert (tmp_path / f"{figure}.pdf").is_file(), figure
+
+
+def test_profiling_figures_are_those_reading_profiles_or_tables():
+    profiling = {name for name, spec in plot.FIGURES.items() if spec.profiling}
+    assert profiling == {"profile_distribution", "forgetting_examples", "forgetting", "kept_domains",
+                         "domain_loss"}
+    assert {spec.category for name, spec in plot.FIGURES.items() if name in profiling} == {"Profiling"}
+    assert plot.FIGURES["val_loss"].category == "Figures"
+
+
+def test_an_unknown_figure_is_one_error_naming_the_figures(tmp_path, capsys):
+    known = ", ".join(plot.FIGURES)
+    with pytest.raises(ValueError, match=f"unknown figure 'val_los'; the figures: {known}$"):
+        plot.main("val_los", tmp_path / "x.png")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["plot", "--figure", "val_los", "--out", str(tmp_path / "x.png")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"lfr plot: error: unknown figure 'val_los'; the figures: {known}"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_figure_without_what_it_reads_says_which_option_to_give(runs, tmp_path):
+    with pytest.raises(ValueError, match="figure 'forgetting_examples' reads profiles, tables: give "
+                                         "--profiles --tables"):
+        plot.main("forgetting_examples", tmp_path / "x.png", runs=runs)
+
+
+def test_the_registry_loads_without_matplotlib_or_pandas():
+    """The workflow and the CLI read the registry; the drawing modules load only to draw."""
+    code = ("import sys, lfr.report.plot; from lfr.cli import build_parser; build_parser(); "
+            "assert not {'matplotlib', 'pandas', 'torch'} & set(sys.modules), "
+            "sorted({'matplotlib', 'pandas', 'torch'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True)

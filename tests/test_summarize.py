@@ -1,0 +1,51 @@
+"""The main tables (lfr/report/summarize.py) from hand-built runs: the speed-up definition and
+seed aggregation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfr.report.summarize import loss_at, summarize, tokens_to_reach
+
+
+def test_tokens_to_reach_interpolates_the_first_crossing():
+    tokens = np.array([0, 100, 200, 300, 400.0])
+    loss = np.array([6.0, 5.0, 4.0, 4.5, 3.0])
+    assert tokens_to_reach(tokens, loss, 4.5) == pytest.approx(150)  # 5.0 -> 4.0 between 100 and 200
+    assert tokens_to_reach(tokens, loss, 6.5) == 0  # already there at the first evaluation
+    assert math.isnan(tokens_to_reach(tokens, loss, 2.0))  # never reached
+    assert loss_at(tokens, loss, 250) == pytest.approx(4.25)
+    assert math.isnan(loss_at(tokens, loss, 500))  # never extrapolated
+
+
+def test_main_table_aggregates_seeds_and_defines_the_speedup(runs, tmp_path):
+    evals = tmp_path / "e.parquet"
+    pd.DataFrame({"size": ["s"] * 2, "method": ["lfr"] * 2, "seed": [0, 1], "task": "t", "domain": "all",
+                  "metric": "acc", "value": [0.4, 0.6], "stderr": [0.05, 0.05]}).to_parquet(evals)
+    main = summarize(runs, tmp_path / "main.csv", [evals]).set_index("method")
+    assert list(main.index) == ["random", "lfr", "lfr-reverse"]
+    assert main.loc["lfr", "n_seeds"] == 2 and main.loc["lfr-reverse", "n_seeds"] == 1
+    assert main.loc["lfr", "val_loss"] == 3.5 and main.loc["lfr", "val_loss_std"] == 0
+    # lfr's mean curve: 6.0, 4.5, 4.1, 3.8 -> crosses 4.0 between 200 (4.1) and 300 (3.8)
+    assert main.loc["lfr", "tokens_to_baseline"] == pytest.approx(200 + 100 * 0.1 / 0.3)
+    assert main.loc["lfr", "speedup"] == pytest.approx(400 / (200 + 100 / 3))
+    assert bool(main.loc["lfr", "reached"]) and not bool(main.loc["lfr-reverse", "reached"])
+    assert math.isnan(main.loc["lfr-reverse", "speedup"])
+    assert main.loc["random", "speedup"] == pytest.approx(1.0)
+    assert main.loc["lfr", "acc:t"] == pytest.approx(0.5)
+    assert main.loc["lfr", "acc:t_std"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
+    assert main.loc["lfr", "val_loss_at_baseline_tokens"] == 3.5
+    by_seed = pd.read_csv(tmp_path / "main_by_seed.csv")
+    assert len(by_seed) == 5 and by_seed[by_seed.method == "lfr"]["acc:t"].tolist() == [0.4, 0.6]
+
+
+def test_a_size_without_random_keeps_its_baseline_columns_and_says_so(runs, tmp_path, caplog):
+    lfr_only = [r for r in runs if "-random-" not in r.name]
+    main = summarize(lfr_only, tmp_path / "main.csv")
+    assert {"baseline_val_loss", "tokens_to_baseline", "speedup", "reached"} <= set(main.columns)
+    assert main.speedup.isna().all()
+    assert "no 'random' run at size s" in caplog.text
