@@ -53,10 +53,15 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(prepared, tmp_path_factory):
     """(config, prepared dir, run dir, summary) of one tiny `random` run."""
-    from lfr.train import train
-
     cfg, root = prepared
     out = tmp_path_factory.mktemp("run")
-    summary = train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", out,
-                    run_info={"config_hash": "abc", "git_commit": "x"})
+    summary = run_train(cfg, "random", root, out, run_info={"config_hash": "abc", "git_commit": "x"})
     return cfg, root, out, summary
+
+
+def run_train(cfg, method, root, out, size="nano", seed=0, block_scores=None, data=None, **job):
+    """Train one run of `method` on the prepared folder `root` (its data, or `data`) into `out`."""
+    from lfr.train import Job, Method, train
+
+    job = Job(size, seed, data or root / "data", root / "tokenizer", out, **job)
+    return train(cfg, job, Method.registered(cfg, method, block_scores))

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, run_train, tiny_config
 from test_lfr import drive
 from test_sampling import make
 
@@ -300,12 +300,13 @@ def reference(prepared, tmp_path_factory):
 
 def test_score_reference_writes_scores_and_its_compute(reference, prepared):
     from lfr.data import BlockStore
-    from lfr.score_reference import read_block_scores, reference_shard
+    from lfr.sampling import BlockScores
+    from lfr.sampling.ppl_prune import reference_shard
 
     _cfg, out, info = reference
     _, root = prepared
     store = BlockStore.open(root / "data", "train")
-    scores = read_block_scores(out / "block_scores.parquet")
+    scores = BlockScores.read(out / "block_scores.parquet")
     shard = reference_shard(store.num_blocks, 0.2, 0)
     assert np.flatnonzero(scores.reference).tolist() == shard.tolist()
     assert np.isnan(scores.score[shard]).all() and np.isfinite(scores.score[~scores.reference]).all()
@@ -330,14 +331,12 @@ def random_tokens(cfg, root):
 
 @pytest.mark.parametrize("name", ["ppl-prune", "loss-prop", "leitner"])
 def test_peer_trains_through_the_loop_at_equal_tokens(name, trained, reference, tmp_path):
-    from lfr.train import train
-
     _cfg, root, random_dir, _ = trained
     _, scores_dir, info = reference
     cfg = tiny_config(train={"epochs": 0.5, "eval_every": 1000},
                       method_options={"ppl-prune": {"reference_fraction": 0.2, "reference_epochs": 1}})
     scores = scores_dir / "block_scores.parquet" if name == "ppl-prune" else None
-    summary = train(cfg, "nano", name, 0, root / "data", root / "tokenizer", tmp_path, block_scores=scores)
+    summary = run_train(cfg, name, root, tmp_path, block_scores=scores)
     assert summary["tokens"] == random_tokens(cfg, root) > 0
     assert np.isfinite(summary["val_loss"])
     metrics = pd.read_parquet(tmp_path / "metrics.parquet")
@@ -360,12 +359,10 @@ def test_infobatch_prunes_and_anneals_through_the_loop_at_equal_tokens(prepared,
     """1.2 epochs with delta 0.95: a full first epoch, pruned (weighted) draws, then the anneal;
     the run matches random's token count. (Exact resume is the sampler round-trip above plus the
     loop's own resume test in test_train.py.)"""
-    from lfr.train import train
-
     _, root = prepared
     cfg = tiny_config(train={"epochs": 1.2, "eval_every": 1000},
                       method_options={"infobatch": {"delta": 0.95}})
-    summary = train(cfg, "nano", "infobatch", 0, root / "data", root / "tokenizer", tmp_path)
+    summary = run_train(cfg, "infobatch", root, tmp_path)
     assert summary["tokens"] == random_tokens(cfg, root) and np.isfinite(summary["val_loss"])
     metrics = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(metrics.phase) == {"prune", "anneal"}

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_train
 from transformers import GPT2LMHeadModel
 
 from lfr.config import ProfileConfig
@@ -80,13 +81,12 @@ def test_sample_is_fixed_by_seed_and_capped():
 @pytest.fixture(scope="module")
 def profiled(prepared, tmp_path_factory):
     """A tiny LFR run with snapshots, profiled over 48 sampled blocks."""
-    from lfr.train import train
 
     cfg, root = prepared
     cfg = cfg.model_copy(update={"method_options": {"lfr": {"preset": "paper-v1", "reps": 1}}})
     out = tmp_path_factory.mktemp("profiled")
     spec = ProfileConfig(every_tokens=20_000, sample_blocks=48, batch_size=16)
-    summary = train(cfg, "nano", "lfr", 0, root / "data", root / "tokenizer", out / "run",
+    summary = run_train(cfg, "lfr", root, out / "run",
                     run_info={"config_hash": "h", "git_commit": "c"}, snapshots=spec)
     profile = profile_run(out / "run", root / "data", spec, out / "prof/losses.parquet",
                           out / "prof/summary.json", "cpu")

@@ -19,7 +19,8 @@ import yaml
 from conftest import REPO, tiny_config
 from safetensors.torch import load_file
 
-from lfr.train import flops_per_token, peak_flops
+from lfr.metrics import peak_flops
+from lfr.model import flops_per_token
 
 FAKE = {
     "sbatch": 'echo "$@" >> "$SBATCH_LOG"; echo 4242',

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_train, tiny_config
 
 from lfr.config import TrainConfig, config_hash
-from lfr.train import TrainingInterrupted, lr_at, train
+from lfr.train import TrainingInterrupted, lr_at
 
 
 def run(cfg, root, out, **kw):
-    return train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", out, **kw)
+    return run_train(cfg, "random", root, out, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,7 @@ def lfr_run(prepared, tmp_path_factory):
     options = {"schedule": SCHEDULE}
     cfg = cfg.model_copy(update={"method_options": {"lfr": options}})
     out = tmp_path_factory.mktemp("lfr-run")
-    train(cfg, "nano", "lfr", 0, root / "data", root / "tokenizer", out,
-          run_info={"config_hash": "h", "git_commit": "c"})
+    run_train(cfg, "lfr", root, out, run_info={"config_hash": "h", "git_commit": "c"})
     facts = RunFacts(BlockStore.open(root / "data", "train").num_blocks, 8, 32, 0, 1.0)
     return out, build_sampler("lfr", facts, options).plan, 8 * 32
 

@@ -60,11 +60,12 @@ def stage_config(*sections, exclude=()):
     return json.dumps(job, sort_keys=True)
 
 
-def config_keys(section, *keys):
-    """Like stage_config, for only some keys of one section."""
+def config_keys(section, *keys, **more):
+    """Like stage_config, for only some keys of one section (and of the sections in `more`:
+    section=(key, ...))."""
     dump = CFG.model_dump(mode="json")
-    return json.dumps({section: {k: dump[section][k] for k in keys}, "offline": dump["offline"]},
-                      sort_keys=True)
+    job = {name: {k: dump[name][k] for k in names} for name, names in {section: keys, **more}.items()}
+    return json.dumps({**job, "offline": dump["offline"]}, sort_keys=True)
 
 
 def run_config(size, method):
@@ -149,9 +150,9 @@ def block_scores_input(wildcards):
     """The reference scores of a method that needs them (ppl-prune), else nothing."""
     if not SAMPLERS[wildcards.method].needs_block_scores:
         return []
-    from lfr.score_reference import reference_settings
+    from lfr.grid import reference_size
 
-    ref_size, _ = reference_settings(CFG, wildcards.method)
+    ref_size = reference_size(CFG, wildcards.method)
     folder = SCORES_DIR.format(method=wildcards.method, ref_size=ref_size, seed=wildcards.seed)
     return os.path.join(folder, "block_scores.parquet")
 
