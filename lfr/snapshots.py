@@ -64,6 +64,7 @@ class SnapshotWriter:
         write_json(self.partial / "index.json", [
             {"step": s, "tokens": s * tokens_per_step, "file": file_name(s),
              "phase": phase(s - 1) if s else "init"} for s in self.steps])
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(Path(run_dir) / "snapshots", ignore_errors=True)
         os.replace(self.partial, Path(run_dir) / "snapshots")
 

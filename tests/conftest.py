@@ -6,11 +6,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if os.environ.get("LFR_TEST_GPU") != "1":  # CPU only, unless the GPU tests are asked for
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
 
@@ -65,3 +67,42 @@ def run_train(cfg, method, root, out, size="nano", seed=0, block_scores=None, da
 
     job = Job(size, seed, data or root / "data", root / "tokenizer", out, **job)
     return train(cfg, job, Method.registered(cfg, method, block_scores))
+
+
+def fixed_losses(num_blocks, seed=0):
+    return np.random.default_rng([seed, 5]).uniform(1, 5, num_blocks).astype(np.float32)
+
+
+def random_tokens(cfg, root):
+    """Optimizer-step tokens of a `random` run of this config (what every peer must match)."""
+    from lfr.data import BlockStore
+    from lfr.sampling import RunFacts, build_sampler
+
+    store = BlockStore.open(root / "data", "train")
+    facts = RunFacts(store.num_blocks, cfg.train.batch_size, store.block_size, 0, cfg.train.epochs)
+    steps = build_sampler("random", facts, {}).num_steps()
+    return steps * cfg.train.batch_size * store.block_size
+
+
+@pytest.fixture(scope="session")
+def reference(prepared, tmp_path_factory):
+    """(config, folder, reference.json) of a ppl-prune reference on a 20% shard."""
+    from lfr.score_reference import score_reference
+
+    cfg, root = prepared
+    cfg = tiny_config(method_options={"ppl-prune": {"reference_fraction": 0.2, "reference_epochs": 1}})
+    out = tmp_path_factory.mktemp("scores")
+    info = score_reference(cfg, "ppl-prune", 0, root / "data", root / "tokenizer", out)
+    return cfg, out, info
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only with LFR_TEST_GPU=1 on a machine with CUDA (README: Tests)."""
+    import torch
+
+    if os.environ.get("LFR_TEST_GPU") == "1" and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA and LFR_TEST_GPU=1")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
