@@ -29,7 +29,6 @@ replace their earlier rows, and the other benchmarks' rows stay.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -136,7 +135,7 @@ def demo_model(root: Path, cfg: ExperimentConfig) -> torch.nn.Module:
 
 # -- benchmarks -----------------------------------------------------------------------------
 def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
-    from lfr.train import train
+    from lfr.train import Job, Method, train
 
     store = BlockStore.open(root / "data", "train")
     tc = cfg.train
@@ -146,7 +145,8 @@ def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int
 
     def ours() -> float:
         with tempfile.TemporaryDirectory() as out:
-            summary = train(run_cfg, "micro", "random", 0, root / "data", root / "tokenizer", Path(out))
+            job = Job("micro", 0, root / "data", root / "tokenizer", Path(out))
+            summary = train(run_cfg, job, Method.registered(run_cfg, "random"))
         assert summary["steps"] == steps, summary["steps"]
         return summary["train_tokens_per_s"]
 
@@ -211,7 +211,8 @@ def bench_sampler_overhead(repeats: int, steps: int) -> Row:
 
 
 def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, batch: int) -> Row:
-    from lfr.train import Dist, optimizer_step
+    from lfr.distributed import Dist
+    from lfr.train import optimizer_step
 
     store = BlockStore.open(root / "data", "train")
     T, tc, cpu = store.block_size, cfg.train, torch.device("cpu")
@@ -229,8 +230,7 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
         model.train()
         t0 = time.perf_counter()
         for step in range(steps):
-            optimizer_step(model, opt, store, ids[step * tc.batch_size:][: tc.batch_size], None, tc, Dist(),
-                           contextlib.nullcontext())
+            optimizer_step(model, opt, store, ids[step * tc.batch_size:][: tc.batch_size], None, tc, Dist())
         return steps * tc.batch_size * T / (time.perf_counter() - t0)
 
     ours(), training()  # warm-up of both

@@ -1,19 +1,25 @@
 """GPT-2 as transformers' `GPT2LMHeadModel`, so every checkpoint is a plain HF folder.
 
 We use the HF module rather than a hand-written one: on CPU it trains at the speed of a
-nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`; with HF's default
-Python-level `gelu_new` it was up to 8% slower) and it removes the export step that lm-eval would
-otherwise need. Shapes: B batch, T time (block_size), V vocab.
+nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`, README: Speed) and it
+removes the export step that lm-eval would otherwise need. Shapes: B batch, T time (block_size),
+V vocab.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lfr.config import ModelPreset
+from lfr.data import BlockStore
 
 
 def gpt2_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: int,
@@ -30,7 +36,7 @@ def gpt2_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: i
         bos_token_id=eot_id,
         eos_token_id=eot_id,
         tie_word_embeddings=True,
-        activation_function="gelu_pytorch_tanh",  # GPT-2's gelu_new, fused: a 3-9% faster CPU step
+        activation_function="gelu_pytorch_tanh",  # GPT-2's gelu_new, as one fused kernel
     )
 
 
@@ -42,6 +48,36 @@ def build_model(config: GPT2Config) -> GPT2LMHeadModel:
 def num_params(model: torch.nn.Module) -> int:
     """Parameter count with tied weights counted once, position embeddings included."""
     return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(model: torch.nn.Module) -> float:
+    """Training FLOPs per token, nanoGPT's estimate: 6N + 12 L T C (N without position embeddings)."""
+    cfg = model.config
+    n = num_params(model) - model.transformer.wpe.weight.numel()
+    return 6 * n + 12 * cfg.n_layer * cfg.n_positions * cfg.n_embd
+
+
+def autocast(device: torch.device, dtype: str) -> Any:
+    """bf16 autocast on CUDA when train.dtype is bfloat16; float32 everywhere else."""
+    if device.type == "cuda" and dtype == "bfloat16":
+        return torch.autocast("cuda", torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def scored_batches(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
+                   device: torch.device, dtype: str) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Every batched no-grad loss pass (validation, profiling, reference scoring): the model in
+    eval mode over `ids` in batches; yields (positions in `ids`, their per-block losses on the
+    device). The model's train/eval mode is restored at the end."""
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(ids), batch_size):
+        batch = store.batch(ids[i : i + batch_size])
+        x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in batch)
+        with autocast(device, dtype):
+            yield slice(i, i + len(x)), block_losses(model, x, y)
+    model.train(was_training)
 
 
 def block_losses(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:

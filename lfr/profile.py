@@ -1,6 +1,6 @@
 """Stage `profile`: each training block's loss at each weight snapshot of a run.
 
-The training loop saves snapshots at token intervals and phase boundaries (train.snapshot_steps).
+The training loop saves snapshots at token intervals and phase boundaries (lfr/snapshots.py).
 This pass reloads each one and computes the mean token loss of every profiled block in eval mode,
 without grad, in large batches: forward-only, so about a third of a training step per token. The
 profiled blocks are all training blocks or a fixed seeded sample (`profile.sample_blocks`), the
@@ -13,7 +13,6 @@ In memory and on disk a profiled block costs BYTES_PER_ROW per snapshot.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -29,7 +28,9 @@ from transformers import GPT2LMHeadModel
 from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.files import write_json, write_parquet
-from lfr.model import block_losses
+from lfr.model import scored_batches
+from lfr.runtime import resolve_device
+from lfr.snapshots import load_weights, read_index
 
 log = logging.getLogger(__name__)
 # int64 block_id, float32 loss, int64 step and tokens; run, phase and domain dictionary-encoded.
@@ -44,41 +45,22 @@ def sample_blocks(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(num_blocks, size=size, replace=False)).astype(np.int64)
 
 
-@torch.inference_mode()
 def profile_losses(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
-                   device: torch.device) -> np.ndarray:
-    """Mean token loss (float32) of each block in `ids`, eval mode, bf16 autocast on CUDA."""
-    model.eval()
-    autocast = (torch.autocast("cuda", torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+                   device: torch.device, dtype: str = "float32") -> np.ndarray:
+    """Mean token loss (float32) of each block in `ids`, eval mode, training's autocast."""
     out = np.empty(len(ids), dtype=np.float32)
-    for i in range(0, len(ids), batch_size):
-        x, y = (torch.from_numpy(a).to(device, non_blocking=True)
-                for a in store.batch(ids[i : i + batch_size]))
-        with autocast:
-            out[i : i + batch_size] = block_losses(model, x, y).float().cpu().numpy()
+    for part, losses in scored_batches(model, store, ids, batch_size, device, dtype):
+        out[part] = losses.float().cpu().numpy()
     return out
 
 
-def load_snapshots(run_dir: Path) -> list[dict[str, Any]]:
-    index = Path(run_dir) / "snapshots" / "index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{index} not found; the run was trained without snapshots")
-    snaps = json.loads(index.read_text())
-    if not snaps:
-        raise ValueError(f"{index} lists no snapshot: the run is not selected by `profile:` "
-                         "(methods/sizes/seeds); add it there and rerun its training")
-    return snaps
-
-
 def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
-                summary_out: Path, device: str = "auto") -> dict[str, Any]:
+                summary_out: Path, device: str = "auto", dtype: str = "float32") -> dict[str, Any]:
     """Profile every snapshot of one run; write the long table and a summary; return the summary."""
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text())
-    snaps = load_snapshots(run_dir)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
+    snaps = read_index(run_dir)
+    dev = resolve_device(device, "train.device")
     model = GPT2LMHeadModel.from_pretrained(run_dir / "model").to(dev)
     store = BlockStore.open(data_dir, "train")
     ids = sample_blocks(store.num_blocks, cfg.sample_blocks, cfg.sample_seed)
@@ -87,10 +69,9 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     run = f"{info['size']}/{info['method']}/seed{info['seed']}"
     frames, seconds = [], 0.0
     for snap in tqdm(snaps, desc=f"profile {run}", unit="snapshot"):
-        weights = torch.load(run_dir / "snapshots" / snap["file"], map_location=dev, weights_only=True)
-        model.load_state_dict({k: v.float() for k, v in weights.items()})
+        model.load_state_dict(load_weights(run_dir, snap, dev))
         t0 = time.perf_counter()
-        losses = profile_losses(model, store, ids, cfg.batch_size, dev)
+        losses = profile_losses(model, store, ids, cfg.batch_size, dev, dtype)
         seconds += time.perf_counter() - t0
         frames.append(pd.DataFrame({
             "checkpoint_step": snap["step"], "checkpoint_tokens": snap["tokens"],
@@ -121,4 +102,4 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
 def main(cfg: ExperimentConfig, run: Path, data: Path, out: Path) -> dict[str, Any]:
     out = Path(out)
     return profile_run(run, data, cfg.profile, out / "losses.parquet", out / "summary.json",
-                       cfg.train.device)
+                       cfg.train.device, cfg.train.dtype)

@@ -6,11 +6,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if os.environ.get("LFR_TEST_GPU") != "1":  # CPU only, unless the GPU tests are asked for
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
 
@@ -53,12 +55,9 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(prepared, tmp_path_factory):
     """(config, prepared dir, run dir, summary) of one tiny `random` run."""
-    from lfr.train import train
-
     cfg, root = prepared
     out = tmp_path_factory.mktemp("run")
-    summary = train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", out,
-                    run_info={"config_hash": "abc", "git_commit": "x"})
+    summary = run_train(cfg, "random", root, out, run_info={"config_hash": "abc", "git_commit": "x"})
     return cfg, root, out, summary
 
 
@@ -102,14 +101,13 @@ def profiled(prepared, tmp_path_factory):
     (prepared dir, dir with run/ and prof/, profile settings, train summary, profile summary)."""
     from lfr.config import ProfileConfig
     from lfr.profile import profile_run
-    from lfr.train import train
 
     cfg, root = prepared
     cfg = cfg.model_copy(update={"method_options": {"lfr": {"preset": "paper-v1", "reps": 1}}})
     out = tmp_path_factory.mktemp("profiled")
     spec = ProfileConfig(every_tokens=20_000, sample_blocks=48, batch_size=16)
-    summary = train(cfg, "nano", "lfr", 0, root / "data", root / "tokenizer", out / "run",
-                    run_info={"config_hash": "h", "git_commit": "c"}, snapshots=spec)
+    summary = run_train(cfg, "lfr", root, out / "run", run_info={"config_hash": "h", "git_commit": "c"},
+                        snapshots=spec)
     profile = profile_run(out / "run", root / "data", spec, out / "prof/losses.parquet",
                           out / "prof/summary.json", "cpu")
     return root, out, spec, summary, profile
@@ -127,3 +125,50 @@ def forgetting_tables(profiled, tmp_path_factory):
                     tables / "forgetting_blocks.parquet", threshold_nats=spec.threshold_nats,
                     threshold_sd=spec.threshold_sd)
     return tables, table
+
+
+def run_train(cfg, method, root, out, size="nano", seed=0, block_scores=None, data=None, **job):
+    """Train one run of `method` on the prepared folder `root` (its data, or `data`) into `out`."""
+    from lfr.train import Job, Method, train
+
+    job = Job(size, seed, data or root / "data", root / "tokenizer", out, **job)
+    return train(cfg, job, Method.registered(cfg, method, block_scores))
+
+
+def fixed_losses(num_blocks, seed=0):
+    return np.random.default_rng([seed, 5]).uniform(1, 5, num_blocks).astype(np.float32)
+
+
+def random_tokens(cfg, root):
+    """Optimizer-step tokens of a `random` run of this config (what every peer must match)."""
+    from lfr.data import BlockStore
+    from lfr.sampling import RunFacts, build_sampler
+
+    store = BlockStore.open(root / "data", "train")
+    facts = RunFacts(store.num_blocks, cfg.train.batch_size, store.block_size, 0, cfg.train.epochs)
+    steps = build_sampler("random", facts, {}).num_steps()
+    return steps * cfg.train.batch_size * store.block_size
+
+
+@pytest.fixture(scope="session")
+def reference(prepared, tmp_path_factory):
+    """(config, folder, reference.json) of a ppl-prune reference on a 20% shard."""
+    from lfr.score_reference import score_reference
+
+    cfg, root = prepared
+    cfg = tiny_config(method_options={"ppl-prune": {"reference_fraction": 0.2, "reference_epochs": 1}})
+    out = tmp_path_factory.mktemp("scores")
+    info = score_reference(cfg, "ppl-prune", 0, root / "data", root / "tokenizer", out)
+    return cfg, out, info
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only with LFR_TEST_GPU=1 on a machine with CUDA (README: Tests)."""
+    import torch
+
+    if os.environ.get("LFR_TEST_GPU") == "1" and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA and LFR_TEST_GPU=1")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

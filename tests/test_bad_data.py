@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, run_train, tiny_config
 
 from lfr.config import CorpusConfig, DataConfig
 from lfr.corpus import UNKNOWN_DOMAIN, prepare_corpus
@@ -99,7 +99,6 @@ def test_a_split_shorter_than_one_block_fails_naming_the_key(tmp_path, prepared)
 
 
 def test_corpus_smaller_than_one_batch_fails_naming_the_key(tmp_path, prepared):
-    from lfr.train import train
 
     _, root = prepared
     texts = ["In the beginning God created the heaven and the earth. " * 6] * 3
@@ -111,7 +110,7 @@ def test_corpus_smaller_than_one_batch_fails_naming_the_key(tmp_path, prepared):
     blocks = BlockStore.open(tmp_path / "data", "train").num_blocks
     assert 0 < blocks < 64
     with pytest.raises(ValueError, match=rf"the corpus has {blocks} blocks\. Lower train\.batch_size"):
-        train(cfg, "nano", "random", 0, tmp_path / "data", root / "tokenizer", tmp_path / "run")
+        run_train(cfg, "random", root, tmp_path / "run", data=tmp_path / "data")
     assert not (tmp_path / "run/run.json").exists()
 
 

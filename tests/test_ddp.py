@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from lfr.train import train
+from conftest import run_train
 
 WORKER = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from conftest import tiny_config
-    from lfr.train import train
+    from conftest import run_train, tiny_config
 
     root, out, method = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     cfg = tiny_config(methods=[method], train={{"batch_size": 4, "epochs": 1}},
                       method_options={{"lfr": {{"reps": 1}}}})
-    summary = train(cfg, "nano", method, 0, root / "data", root / "tokenizer", out)
+    summary = run_train(cfg, method, root, out)
     (out / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
 """)
 
@@ -66,7 +64,7 @@ def test_two_ranks_hold_identical_sampler_state(prepared, tmp_path, worker):
 def test_ddp_matches_one_process_with_the_same_global_batch(prepared, tmp_path, worker):
     cfg, root = prepared  # tiny_config: batch_size 8 = 2 ranks x 4
     torchrun(worker, str(root), str(tmp_path / "ddp"), "random")
-    train(cfg, "nano", "random", 0, root / "data", root / "tokenizer", tmp_path / "one")
+    run_train(cfg, "random", root, tmp_path / "one")
     cols = ["step", "tokens", "train_loss", "val_loss"]
     ddp, one = (pd.read_parquet(tmp_path / f"{d}/metrics.parquet")[cols] for d in ("ddp", "one"))
     pd.testing.assert_frame_equal(ddp, one, rtol=1e-4)  # same ids per step; float sums differ in order

@@ -81,8 +81,9 @@ def test_rolling_perplexity_agrees_with_our_val_loss(trained, tmp_path):
     that our loss also predicts each document's closing EOT.
     """
     from lfr.data import BlockStore
+    from lfr.distributed import Dist
     from lfr.evaluate import evaluate
-    from lfr.train import Dist, estimate_val_loss
+    from lfr.train import estimate_val_loss
 
     cfg, root, out, _ = trained
     docs = pd.read_parquet(root / "corpus/val.parquet")
@@ -101,7 +102,7 @@ def test_rolling_perplexity_agrees_with_our_val_loss(trained, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     store = BlockStore.open(root / "data", "val")
-    ours = estimate_val_loss(model, store, np.arange(store.num_blocks), 16, Dist(), torch.no_grad())
+    ours = estimate_val_loss(model, store, np.arange(store.num_blocks), 16, Dist())
     assert abs(lm_eval_nats - ours) < 0.05, (lm_eval_nats, ours)
 
 
@@ -110,9 +111,10 @@ def test_exported_checkpoint_matches_the_training_model(trained):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lfr.data import BlockStore
+    from lfr.distributed import Dist
     from lfr.model import build_model, gpt2_config
     from lfr.tokenizer import tokenizer_meta
-    from lfr.train import Dist, estimate_val_loss, val_subset
+    from lfr.train import estimate_val_loss, val_subset
 
     cfg, root, out, summary = trained
     hf = AutoModelForCausalLM.from_pretrained(out / "model").eval()
@@ -127,7 +129,7 @@ def test_exported_checkpoint_matches_the_training_model(trained):
         torch.testing.assert_close(hf(x).logits, ours(input_ids=x).logits, rtol=0, atol=1e-5)
     store = BlockStore.open(root / "data", "val")
     ids = val_subset(store.num_blocks, cfg.train.eval_blocks)
-    val = estimate_val_loss(hf, store, ids, cfg.train.batch_size, Dist(), torch.no_grad())
+    val = estimate_val_loss(hf, store, ids, cfg.train.batch_size, Dist())
     assert val == pytest.approx(summary["val_loss"], abs=1e-5)
 
 

@@ -19,8 +19,6 @@ import yaml
 from conftest import REPO, tiny_config
 from safetensors.torch import load_file
 
-from lfr.train import flops_per_token, peak_flops
-
 FAKE = {
     "sbatch": 'echo "$@" >> "$SBATCH_LOG"; echo 4242',
     "sacct": 'echo "4242|FAILED|1:0"',
@@ -91,18 +89,6 @@ def test_sigterm_checkpoints_exits_nonzero_and_the_rerun_resumes(prepared, tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"at step {saved}" in done.stderr  # resumed from the step the signal saved
     assert (tmp_path / "out/run.json").is_file() and not (tmp_path / "resume").exists()
-
-
-def test_mfu_arithmetic_follows_nanogpt():
-    from lfr.config import MODEL_PRESETS
-    from lfr.model import build_model, gpt2_config
-
-    model = build_model(gpt2_config(MODEL_PRESETS["gpt2"], 50257, 1024, 50256))
-    n = sum(p.numel() for p in model.parameters()) - 1024 * 768
-    assert n == pytest.approx(123.6e6, rel=0.01)  # GPT-2 small without position embeddings
-    assert flops_per_token(model) == 6 * n + 12 * 12 * 1024 * 768
-    assert peak_flops(500.0, torch.device("cpu")) == 500e12
-    assert peak_flops(None, torch.device("cpu")) is None
 
 
 def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(tmp_path):

@@ -2,19 +2,25 @@
 
 The loop knows nothing else about methods: it asks for the global block ids of each optimizer
 step, trains on them, and reports back each block's training loss from that same forward pass
-(taken before the update, so recording costs no extra FLOPs). Samplers are numpy-only and own
-their RNG, which goes into the checkpoint with the rest of their state.
+(taken before the update, so recording costs no extra FLOPs). Samplers see only block ids,
+losses and the run's facts (no torch, no model); they own their RNG, which goes into the
+checkpoint with the rest of their state.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from lfr.files import write_json, write_parquet
 
 MAX_EPOCHS = 1e6
 """Bound of every length in epochs: far beyond any run, and the step count (epochs x blocks) stays
@@ -27,6 +33,13 @@ class SamplerOptions(BaseModel):
     NaN (YAML's `.inf` passes `gt=0`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class RunLengthOptions(SamplerOptions):
+    """Options of a method without a schedule of its own: it runs as long as `random`."""
+
+    epochs: Epochs | None = None
+    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,8 @@ class RunFacts:
 
 @dataclass(frozen=True)
 class BlockScores:
-    """Static per-block scores from a reference model (the `score-reference` stage)."""
+    """Static per-block scores from a reference model (the `score-reference` stage), which writes
+    them with `write` (block_scores.parquet, with reference.json beside it); `read` reads them."""
 
     score: np.ndarray
     """float32 per training block: the reference model's mean token loss; NaN where not scored."""
@@ -59,6 +73,25 @@ class BlockScores:
     scoring_tokens: int = 0
     """Tokens of the no-grad scoring pass over the pool."""
 
+    def write(self, path: Path, info: dict[str, Any]) -> None:
+        """The parquet at `path`; `info` (with the token counts) as reference.json beside it."""
+        write_parquet(path, pd.DataFrame({"block_id": np.arange(len(self.score)), "score": self.score,
+                                          "reference": self.reference}))
+        write_json(Path(path).with_name("reference.json"), info)
+
+    @classmethod
+    def read(cls, path: str | Path) -> BlockScores:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"block scores {path} not found; run the score_reference rule first")
+        table = pd.read_parquet(path).sort_values("block_id")
+        if not np.array_equal(table.block_id.to_numpy(), np.arange(len(table))):
+            raise ValueError(f"{path}: block_id must be 0..N-1")
+        info_path = path.with_name("reference.json")
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        return cls(table.score.to_numpy(np.float32), table.reference.to_numpy(bool),
+                   int(info.get("reference_train_tokens", 0)), int(info.get("scoring_tokens", 0)))
+
 
 class Sampler(ABC):
     """Decides which training blocks make up each optimizer step."""
@@ -66,6 +99,8 @@ class Sampler(ABC):
     Options: ClassVar[type[SamplerOptions]] = SamplerOptions
     needs_block_scores: ClassVar[bool] = False
     """The workflow trains and scores a reference model first and passes `RunFacts.block_scores`."""
+    reads_losses: ClassVar[bool] = True
+    """`observe` uses the losses; False lets the loop skip gathering them across ranks."""
     forward_only_tokens: int = 0
     """Tokens this method runs through a model outside training steps (scoring passes)."""
     reference_train_tokens: int = 0
@@ -88,7 +123,8 @@ class Sampler(ABC):
         """
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
-        """Per-block training losses (mean token CE) of the blocks just trained. Default: ignore."""
+        """Per-block training losses (mean token CE) of the blocks just trained (called only when
+        `reads_losses`). Default: ignore."""
 
     def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
         """Per-block loss weights for the next step; None means all ones."""
@@ -123,9 +159,40 @@ def epoch_draws(pool: np.ndarray, start: int, stop: int,
     return out
 
 
-def epoch_permutation(num_blocks: int, seed: int, epoch: int) -> np.ndarray:
-    """The block order of one epoch: a permutation fixed by (seed, epoch) alone."""
-    return np.random.default_rng([seed, epoch]).permutation(num_blocks)
+def epoch_permutation(size: int, *key: int) -> np.ndarray:
+    """A permutation of range(size) fixed by the integers `key` alone (e.g. seed, epoch)."""
+    return np.random.default_rng(list(key)).permutation(size)
+
+
+class EpochOrder:
+    """The visiting order of each pass over a pool of `size` blocks: pass e is
+    epoch_permutation(size, *key, e). The current pass's order is cached: consecutive steps
+    draw from the same pass."""
+
+    def __init__(self, size: int, *key: int) -> None:
+        self.size, self.key = size, key
+        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_permutation(self.size, *self.key, epoch)
+        return self._order
+
+
+class PoolSampler(Sampler):
+    """Uniform sampling without replacement from a fixed pool of blocks (`self.pool`, set by the
+    subclass): back-to-back passes, each in its own seeded order (`order_key`, then the pass)."""
+
+    reads_losses: ClassVar[bool] = False
+    pool: np.ndarray
+    order_key: tuple[int, ...] = ()
+    """Integers between the seed and the pass number in each pass's RNG key (a stream of its own)."""
+
+    def batch_ids(self, step: int) -> np.ndarray:
+        if not hasattr(self, "_order"):
+            self._order = EpochOrder(len(self.pool), self.seed, *self.order_key)
+        start = step * self.batch_blocks
+        return epoch_draws(self.pool, start, start + self.batch_blocks, self._order)
 
 
 def equal_token_steps(run: RunFacts, epochs: float | None) -> int:

@@ -25,16 +25,14 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, equal_token_steps
+from lfr.sampling.base import RunFacts, RunLengthOptions, Sampler, equal_token_steps
 
 
-class InfoBatchOptions(SamplerOptions):
+class InfoBatchOptions(RunLengthOptions):
     prune_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.5
     """r: fraction of the below-mean blocks left out of each pruned epoch."""
     delta: Annotated[float, Field(ge=0, le=1)] = 0.875
     """Prune during the first `delta` of the steps; the rest is the full-data anneal."""
-    epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 
 class InfoBatchSampler(Sampler):

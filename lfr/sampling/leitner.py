@@ -30,12 +30,19 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_permutation, equal_token_steps
+from lfr.sampling.base import (
+    Epochs,
+    RunFacts,
+    RunLengthOptions,
+    Sampler,
+    epoch_permutation,
+    equal_token_steps,
+)
 
 NEVER = np.iinfo(np.int64).max  # `due` of a block never seen
 
 
-class LeitnerOptions(SamplerOptions):
+class LeitnerOptions(RunLengthOptions):
     intervals: Annotated[tuple[Epochs, ...], Field(min_length=1)] = (1, 2, 4, 8)
     """Review interval of box k, in `unit`s; one box per entry."""
     unit: Literal["epochs", "steps"] = "epochs"
@@ -48,8 +55,6 @@ class LeitnerOptions(SamplerOptions):
     (at most 1000, as promote_below)."""
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
     """Decay of the running mean of the step's mean training loss."""
-    epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 
 class LeitnerSampler(Sampler):

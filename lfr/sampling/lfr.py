@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws
+from lfr.sampling.base import EpochOrder, Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws
 
 # float32 score, last_loss, window sum; int32 visits, last_step, window count; bool kept;
 # int64 active ids (at most one per block).
@@ -173,15 +173,9 @@ class LFRSampler(Sampler):
 
     def _draws(self, index: int, active: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Draws [start, stop) of a phase: its active set in a fresh seeded order each epoch."""
-        return epoch_draws(active, start, stop, lambda epoch: self._order(index, epoch, len(active)))
-
-    def _order(self, index: int, epoch: int, size: int) -> np.ndarray:
-        """Permutation of epoch `epoch` of phase `index`, cached (a step reuses its epoch's)."""
-        key = (index, epoch, size)
-        if getattr(self, "_order_key", None) != key:
-            self._order_key = key
-            self._order_value = np.random.default_rng([self.seed, index, epoch]).permutation(size)
-        return self._order_value
+        if getattr(self, "_order_of", None) != (index, len(active)):
+            self._order_of, self._order = (index, len(active)), EpochOrder(len(active), self.seed, index)
+        return epoch_draws(active, start, stop, self._order)
 
     def num_steps(self) -> int:
         last = self.plan[-1]

@@ -19,10 +19,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, equal_token_steps
+from lfr.sampling.base import RunFacts, RunLengthOptions, Sampler, equal_token_steps
 
 
-class LossPropOptions(SamplerOptions):
+class LossPropOptions(RunLengthOptions):
     alpha: Annotated[float, Field(ge=0, le=10)] = 1.0
     """Priority exponent: 0 is uniform sampling, 1 is proportional to the loss. At most 10: larger
     powers of a fresh model's losses overflow float64 and the run fails mid-training (NaN p)."""
@@ -31,8 +31,6 @@ class LossPropOptions(SamplerOptions):
     eps: Annotated[float, Field(gt=0, le=1)] = 0.01
     """Added to every loss so that no block's probability is 0; at most 1 (more flattens the
     priorities towards uniform, and its power, like alpha's, must stay in float64's range)."""
-    epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 
 class LossPropSampler(Sampler):

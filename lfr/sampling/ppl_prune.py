@@ -4,9 +4,9 @@ Perplexity").
 
 The workflow first trains a small reference model (`reference_size`, default the smallest
 configured model) on a seeded shard of the training blocks (`reference_fraction`), for
-`reference_epochs` passes over the shard, then scores every other block with it (no-grad
-forward, the block's mean token loss: ranking by loss = ranking by perplexity). That is the
-`score_reference` rule (`python -m lfr score-reference`, lfr/reference.py). The shard is excluded
+`reference_epochs` passes over the shard (`ShardSampler`), then scores every other block with it
+(no-grad forward, the block's mean token loss: ranking by loss = ranking by perplexity). That is
+the `score_reference` rule (`python -m lfr score-reference`, lfr/score_reference.py). The shard is excluded
 from this method's pool, so the pruned model never trains on the reference's data. Of the pool,
 the band `band` (low, middle or high scores) of a fraction `keep` is kept, and training samples
 uniformly within it: a fresh seeded permutation of the kept set each pass, for as many steps as
@@ -23,10 +23,19 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws, equal_token_steps
+from lfr.sampling.base import (
+    Epochs,
+    PoolSampler,
+    RunFacts,
+    RunLengthOptions,
+    SamplerOptions,
+    equal_token_steps,
+)
+
+SHARD_STREAM = 0x5EF  # keeps the shard's generator apart from the epoch permutations
 
 
-class PplPruneOptions(SamplerOptions):
+class PplPruneOptions(RunLengthOptions):
     keep: Annotated[float, Field(gt=0, le=1)] = 0.5
     """Fraction of the pool kept."""
     band: Literal["low", "middle", "high"] = "middle"
@@ -37,8 +46,6 @@ class PplPruneOptions(SamplerOptions):
     """Fraction of the training blocks (seeded) the reference trains on; excluded from the pool."""
     reference_epochs: Epochs | None = None
     """Passes of the reference model over its shard; default train.epochs."""
-    epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
 
 
 def band_ids(score: np.ndarray, pool: np.ndarray, keep: float, band: str) -> np.ndarray:
@@ -51,7 +58,26 @@ def band_ids(score: np.ndarray, pool: np.ndarray, keep: float, band: str) -> np.
     return np.sort(ranked[start : start + n_keep])
 
 
-class PplPruneSampler(Sampler):
+def reference_shard(num_blocks: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted ids of the reference model's training shard: round(fraction * N) blocks (>= 1)."""
+    size = max(1, int(np.floor(fraction * num_blocks + 0.5)))
+    return np.sort(np.random.default_rng([seed, SHARD_STREAM]).permutation(num_blocks)[:size])
+
+
+class ShardSampler(PoolSampler):
+    """The reference model's training: uniform passes over its shard (not a registered method)."""
+
+    order_key = (SHARD_STREAM,)
+
+    def __init__(self, run: RunFacts, shard: np.ndarray, epochs: float) -> None:
+        super().__init__(run, SamplerOptions())
+        self.pool, self.epochs = shard, epochs
+
+    def num_steps(self) -> int:
+        return max(1, int(self.epochs * len(self.pool)) // self.batch_blocks)
+
+
+class PplPruneSampler(PoolSampler):
     Options = PplPruneOptions
     options: PplPruneOptions
     needs_block_scores: ClassVar[bool] = True
@@ -65,10 +91,10 @@ class PplPruneSampler(Sampler):
         if len(scores.score) != self.num_blocks:
             raise ValueError(f"the block scores cover {len(scores.score)} blocks, the corpus has "
                              f"{self.num_blocks}: they come from another tokenization")
-        self.pool = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
-        if not len(self.pool):
+        scored = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
+        if not len(scored):
             raise ValueError("no scored block outside the reference shard")
-        self.kept = band_ids(scores.score, self.pool, options.keep, options.band)
+        self.kept = self.pool = band_ids(scores.score, scored, options.keep, options.band)
         self.steps = equal_token_steps(run, options.epochs)
         self.forward_only_tokens = scores.scoring_tokens
         self.reference_train_tokens = scores.reference_train_tokens
@@ -78,17 +104,6 @@ class PplPruneSampler(Sampler):
 
     def phase(self, step: int) -> str:
         return f"band:{self.options.band}"
-
-    def batch_ids(self, step: int) -> np.ndarray:
-        start = step * self.batch_blocks
-        return epoch_draws(self.kept, start, start + self.batch_blocks, self._order)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        """Permutation of the kept set in pass `epoch`, fixed by (seed, epoch); cached."""
-        if getattr(self, "_cached_epoch", None) != epoch:
-            self._cached_epoch = epoch
-            self._cached_order = np.random.default_rng([self.seed, epoch]).permutation(len(self.kept))
-        return self._cached_order
 
     def state_dict(self) -> dict[str, Any]:
         return {"kept": self.kept.copy()}  # derived from the score file: a resume check

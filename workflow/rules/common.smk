@@ -62,11 +62,12 @@ def stage_config(*sections, exclude=()):
     return json.dumps(job, sort_keys=True)
 
 
-def config_keys(section, *keys):
-    """Like stage_config, for only some keys of one section."""
+def config_keys(section, *keys, **more):
+    """Like stage_config, for only some keys of one section (and of the sections in `more`:
+    section=(key, ...))."""
     dump = CFG.model_dump(mode="json")
-    return json.dumps({section: {k: dump[section][k] for k in keys}, "offline": dump["offline"]},
-                      sort_keys=True)
+    job = {name: {k: dump[name][k] for k in names} for name, names in {section: keys, **more}.items()}
+    return json.dumps({**job, "offline": dump["offline"]}, sort_keys=True)
 
 
 def run_config(size, method):

@@ -16,7 +16,8 @@ rule profile:
     benchmark:
         "results/benchmarks/profile/{size}/{method}/seed{seed}.tsv"
     params:
-        config=config_keys("profile", "sample_blocks", "sample_seed", "batch_size"),
+        config=config_keys("profile", "sample_blocks", "sample_seed", "batch_size",
+                           train=("device", "dtype")),  # the device and autocast of training
         run_dir=subpath(input.run, parent=True),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.summary, parent=True),

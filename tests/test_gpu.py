@@ -1,0 +1,55 @@
+"""The CUDA paths of training: bf16 autocast, torch.compile and NCCL DDP. Skipped without a GPU;
+on one: `LFR_TEST_GPU=1 .venv/bin/python -m pytest -m gpu`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, run_train, tiny_config
+
+pytestmark = pytest.mark.gpu
+
+
+def gpu_config(**train):
+    return tiny_config(train={"device": "cuda", "epochs": 2, "eval_every": 20, **train})
+
+
+def test_bf16_training_matches_float32(prepared, tmp_path):
+    """bf16 autocast trains like float32 on the same data order (loss within bf16's noise)."""
+    _, root = prepared
+    a = run_train(gpu_config(dtype="float32"), "random", root, tmp_path / "fp32")
+    b = run_train(gpu_config(dtype="bfloat16"), "random", root, tmp_path / "bf16")
+    assert a["device"].startswith("cuda") and a["steps"] == b["steps"]
+    assert abs(a["val_loss"] - b["val_loss"]) < 0.05, (a["val_loss"], b["val_loss"])
+    first = pd.read_parquet(tmp_path / "bf16/metrics.parquet").val_loss.dropna()
+    assert first.iloc[-1] < first.iloc[0] - 0.5
+
+
+def test_compiled_training_matches_eager(prepared, tmp_path):
+    _, root = prepared
+    a = run_train(gpu_config(dtype="bfloat16"), "lfr", root, tmp_path / "eager")
+    b = run_train(gpu_config(dtype="bfloat16", compile=True), "lfr", root, tmp_path / "compiled")
+    assert a["steps"] == b["steps"] and abs(a["val_loss"] - b["val_loss"]) < 0.05
+    assert np.isfinite(b["train_tokens_per_s"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_nccl_ranks_hold_identical_sampler_state(prepared, tmp_path):
+    _, root = prepared
+    script = (f"import sys, json; sys.path.insert(0, {str(REPO / 'tests')!r}); "
+              "from conftest import run_train, tiny_config; from pathlib import Path; import os; "
+              "cfg = tiny_config(train={'device': 'cuda', 'batch_size': 4}); "
+              f"s = run_train(cfg, 'lfr', Path({str(root)!r}), Path({str(tmp_path)!r})); "
+              f"Path({str(tmp_path)!r}, 'rank' + os.environ['RANK']).write_text(json.dumps(s))")
+    (tmp_path / "worker.py").write_text(script)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(tmp_path / "worker.py")], check=True, cwd=REPO)
+    ranks = [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)]
+    assert ranks[0]["sampler_state_sha256"] == ranks[1]["sampler_state_sha256"]
+    assert ranks[0]["world_size"] == 2
