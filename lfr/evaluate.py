@@ -22,18 +22,10 @@ import pandas as pd
 from lfr.config import EvalConfig, ExperimentConfig, config_hash
 from lfr.eval_tasks import load_local_tasks
 from lfr.files import write_json, write_parquet
-from lfr.runtime import git_commit
+from lfr.runtime import git_commit, resolve_device
 
 log = logging.getLogger(__name__)
 TIDY_COLUMNS = ["size", "method", "seed", "task", "domain", "metric", "value", "stderr"]
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("eval.device=cuda but no CUDA device is visible; use cpu or auto")
-    return "cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu"
 
 
 def task_list(cfg: EvalConfig, task_dir: Path | None) -> list[str | dict]:
@@ -62,7 +54,7 @@ def run_lm_eval(model_dir: str, cfg: EvalConfig, task_dir: Path | None) -> dict[
                     "max_length": max_length},
         tasks=tasks, task_manager=TaskManager(include_defaults=not all(isinstance(t, dict) for t in tasks)),
         num_fewshot=cfg.num_fewshot,
-        batch_size=cfg.batch_size, device=resolve_device(cfg.device), limit=cfg.limit,
+        batch_size=cfg.batch_size, device=str(resolve_device(cfg.device, "eval.device")), limit=cfg.limit,
         bootstrap_iters=cfg.bootstrap_iters, log_samples=True, random_seed=cfg.seed,
         numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
         gen_kwargs=({"max_gen_toks": cfg.max_gen_toks, "do_sample": False}  # greedy translation

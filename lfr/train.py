@@ -242,10 +242,11 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
     validate = lambda: estimate_val_loss(stepped, val_store, val_ids, tc.batch_size, d, tc.dtype)  # noqa: E731
+    stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
     if step == 0:
         metrics.first(sampler.phase(0), validate())
     loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, train_store, metrics, snaps, ends,
-                partial / "records.partial", validate, StopRequest(t_launch, job.time_limit_min))
+                partial / "records.partial", validate, stopper)
     loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
     return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, partial, num_steps, T, meta)
 

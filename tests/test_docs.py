@@ -10,8 +10,8 @@ root with outputs in a temporary folder, and only as far as it can without side 
 - make TARGET: `make -n TARGET` (the target exists), then each snakemake or benchmark command
   of its recipe as above (`make test` would run this suite: its recipe is only printed);
 - python -m lfr STAGE: `--help` (a bare STAGE names a stage: it must exist);
-- python -m benchmarks, benchmarks/*.py, lm_eval: the program's own argument parser reads the
-  arguments, and the program stops there (they time or evaluate for minutes);
+- python -m benchmarks, benchmarks/*.py, scripts/*.py, lm_eval: the program's own argument parser
+  reads the arguments, and the program stops there (they time, evaluate or train for minutes);
 - `cd DIR`: DIR is a folder the workflow writes (a dry run of it as a target);
 - export: sets the variables for the rest of its block.
 
@@ -189,7 +189,7 @@ def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> No
         assert "--help" in words, f"{what}\nonly `python -m lfr STAGE --help` runs without data"
         check(run([sys.executable, *words[1:]], env), what)
     elif prog == "python -m benchmarks" or words[0] == "lm_eval" or \
-            (words[0] == "python" and words[1].startswith("benchmarks/")):
+            (words[0] == "python" and words[1].startswith(("benchmarks/", "scripts/"))):
         target = ["-m", "lm_eval", *words[1:]] if words[0] == "lm_eval" else words[1:]
         check(run([sys.executable, "-c", PARSE_ONLY, *target], env), what)
     elif words[0] == "cd":

@@ -9,7 +9,7 @@ with a generator seeded by (seed, step). The bias is corrected by the importance
 w_i = (N p_i)^-beta, normalised by the largest weight over all N blocks, (N min_j p_j)^-beta, so
 that weights are at most 1 (PER's convention); beta rises linearly from `beta0` at step 0 to 1
 at the last step. The run lasts as many steps as `random` (equal tokens). The selection costs
-O(N) per step (the priorities of all blocks): ~10-30 ms for ~9M blocks on a CPU.
+O(N) per step (the priorities of all blocks).
 """
 
 from __future__ import annotations
