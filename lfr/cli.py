@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from lfr.config import ConfigError, ExperimentConfig
-from lfr.grid import load_config, validate_config
 from lfr.runtime import Interrupted, setup_torch
 
 SECTIONS = frozenset(ExperimentConfig.model_fields)
@@ -40,6 +39,8 @@ def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[s
     """The validated config and its sections that the user gave (the others are built-in defaults):
     the top-level keys of --config-json, else all of them. With `offline: true`, HF libraries are
     told not to touch the network."""
+    from lfr.grid import load_config, validate_config  # the methods' registry: pandas, numpy
+
     given = SECTIONS
     if args.config_json:
         raw = json.loads(args.config_json)
