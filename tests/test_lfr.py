@@ -197,3 +197,11 @@ def test_schedule_written_only_in_yaml_validates():
 def test_bad_schedules_fail_in_config_validation(options, message):
     with pytest.raises(ConfigError, match=message):
         validate_config({"methods": ["lfr"], "method_options": {"lfr": options}})
+
+
+def test_focus_rounds_half_of_a_block_up_in_what_it_drops():
+    """drop x n dropped blocks, halves rounded up (not Python's round-half-even): 5 at 0.5 drop 3."""
+    from lfr.sampling.lfr import num_kept
+
+    assert [num_kept(5, 0.5), num_kept(3, 0.5), num_kept(4, 0.5), num_kept(10, 0.25)] == [2, 1, 2, 7]
+    assert num_kept(7, 0.5) == 3 and num_kept(1, 0.5) == 0

@@ -59,7 +59,8 @@ def test_slurm_profile_submits_training_with_partition_gpus_time_and_memory(tmp_
                    capture_output=True, text=True, env=env, timeout=300)
     line = (tmp_path / "sbatch.log").read_text()
     assert "-p gpu" in line and "--gpus=2" in line and "-t 90" in line and "--mem 12000" in line, line
-    assert "--signal=B:USR1@300" in line and "-A myacct" in line
+    # every job step is warned (B: would signal only the batch shell, not the srun step)
+    assert "--signal=USR1@300" in line and "B:USR1" not in line and "-A myacct" in line
 
 
 def start_training(tmp_path, root, epochs):

@@ -146,3 +146,111 @@ def test_phase_figure_draws_the_planned_spans(lfr_run, tmp_path):
     drawn = [(round(r.get_x() * 1e6), round((r.get_x() + r.get_width()) * 1e6))
              for r in fig.axes[0].patches]
     assert drawn == list(zip(planned.start_tokens, planned.end_tokens, strict=True))
+
+
+def test_lfr_with_dropout_resumes_to_the_same_run(prepared, tmp_path):
+    """Dropout draws from torch's global RNG every step, so the resumed run matches only if the
+    checkpoint restores the RNGs; LFR resumes mid-focus with its scores, kept set and window."""
+    _, root = prepared
+    schedule = [{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1}]
+    cfg = tiny_config(train={"dropout": 0.1}, method_options={"lfr": {"schedule": schedule}})
+    whole = run_train(cfg, "lfr", root, tmp_path / "a")
+    stop = whole["steps"] - 3  # inside the focus phase
+    with pytest.raises(TrainingInterrupted):
+        run_train(cfg, "lfr", root, tmp_path / "b", resume_dir=tmp_path / "resume", stop_at_step=stop)
+    resumed = run_train(cfg, "lfr", root, tmp_path / "b", resume_dir=tmp_path / "resume")
+    assert resumed["sampler_state_sha256"] == whole["sampler_state_sha256"]
+    cols = ["step", "phase", "train_loss", "val_loss", "lr"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a/metrics.parquet")[cols],
+                                  pd.read_parquet(tmp_path / "b/metrics.parquet")[cols])
+    for name in ("phase01_focus", "final"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"a/records/{name}.parquet"),
+                                      pd.read_parquet(tmp_path / f"b/records/{name}.parquet"))
+
+
+def test_the_logged_lr_is_the_cosine_over_the_whole_plan(finished):
+    """Every logged `lr` is the schedule's value at that row's last step, over the run's own step
+    count; the schedule is a cosine (its midpoint is halfway between lr and the floor)."""
+    cfg, _, out, summary = finished
+    metrics = pd.read_parquet(out / "metrics.parquet").dropna(subset=["lr"])
+    expected = [lr_at(step - 1, summary["steps"], cfg.train) for step in metrics.step]
+    np.testing.assert_allclose(metrics.lr, expected, rtol=0, atol=0)
+    tc = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_frac=0.0)
+    assert lr_at(50, 101, tc) == pytest.approx(0.55)  # cos(pi/2) = 0: the mean of 1.0 and 0.1
+    assert lr_at(25, 101, tc) == pytest.approx(0.1 + 0.9 * (1 + np.cos(np.pi / 4)) / 2)
+
+
+def one_step_gradients(prepared, weights, batch_size=8, grad_accum=1, blocks=8):
+    """The parameter change of one optimizer_step with SGD(lr=1) (= minus the gradient), the
+    demo-shaped tiny model, fixed ids."""
+    from lfr.data import BlockStore
+    from lfr.distributed import Dist
+    from lfr.model import build_model, gpt2_config
+    from lfr.tokenizer import tokenizer_meta
+    from lfr.train import optimizer_step
+
+    cfg, root = prepared
+    meta = tokenizer_meta(root / "tokenizer")
+    torch.manual_seed(0)
+    model = build_model(gpt2_config(cfg.model_preset("nano"), meta["vocab_size"], 32, meta["eot_id"]))
+    model = model.double()
+    before = [p.detach().clone() for p in model.parameters()]
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    tc = cfg.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum, "grad_clip": 0})
+    store = BlockStore.open(root / "data", "train")
+    optimizer_step(model, sgd, store, np.arange(blocks), weights, tc, Dist())
+    return torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters(), strict=True)])
+
+
+def test_loss_weights_reach_the_gradient(prepared):
+    """A block's loss weight scales its gradient: twice the weights give twice the gradient, and
+    weights 1, 1, 0, ... give the gradient of blocks 0 and 1 alone, as 2 of the batch's 8."""
+    w_none = one_step_gradients(prepared, None)
+    w_two = one_step_gradients(prepared, np.full(8, 2.0, dtype=np.float32))
+    torch.testing.assert_close(w_two, 2 * w_none, rtol=1e-5, atol=1e-9)
+    first_two = one_step_gradients(prepared, np.array([1, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32))
+    alone = one_step_gradients(prepared, None, batch_size=2, blocks=2)
+    torch.testing.assert_close(first_two, alone / 4, rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(first_two, w_none / 4, rtol=1e-3)  # the other blocks count for nothing
+
+
+def test_grad_accumulation_equals_one_batch(prepared):
+    """grad_accum micro-batches (DDP's no_sync on all but the last) give the gradient of one
+    batch of the same blocks."""
+    one = one_step_gradients(prepared, None, batch_size=8, grad_accum=1)
+    accumulated = one_step_gradients(prepared, None, batch_size=2, grad_accum=4)
+    torch.testing.assert_close(accumulated, one, rtol=1e-5, atol=1e-9)
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_blocks():
+    from lfr.train import check_finite
+
+    ids = np.array([10, 11, 12])
+    check_finite(np.array([1.0, 2.0, 3.0]), ids, 5, None)
+    with pytest.raises(FloatingPointError, match=r"step 5 \(blocks \[11\]\).*Lower train.lr"):
+        check_finite(np.array([1.0, np.nan, 3.0]), ids, 5, None)
+    with pytest.raises(FloatingPointError, match="blocks \\[12\\]"):
+        check_finite(np.array([1.0, 2.0, np.inf]), ids, 5, None)
+
+
+def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
+    import os
+    import signal
+    import time
+
+    from lfr.distributed import Dist
+    from lfr.train import StopRequest
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        assert StopRequest(time.time(), None).reason(Dist()) is None  # no limit: never late
+        assert StopRequest(time.time(), 60).reason(Dist()) is None  # 60 min left, 3 min margin
+        late = StopRequest(time.time() - 58 * 60, 60)  # 2 min left < the 3 min kept to save
+        assert late.reason(Dist()) == "the job's time limit is near"
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            stopper = StopRequest(time.time(), None)
+            os.kill(os.getpid(), sig)
+            assert stopper.reason(Dist()) == signal.Signals(sig).name
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 
 from lfr.config import ConfigError
-from lfr.grid import validate_config
+from lfr.grid import load_config, validate_config
 
 
 def snakemake(target, *args, cwd, check=False):
@@ -51,12 +51,16 @@ def test_every_job_of_a_shipped_config_accepts_its_config_sections(tmp_path, con
 
 
 def test_paper_config_plans_every_run_and_reference(tmp_path):
-    r = snakemake("results/paper/tables/main.csv", "-n", "--configfile", str(REPO / "config/paper.yaml"),
-                  cwd=tmp_path, check=True)
+    r = snakemake("results/paper/tables/main.csv", "-n", "-p", "--configfile",
+                  str(REPO / "config/paper.yaml"), cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     # 4 sizes x {random, lfr} + the 2 controls at gpt2; 6 released reference checkpoints
     assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("10", "10", "6")
-    assert "fraction\": 0.15" not in r.stdout  # nothing inherited from the demo config
+    # nothing inherited from the demo config: every job's corpus section is the paper's own
+    paper = load_config(REPO / "config/paper.yaml").corpus.model_dump(mode="json")
+    jobs = [json.loads(s) for s in re.findall(r"--config-json '([^']*)'", r.stdout)]
+    corpora = [job["corpus"] for job in jobs if "corpus" in job]
+    assert len(corpora) >= 10 and all(c == paper for c in corpora), corpora[:1]
 
 
 @pytest.mark.parametrize(("override", "key"), [

@@ -1,0 +1,130 @@
+"""Show that the tests catch what they claim to: apply one-line mutations of the code, one at a
+time, to a scratch copy of the repository, and run the test that should notice each.
+
+    python scripts/mutations.py              # every mutation; exit status 1 if one is missed
+    python scripts/mutations.py --list       # the mutations and their tests, without running
+    python scripts/mutations.py --only 3 7   # some of them (numbers from --list)
+
+Each named test first runs on the unmutated copy (it must pass), then on each of its mutations
+(it must fail). Needs the project's environment (make .venv/.installed); a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    what: str
+    file: str
+    old: str
+    new: str
+    test: str
+
+
+TRAIN = "tests/test_train.py::"
+MUTATIONS = [
+    Mutation("resume does not restore the RNGs", "lfr/checkpoint.py",
+             '            set_rng_state(state["rng"])', "            pass",
+             TRAIN + "test_lfr_with_dropout_resumes_to_the_same_run"),
+    Mutation("LFR's scores are not restored on resume", "lfr/sampling/lfr.py",
+             "            setattr(self, key, value.copy() if isinstance(value, np.ndarray) else value)",
+             '            if key != "score": setattr(self, key, value)',
+             TRAIN + "test_lfr_with_dropout_resumes_to_the_same_run"),
+    Mutation("loss weights dropped from the gradient", "lfr/train.py",
+             "loss = (losses if w is None else losses * w).mean() / tc.grad_accum",
+             "loss = losses.mean() / tc.grad_accum", TRAIN + "test_loss_weights_reach_the_gradient"),
+    Mutation("every micro-batch trains on the first slice", "lfr/train.py",
+             "part = slice(start + micro * tc.batch_size, start + (micro + 1) * tc.batch_size)",
+             "part = slice(start, start + tc.batch_size)",
+             TRAIN + "test_grad_accumulation_equals_one_batch"),
+    Mutation("linear decay instead of the cosine", "lfr/train.py",
+             "coeff = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))",
+             "coeff = 1 - min(1.0, progress)",
+             TRAIN + "test_the_logged_lr_is_the_cosine_over_the_whole_plan"),
+    Mutation("the schedule spans more steps than the plan", "lfr/train.py",
+             "lr = lr_at(step, num_steps, tc)", "lr = lr_at(step, num_steps + 10, tc)",
+             TRAIN + "test_the_logged_lr_is_the_cosine_over_the_whole_plan"),
+    Mutation("focus drops round(drop x n), half to even", "lfr/sampling/lfr.py",
+             "return num_scored - math.floor(drop * num_scored + 0.5)",
+             "return num_scored - round(drop * num_scored)",
+             "tests/test_lfr.py::test_focus_rounds_half_of_a_block_up_in_what_it_drops"),
+    Mutation("the demo config is always loaded under a --configfile", "Snakefile",
+             "if not workflow.config_settings.configfiles:", "if True:",
+             "tests/test_workflow.py::test_paper_config_plans_every_run_and_reference"),
+    Mutation("no snapshot at phase boundaries", "lfr/snapshots.py",
+             "    if spec.phase_boundaries:", "    if False:",
+             "tests/test_snapshots.py::test_snapshot_schedule_by_tokens_and_phase_boundaries"),
+    Mutation("non-finite losses pass", "lfr/train.py",
+             "    if not np.isfinite(losses).all():", "    if False:",
+             TRAIN + "test_a_non_finite_loss_stops_the_run_naming_the_blocks"),
+    Mutation("the job's deadline is ignored", "lfr/train.py",
+             "late = self.deadline is not None and time.time() > self.deadline", "late = False",
+             TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),
+    Mutation("SIGUSR1 is not handled", "lfr/train.py",
+             "for sig in (signal.SIGTERM, signal.SIGUSR1):", "for sig in (signal.SIGTERM,):",
+             TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),
+]
+
+
+def scratch_copy(into: Path) -> Path:
+    """The repository's files as in the working tree (tracked and untracked, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for name in files:
+        if (REPO / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, into / name)
+    return into
+
+
+def passes(root: Path, test: str) -> bool:
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
+                       cwd=root, env=env, capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", action="store_true", help="print the mutations and their tests")
+    parser.add_argument("--only", type=int, nargs="+", help="numbers of the mutations to run")
+    args = parser.parse_args()
+    chosen = [(i, m) for i, m in enumerate(MUTATIONS, 1) if not args.only or i in args.only]
+    if args.list:
+        for i, m in chosen:
+            print(f"{i:2d}. {m.what} ({m.file}) -> {m.test}")
+        return
+    missed = 0
+    with tempfile.TemporaryDirectory(prefix="lfr-mutations-") as tmp:
+        root = scratch_copy(Path(tmp))
+        for test in dict.fromkeys(m.test for _, m in chosen):
+            if not passes(root, test):
+                sys.exit(f"{test} fails without any mutation; fix it first")
+        for i, m in chosen:
+            path = root / m.file
+            original = path.read_text()
+            if original.count(m.old) != 1:
+                sys.exit(f"mutation {i}: {m.old!r} is not exactly once in {m.file}; update this script")
+            path.write_text(original.replace(m.old, m.new))
+            caught = not passes(root, m.test)
+            path.write_text(original)
+            missed += not caught
+            print(f"{i:2d}. {'caught' if caught else 'MISSED'}: {m.what} ({m.file}) by {m.test}", flush=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} mutations caught")
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()
