@@ -33,6 +33,7 @@ class Mutation:
 
 
 TRAIN = "tests/test_train.py::"
+UNEQUAL = "tests/test_summarize.py::test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate"
 MUTATIONS = [
     Mutation("resume does not restore the RNGs", "lfr/checkpoint.py",
              '            set_rng_state(state["rng"])', "            pass",
@@ -71,6 +72,10 @@ MUTATIONS = [
     Mutation("the job's deadline is ignored", "lfr/train.py",
              "late = self.deadline is not None and time.time() > self.deadline", "late = False",
              TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),
+    Mutation("the speed-up divides by the method's own tokens", "lfr/report/summarize.py",
+             '"speedup": b_tokens[-1] / reach', '"speedup": tokens[-1] / reach', UNEQUAL),
+    Mutation("a loss outside a curve is extrapolated (clamped)", "lfr/report/summarize.py",
+             "    if not tokens[0] <= at <= tokens[-1]:", "    if False:", UNEQUAL),
     Mutation("SIGUSR1 is not handled", "lfr/train.py",
              "for sig in (signal.SIGTERM, signal.SIGUSR1):", "for sig in (signal.SIGTERM,):",
              TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),

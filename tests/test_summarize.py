@@ -49,3 +49,25 @@ def test_a_size_without_random_keeps_its_baseline_columns_and_says_so(runs, tmp_
     assert {"baseline_val_loss", "tokens_to_baseline", "speedup", "reached"} <= set(main.columns)
     assert main.speedup.isna().all()
     assert "no 'random' run at size s" in caplog.text
+
+
+def test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate(tmp_path):
+    """An LFR run that ends at 600 tokens and a baseline that ends at 400: the speed-up is the
+    baseline's tokens over LFR's tokens to its final loss; the baseline's loss at LFR's 600 tokens
+    is outside its curve (NaN, not extrapolated); at the common 400 both are interpolated."""
+    from conftest import fake_run
+
+    t_base, t_lfr = [0, 100, 200, 300, 400], [0, 150, 300, 450, 600]
+    runs = [fake_run(tmp_path, "s", "random", 0, t_base, [6.0, 5.0, 4.6, 4.3, 4.0]),
+            fake_run(tmp_path, "s", "lfr", 0, t_lfr, [6.0, 5.0, 4.4, 3.9, 3.6]),
+            fake_run(tmp_path, "s", "lfr-reverse", 0, t_lfr, [6.0, 5.5, 5.2, 5.0, 4.9])]
+    main = summarize(runs, tmp_path / "main.csv").set_index("method")
+    lfr = main.loc["lfr"]
+    reach = 300 + 150 * (4.4 - 4.0) / (4.4 - 3.9)  # 420 tokens: its curve crosses 4.0 there
+    assert lfr.tokens_to_baseline == pytest.approx(reach)
+    assert lfr.speedup == pytest.approx(400 / reach)  # < 1: it needed more tokens than random
+    assert lfr.val_loss_at_baseline_tokens == pytest.approx(4.4 + (3.9 - 4.4) * 100 / 150)
+    assert math.isnan(lfr.baseline_val_loss_at_tokens)  # random has no curve at 600 tokens
+    assert lfr.common_tokens == 400
+    assert lfr.baseline_val_loss_at_common_tokens == pytest.approx(4.0)
+    assert not main.loc["lfr-reverse"].reached and math.isnan(main.loc["lfr-reverse"].speedup)
