@@ -76,7 +76,7 @@ def start_training(tmp_path, root, epochs):
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_nonzero_and_the_rerun_resumes(prepared, tmp_path):
     _, root = prepared
-    cmd, proc = start_training(tmp_path, root, epochs=8)
+    cmd, proc = start_training(tmp_path, root, epochs=2)
     deadline = time.time() + 120
     while not list((tmp_path / "resume").glob("ckpt-*.json")) and time.time() < deadline:
         time.sleep(0.2)
