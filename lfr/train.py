@@ -235,6 +235,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     if d.world > 1:
         stepped = DDP(stepped, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     partial = Path(job.resume_dir or job.out_dir)  # records and snapshots move to out_dir at the end
+    records = partial / "records.partial"
     tokens_per_step, ends = batch_blocks * T, phase_ends(sampler, num_steps)
     snaps = SnapshotWriter(partial / "snapshots.partial", job.snapshots, snapshot_steps(
         ends, num_steps, tokens_per_step, job.snapshots) if job.snapshots and d.main else [])
@@ -246,9 +247,9 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     if step == 0:
         metrics.first(sampler.phase(0), validate())
     loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, train_store, metrics, snaps, ends,
-                partial / "records.partial", validate, stopper)
+                records, validate, stopper)
     loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
-    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, partial, num_steps, T, meta)
+    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta)
 
 
 @dataclass
@@ -320,7 +321,7 @@ class Loop:
 
 
 def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: torch.nn.Module,
-               sampler: Sampler, metrics: MetricsLog, snaps: SnapshotWriter, partial: Path,
+               sampler: Sampler, metrics: MetricsLog, snaps: SnapshotWriter, records: Path,
                steps: int, T: int, meta: dict[str, Any]) -> dict[str, Any]:
     """The run's last snapshot, HF model folder, metrics, records, snapshots and run.json (the
     returned summary); the resume folder goes."""
@@ -346,9 +347,9 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
             tok.model_max_length = T
             tok.save_pretrained(tmp)
         write_parquet(out / "metrics.parquet", pd.DataFrame(metrics.rows))
-        (partial / "records.partial").mkdir(parents=True, exist_ok=True)
+        records.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / "records", ignore_errors=True)
-        os.replace(partial / "records.partial", out / "records")
+        os.replace(records, out / "records")
         snaps.finish(out, tokens_per_step, sampler.phase)
         write_json(out / "run.json", summary)
         if job.resume_dir:
