@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -88,6 +89,13 @@ RUNS = "finished run folders (with run.json and metrics.parquet)"
 FIGURE_OUT = "the .png to write; the .pdf goes next to it"
 
 
+def budget(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget is a positive multiple, e.g. 0.5 or 2")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lfr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -120,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", required=True, help="model size (MODEL_PRESETS or custom_models)")
     p.add_argument("--method", required=True, help="data-selection method (lfr/sampling registry)")
     p.add_argument("--seed", type=int, required=True, help=SEED)
+    p.add_argument("--budget", type=budget, default=1.0,
+                   help="multiple of the method's default run length (sweep.budgets; default 1)")
     p.add_argument("--data", type=Path, required=True, help=DATA)
     p.add_argument("--tokenizer", type=Path, required=True, help=TOKENIZER)
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, metrics.parquet, run.json")

@@ -320,6 +320,37 @@ class ProfileConfig(Section):
     block's loss around the median change of all blocks (the shared learning trend)."""
 
 
+MAX_BUDGET = 1000.0
+
+
+class SweepConfig(Section):
+    """Budget sweeps (lfr/grid.py `trained_runs`): more runs of some methods, each at a multiple
+    of the method's default run length and its LR schedule decayed at its own end."""
+
+    methods: Names = []
+    """Methods swept (names of `methods`); each at every size it runs at (`method_sizes`)."""
+    sizes: Names | None = None
+    """Sweep only these sizes (None: every size in `models`)."""
+    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)] = [1.0]
+    """Multiples of each method's default run length (1: the grid's run, always trained)."""
+
+    @field_validator("budgets")
+    @classmethod
+    def _distinct_folders(cls, budgets: list[float]) -> list[float]:
+        seen: dict[str, int] = {}
+        for i, budget in enumerate(budgets):
+            if (name := budget_name(budget)) in seen:
+                raise key_error(f"{budget} repeats budget {budgets[seen[name]]} (both name the "
+                                f"folder budget{name}); give each budget once", i)
+            seen[name] = i
+        return budgets
+
+
+def budget_name(budget: float) -> str:
+    """A budget as it appears in run folders (results/runs/<size>/<method>/budget<name>/...)."""
+    return f"{budget:.4g}"
+
+
 def check_names(names: list[str], known: Iterable[str]) -> list[str]:
     for i, name in enumerate(names):
         if name not in known:
@@ -361,6 +392,8 @@ class ExperimentConfig(Section):
     """Downstream evaluation with lm-evaluation-harness."""
     profile: ProfileConfig = ProfileConfig()
     """Per-block perplexity profiling of selected runs and the forgetting/domain analysis."""
+    sweep: SweepConfig = SweepConfig()
+    """Budget sweeps: the frontier that the iso-loss speed-ups are read from."""
     resources: dict[str, SizeResources] = {}
     """Per-size job resources ({default: ..., gpt2-xl: ...}); the cluster profile maps them to SLURM."""
     offline: bool = True

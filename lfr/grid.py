@@ -26,7 +26,9 @@ from lfr.config import (
 from lfr.sampling import SAMPLERS, method_options
 
 Run = tuple[str, str, int]
-"""(size, method, seed) of one training run."""
+"""(size, method, seed) of one run of the grid, at the default budget 1."""
+TrainedRun = tuple[str, str, float, int]
+"""(size, method, budget, seed) of one training run, the sweep's included."""
 
 
 # -- the runs of a config ---------------------------------------------------------------------------
@@ -35,6 +37,24 @@ def runs(cfg: ExperimentConfig) -> list[Run]:
     return [(size, method, seed) for size in cfg.models for method in cfg.methods
             if size in cfg.method_sizes.get(method, cfg.models)
             for seed in cfg.size_seeds.get(size, cfg.seeds)]
+
+
+def budgets(cfg: ExperimentConfig, size: str, method: str) -> list[float]:
+    """The budgets (multiples of the default run length) a method trains at a size: 1, and the
+    sweep's where it sweeps that method and size; ascending."""
+    sw = cfg.sweep
+    swept = method in sw.methods and (sw.sizes is None or size in sw.sizes)
+    return sorted({1.0, *(sw.budgets if swept else [])})
+
+
+def trained_runs(cfg: ExperimentConfig) -> list[TrainedRun]:
+    """Every training run: each run of the grid at each of its budgets (`budgets`). Only the
+    budget-1 runs (`runs`) are profiled and evaluated downstream."""
+    seeds: dict[tuple[str, str], list[int]] = {}
+    for size, method, seed in runs(cfg):
+        seeds.setdefault((size, method), []).append(seed)
+    return [(size, method, budget, seed) for (size, method), run_seeds in seeds.items()
+            for budget in budgets(cfg, size, method) for seed in run_seeds]
 
 
 def profiled(cfg: ExperimentConfig, size: str, method: str, seed: int) -> bool:
@@ -161,6 +181,12 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     if not problems and (p.methods or p.sizes or p.seeds != [0]) and not profiled_runs(cfg):
         problem("selects no run of the grid (`method_sizes` and `size_seeds` included); "
                 "`methods: []` profiles nothing on purpose", "profile")
+    for i, method in enumerate(cfg.sweep.methods):
+        if method not in cfg.methods:
+            problem(f"{method!r} is not in `methods` ({cfg.methods})", "sweep", "methods", i)
+    for i, size in enumerate(cfg.sweep.sizes or []):
+        if size not in cfg.models:
+            problem(f"{size!r} is not in `models` ({cfg.models})", "sweep", "sizes", i)
     for size in cfg.size_seeds:
         if size not in cfg.models:
             problem(f"{size!r} is not in `models` ({cfg.models})", "size_seeds", size)

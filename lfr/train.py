@@ -97,6 +97,8 @@ class Job:
     snapshots: ProfileConfig | None = None
     time_limit_min: float | None = None
     stop_at_step: int | None = None
+    budget: float = 1.0
+    """Multiple of the method's default run length (a sweep's run; the sampler scales its plan)."""
 
 
 def lr_at(step: int, num_steps: int, cfg: TrainConfig) -> float:
@@ -161,7 +163,7 @@ def state_digest(state: dict[str, Any]) -> str:
 
 
 def run_settings(cfg: ExperimentConfig, size: str, method: Method, block_size: int,
-                 vocab_size: int) -> dict[str, Any]:
+                 vocab_size: int, budget: float = 1.0) -> dict[str, Any]:
     """What determines a run's result but its seed, with the block size and vocabulary read from
     the data and tokenizer folders. Its hash is the run's `config_hash`, so the seeds of one
     configuration share it; device, log_every and ckpt_every change no result."""
@@ -170,7 +172,7 @@ def run_settings(cfg: ExperimentConfig, size: str, method: Method, block_size: i
             "data": {**dump["data"], "block_size": block_size},
             "model": cfg.model_preset(size).model_dump(mode="json"),
             "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every"}),
-            "method": method.name, "method_options": method.options}
+            "method": method.name, "method_options": method.options, "budget": budget}
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, store: BlockStore,
@@ -220,7 +222,8 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
                                     tc.dropout)).to(d.device)
     optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), d.device)
     batch_blocks = tc.batch_size * tc.grad_accum * d.world
-    sampler = method.build(RunFacts(train_store.num_blocks, batch_blocks, T, job.seed, tc.epochs))
+    sampler = method.build(RunFacts(train_store.num_blocks, batch_blocks, T, job.seed, tc.epochs,
+                                    budget=job.budget))
     if (num_steps := sampler.num_steps()) < 1:
         raise ValueError(f"{method.name}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
                          f"{train_store.num_blocks} blocks. Lower train.batch_size or add data")
@@ -327,7 +330,8 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
     returned summary); the resume folder goes."""
     tokens_per_step = sampler.batch_blocks * T
     summary = {
-        "size": job.size, "method": method.name, "seed": job.seed, "params": num_params(model),
+        "size": job.size, "method": method.name, "budget": job.budget, "seed": job.seed,
+        "params": num_params(model),
         "steps": steps, "tokens": steps * tokens_per_step, "block_size": T,
         "batch_blocks": sampler.batch_blocks, "world_size": d.world,
         "val_loss": metrics.rows[-1]["val_loss"], "wall_s": metrics.elapsed(), "device": str(d.device),
@@ -336,7 +340,7 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         "reference_train_tokens": sampler.reference_train_tokens,
         "sampler_state_sha256": state_digest(sampler.state_dict()), **job.run_info,
     }
-    summary["settings"] = run_settings(cfg, job.size, method, T, meta["vocab_size"])
+    summary["settings"] = run_settings(cfg, job.size, method, T, meta["vocab_size"], job.budget)
     summary["config_hash"] = config_hash(summary["settings"])
     if d.main:
         out = Path(job.out_dir)
@@ -360,9 +364,9 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
 
 def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,
          out: Path, resume_dir: Path | None = None, time_limit_min: float | None = None,
-         snapshots: str | None = None, block_scores: Path | None = None) -> None:
+         snapshots: str | None = None, block_scores: Path | None = None, budget: float = 1.0) -> None:
     """The `train` stage; `snapshots`: the profile settings as JSON (the runs `profile:` selects)."""
     job = Job(size, seed, data, tokenizer, out, resume_dir, run_info={"git_commit": git_commit()},
               snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None,
-              time_limit_min=time_limit_min)
+              time_limit_min=time_limit_min, budget=budget)
     train(cfg, job, Method.registered(cfg, method, block_scores))

@@ -33,8 +33,14 @@ VOLATILE = {"wall_s", "gpu_hours", "train_tokens_per_s", "git_commit", "elapsed_
             "mfu", "device", "wall_s_std", "gpu_hours_std", "train_tokens_per_s_std"}
 METHODS = ["random", "lfr", "lfr-random-drop", "lfr-reverse", "infobatch", "ppl-prune",
            "loss-prop", "leitner"]
-NANO_RUNS = [f"results/runs/nano/{m}/seed{s}/run.json"
-             for m in ("random", "lfr", "lfr-random-drop", "lfr-reverse") for s in (0, 1)]
+NANO = [("nano", m, s) for m in ("random", "lfr", "lfr-random-drop", "lfr-reverse") for s in (0, 1)]
+
+
+def nano_runs(code: Path) -> list[str]:
+    """The demo's nano run.json targets in the layout of the code tree (budget folders or not)."""
+    budgets = "budget{budget}" in (code / "workflow/rules/common.smk").read_text()
+    return [f"results/runs/{size}/{m}/{'budget1/' if budgets else ''}seed{s}/run.json"
+            for size, m, s in NANO]
 
 
 def snakemake(code: Path, workdir: Path, *args: str) -> None:
@@ -62,10 +68,10 @@ def fingerprint_folder(workdir: Path, tables: str) -> dict[str, object]:
     fp: dict[str, object] = {}
     if (workdir / tables).is_file():
         fp[tables] = frame_digest(pd.read_csv(workdir / tables))
-    for run_json in sorted(workdir.glob("results/runs/*/*/seed*/run.json")):
+    for run_json in sorted(workdir.glob("results/runs/**/run.json")):
         run = run_json.parent
-        name = str(run.relative_to(workdir))
         info = json.loads(run_json.read_text())
+        name = f"{info['size']}/{info['method']}/budget{info.get('budget', 1)}/seed{info['seed']}"
         fp[f"{name}/run.json"] = {k: v for k, v in sorted(info.items()) if k not in VOLATILE}
         fp[f"{name}/metrics.parquet"] = frame_digest(pd.read_parquet(run / "metrics.parquet"))
         for table in sorted((run / "records").glob("*.parquet")):
@@ -79,7 +85,7 @@ def fingerprint(code: Path) -> dict[str, object]:
         methods = "methods=" + json.dumps(METHODS, separators=(",", ":"))
         snakemake(code, smoke, "results/smoke/tables/main.csv", "--configfile",
                   str(code / "config/smoke.yaml"), "--config", methods)
-        snakemake(code, demo, *NANO_RUNS)
+        snakemake(code, demo, *nano_runs(code))
         return {"smoke": fingerprint_folder(smoke, "results/smoke/tables/main_by_seed.csv"),
                 "demo": fingerprint_folder(demo, "results/tables/main_by_seed.csv")}
 

@@ -4,6 +4,8 @@ message names every bad key, the schema's included."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import REPO
 
@@ -136,6 +138,30 @@ def test_runs_follow_the_config_order_with_method_sizes_and_size_seeds():
     cfg = validate_config(GRID)
     assert grid.runs(cfg) == [("nano", "random", 0), ("nano", "random", 1), ("nano", "lfr", 0),
                               ("nano", "lfr", 1), ("micro", "random", 0)]
+
+
+def test_a_sweep_adds_each_budget_of_its_methods_and_sizes():
+    cfg = validate_config({**GRID, "sweep": {"methods": ["random"], "sizes": ["nano"],
+                                             "budgets": [2, 0.5, 1]}})
+    assert grid.budgets(cfg, "nano", "random") == [0.5, 1.0, 2.0]
+    assert grid.budgets(cfg, "micro", "random") == grid.budgets(cfg, "nano", "lfr") == [1.0]
+    assert grid.trained_runs(cfg) == [
+        ("nano", "random", 0.5, 0), ("nano", "random", 0.5, 1), ("nano", "random", 1.0, 0),
+        ("nano", "random", 1.0, 1), ("nano", "random", 2.0, 0), ("nano", "random", 2.0, 1),
+        ("nano", "lfr", 1.0, 0), ("nano", "lfr", 1.0, 1), ("micro", "random", 1.0, 0)]
+    assert grid.runs(cfg) == grid.runs(validate_config(GRID))  # profiled and evaluated: budget 1
+
+
+@pytest.mark.parametrize(("sweep", "key", "hint"), [
+    ({"methods": ["leitner"]}, "sweep.methods[0]", "'leitner' is not in `methods`"),
+    ({"methods": ["random"], "sizes": ["gpt2"]}, "sweep.sizes[0]", "'gpt2' is not in `models`"),
+    ({"methods": ["random"], "budgets": [0.5, 0]}, "sweep.budgets[1]", "greater than 0"),
+    ({"methods": ["random"], "budgets": [1, 1.00001]}, "sweep.budgets[1]", "folder budget1"),
+])
+def test_a_bad_sweep_names_its_key(sweep, key, hint):
+    with pytest.raises(ConfigError, match=re.escape(key)) as err:
+        validate_config({**GRID, "sweep": sweep})
+    assert hint in str(err.value)
 
 
 @pytest.mark.parametrize(("profile", "expected"), [

@@ -12,6 +12,7 @@ from test_sampling import make
 
 from lfr.config import ConfigError
 from lfr.grid import validate_config
+from lfr.sampling import RunFacts, build_sampler
 
 
 def drive(sampler, loss_of, until=None):
@@ -35,6 +36,21 @@ def test_paper_v1_plan_and_step_count():
     assert s.num_steps() == 40  # 4.0 epochs of all blocks, as random with epochs=4
     served = drive(s, lambda ids, step: ids * 1.0)
     assert len(served) == 40 and sum(len(i) for i in served) == 400
+
+
+def test_a_budget_scales_every_phase():
+    """Budget 2 doubles every phase (2 x random's 4 epochs); budget 0.5 halves them, so the learn
+    phase scores half of the blocks and the first focus keeps half of those."""
+    double = build_sampler("lfr", RunFacts(100, 10, 16, 0, 1.0, budget=2.0), {"reps": 5})
+    assert [(p.kind, p.active_size, p.num_steps) for p in double.plan] == [
+        ("learn", 100, 20), ("focus", 50, 10), ("review", 100, 20)] + [("focus", 30, 6)] * 5
+    assert double.num_steps() == 80 == build_sampler(
+        "random", RunFacts(100, 10, 16, 0, 4.0, budget=2.0), {}).num_steps()
+    half = build_sampler("lfr", RunFacts(100, 10, 16, 0, 1.0, budget=0.5), {"reps": 5})
+    assert [(p.kind, p.active_size, p.num_steps) for p in half.plan[:3]] == [
+        ("learn", 100, 5), ("focus", 25, 2), ("review", 100, 5)]
+    served = drive(half, lambda ids, step: ids * 1.0)
+    assert len(np.unique(phase_ids(half, served, "0:learn"))) == 50
 
 
 def test_the_last_phase_absorbs_the_rounding():

@@ -53,7 +53,8 @@ def test_slurm_profile_submits_training_with_partition_gpus_time_and_memory(tmp_
            "SBATCH_LOG": str(tmp_path / "sbatch.log"), "LFR_SLURM_ACCOUNT": "myacct",
            "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-                    "results/runs/nano/random/seed0/run.json", "--configfile", str(tmp_path / "cfg.yaml"),
+                    "results/runs/nano/random/budget1/seed0/run.json",
+                    "--configfile", str(tmp_path / "cfg.yaml"),
                     "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
                     "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime"],
                    capture_output=True, text=True, env=env, timeout=300)
@@ -110,7 +111,7 @@ def snakemake_cmd(cwd, *args):
     cfg["train"].update(epochs=0.25, ckpt_every=10)
     (cwd / "short.yaml").write_text(yaml.safe_dump(cfg))
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
-            "results/runs/nano/random/seed0/run.json", "--configfile", str(cwd / "short.yaml"),
+            "results/runs/nano/random/budget1/seed0/run.json", "--configfile", str(cwd / "short.yaml"),
             "--workflow-profile", "none", "--cores", "1", *args]
 
 
@@ -124,8 +125,8 @@ def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_resu
     --rerun-incomplete: train writes its outputs only at the end). It resumes from the last
     periodic checkpoint, which survives because results/resume/ is not an output, and ends
     bit-exactly where an uninterrupted run ends (CPU)."""
-    run = tmp_path / "results/runs/nano/random/seed0"
-    resume = tmp_path / "results/resume/nano/random/seed0"
+    run = tmp_path / "results/runs/nano/random/budget1/seed0"
+    resume = tmp_path / "results/resume/nano/random/budget1/seed0"
     proc = subprocess.Popen(snakemake_cmd(tmp_path), env=SNAKE_ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -142,7 +143,7 @@ def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_resu
     subprocess.run(snakemake_cmd(tmp_path, "--unlock"), env=SNAKE_ENV, check=True, capture_output=True)
     r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    log = (tmp_path / "results/logs/train/nano/random/seed0.log").read_text()
+    log = (tmp_path / "results/logs/train/nano/random/budget1/seed0.log").read_text()
     step = int(re.search(r"resumed from \S+ at step (\d+)", log).group(1))
     assert step in saved and step > 0, (step, saved)
     assert not resume.exists()  # removed once the run completed
@@ -152,7 +153,7 @@ def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_resu
     shutil.rmtree(tmp_path / "results/runs")  # the same job again, uninterrupted, on the same data
     r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "resumed" not in (tmp_path / "results/logs/train/nano/random/seed0.log").read_text()
+    assert "resumed" not in (tmp_path / "results/logs/train/nano/random/budget1/seed0.log").read_text()
     cols = ["step", "tokens", "phase", "train_loss", "val_loss", "lr"]
     pd.testing.assert_frame_equal(resumed[cols], pd.read_parquet(run / "metrics.parquet")[cols])  # bit-exact
     uninterrupted = load_file(run / "model/model.safetensors")

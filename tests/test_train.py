@@ -254,3 +254,16 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_a_budget_is_its_own_run_decayed_at_its_own_end(prepared, tmp_path):
+    """A sweep's run at budget 0.5 trains half the steps of the default run (`random`: 0.5 x
+    epochs passes) and its LR reaches the floor at its own last step, not halfway down a cosine."""
+    cfg, root = prepared
+    summary = run_train(cfg, "random", root, tmp_path, budget=0.5)
+    blocks = pd.read_parquet(root / "data/train_blocks.parquet")
+    assert summary["steps"] == int(cfg.train.epochs * 0.5 * len(blocks)) // cfg.train.batch_size
+    assert summary["budget"] == 0.5 and summary["settings"]["budget"] == 0.5
+    lr = pd.read_parquet(tmp_path / "metrics.parquet").dropna(subset=["lr"]).lr
+    assert lr.iloc[-1] == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
+    assert json.loads((tmp_path / "run.json").read_text())["budget"] == 0.5

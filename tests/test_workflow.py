@@ -102,12 +102,12 @@ def test_end_to_end_smoke_run(smoke_run):
         ("nano", "random"), ("nano", "lfr")]
     assert set(MAIN_COLUMNS) <= set(main.columns), set(MAIN_COLUMNS) - set(main.columns)
     for row in main.itertuples():
-        curve = pd.read_parquet(smoke_run / f"results/runs/nano/{row.method}/seed0/metrics.parquet")
+        curve = pd.read_parquet(smoke_run / f"results/runs/nano/{row.method}/budget1/seed0/metrics.parquet")
         assert row.val_loss < curve.val_loss.dropna().iloc[0]  # validation loss fell
     assert main[MAIN_COLUMNS[:8]].notna().all().all()
     for figure in ("val_loss", "lfr_phases", "speedup", "downstream"):
         assert (smoke_run / f"results/smoke/figures/{figure}.png").stat().st_size > 10_000
-    assert (smoke_run / "results/runs/nano/lfr/seed0/records/phase01_focus.parquet").is_file()
+    assert (smoke_run / "results/runs/nano/lfr/budget1/seed0/records/phase01_focus.parquet").is_file()
     forgetting = pd.read_csv(smoke_run / "results/smoke/tables/forgetting.csv")
     assert forgetting.run.tolist() == ["nano/random/seed0", "nano/lfr/seed0"]
     assert (forgetting.profile_tokens > 0).all() and main.profile_tokens.notna().all()
@@ -164,9 +164,11 @@ def smoke_with(tmp_path, file="variant.yaml", **changes):
     return str(tmp_path / file)
 
 
-def planned_training(r):
-    """(size, method, seed) of every training job a dry run plans (the rule's message)."""
-    return sorted(re.findall(r"--- Training (\S+) with (\S+), seed (\d+)\.", r.stdout + r.stderr))
+def planned_training(r, budgets=False):
+    """(size, method, seed) of every training job a dry run plans (the rule's message); with
+    `budgets`, (size, method, budget, seed)."""
+    jobs = re.findall(r"--- Training (\S+) with (\S+), budget (\S+), seed (\d+)\.", r.stdout + r.stderr)
+    return sorted(jobs if budgets else [(size, method, seed) for size, method, _, seed in jobs])
 
 
 @pytest.mark.slow
@@ -175,6 +177,17 @@ def test_adding_a_size_and_a_method_plans_only_the_new_runs(smoke_run, tmp_path)
     r = snakemake("all", "-n", "--configfile", grown, cwd=smoke_run, check=True)
     assert planned_training(r) == [("micro", "lfr", "0"), ("micro", "lfr-reverse", "0"),
                                    ("micro", "random", "0"), ("nano", "lfr-reverse", "0")]
+
+
+@pytest.mark.slow
+def test_a_sweep_plans_only_its_new_budgets(smoke_run, tmp_path):
+    """The finished budget-1 run is reused; the sweep's runs are trained and summarized but not
+    profiled or evaluated."""
+    swept = smoke_with(tmp_path, sweep={"methods": ["random"], "budgets": [0.5, 1, 2]})
+    r = snakemake("all", "-n", "--configfile", swept, cwd=smoke_run, check=True)
+    assert planned_training(r, budgets=True) == [("nano", "random", "0.5", "0"), ("nano", "random", "2", "0")]
+    jobs = re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M)  # snakemake's job-count table
+    assert {rule for rule, _ in jobs} - {"total"} == {"train", "summarize", "plot", "all"}
 
 
 @pytest.mark.slow

@@ -57,6 +57,9 @@ class RunFacts:
     """train.epochs: the run length of methods that have no schedule of their own."""
     block_scores: BlockScores | None = None
     """Reference-model scores of every block, for methods with `needs_block_scores`."""
+    budget: float = 1.0
+    """Multiple of the method's default run length (a sweep's run): a method without a schedule
+    runs budget x epochs passes' worth of draws; LFR scales every phase."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class PoolSampler(Sampler):
 
 
 def equal_token_steps(run: RunFacts, epochs: float | None) -> int:
-    """Steps of `epochs` passes' worth of draws over all blocks (default train.epochs): the run
-    length of `random`, which methods without a schedule of their own match (equal tokens)."""
-    return int((epochs or run.epochs) * run.num_blocks) // run.batch_blocks
+    """Steps of `epochs` passes' worth of draws over all blocks (default train.epochs), times the
+    run's budget: the run length of `random`, which methods without a schedule of their own
+    match (equal tokens)."""
+    return int((epochs or run.epochs) * run.budget * run.num_blocks) // run.batch_blocks

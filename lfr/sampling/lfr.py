@@ -13,7 +13,10 @@ rounded up to whole optimizer steps (so a one-epoch learn or review visits every
 absorbs the rounding: the run is floor(all planned draws / batch blocks) steps, the rule of
 `random`, and the last phase gets what remains (at least 1 step, which lengthens the run only when
 the earlier phases already exceed it). Because every phase's size is known up front, so is the
-total step count (the LR schedule spans it). Controls: `lfr-random-drop` drops the same number
+total step count (the LR schedule spans it). A run at budget b (`sweep.budgets`) scales every
+phase's length by b: the phases keep their order, drops and shares of the run, which is b times
+as long; below 1 a one-epoch learn phase scores only a fraction b of the blocks, and focus
+selects among those. Controls: `lfr-random-drop` drops the same number
 of blocks at random, `lfr-reverse` drops the highest-scoring (hardest) blocks instead.
 
 State is compact numpy arrays: 33 bytes per block (`BYTES_PER_BLOCK`), i.e. 290 MB for
@@ -157,7 +160,8 @@ class LFRSampler(Sampler):
                 index = len(plan)
                 active = num_kept(int(scored.sum()), spec.drop) if spec.kind == "focus" else N
                 unit = active if self.options.epoch_unit == "active" else N
-                draws = spec.tokens // self.run.block_size if spec.tokens else spec.epochs * unit
+                draws = (spec.tokens // self.run.block_size if spec.tokens else spec.epochs * unit)
+                draws *= self.run.budget
                 steps = max(1, math.ceil(draws / B))
                 if active < 1:
                     raise ValueError(f"LFR phase {index} ({spec.kind}) keeps no block; lower `drop`")

@@ -11,7 +11,7 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from lfr import grid
-from lfr.config import MODEL_PRESETS, ConfigError, merge_config, typed_overrides
+from lfr.config import MODEL_PRESETS, ConfigError, budget_name, merge_config, typed_overrides
 from lfr.sampling import SAMPLERS, method_options
 
 # --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
@@ -27,7 +27,8 @@ except ConfigError as err:
     sys.exit(f"{err}\nNothing was run.")
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
 
-RUNS_DIR = "results/runs/{size}/{method}/seed{seed}"
+RUNS_DIR = "results/runs/{size}/{method}/budget{budget}/seed{seed}"
+GRID_RUN = RUNS_DIR.replace("{budget}", budget_name(1.0))  # the runs that are profiled and evaluated
 # This config's tables and figures (config key `name`); runs, profiles and evaluations are shared.
 TABLES, FIGURES = f"{CFG.result_set}/tables", f"{CFG.result_set}/figures"
 SET_LOGS = f"results/logs/{CFG.name}" if CFG.name else "results/logs"
@@ -48,6 +49,7 @@ wildcard_constraints:
     size=alternation(CFG.models),
     ref_size=alternation({**MODEL_PRESETS, **CFG.custom_models}),
     method=alternation(CFG.methods),
+    budget=alternation({budget_name(b) for b in (1.0, *CFG.sweep.budgets)}),
     seed=r"\d+",
 
 
@@ -94,7 +96,9 @@ def corpus_inputs(wildcards):
 
 
 def all_runs():
-    return [RUNS_DIR.format(size=size, method=method, seed=seed) for size, method, seed in grid.runs(CFG)]
+    """Every training run's folder, the sweep's included."""
+    return [RUNS_DIR.format(size=size, method=method, budget=budget_name(budget), seed=seed)
+            for size, method, budget, seed in grid.trained_runs(CFG)]
 
 
 def reference_slug(name):
@@ -133,16 +137,17 @@ def train_mem_mb(wildcards):
 
 
 def profiled_runs():
-    return [RUNS_DIR.format(size=s, method=m, seed=seed) for s, m, seed in grid.profiled_runs(CFG)]
+    return [GRID_RUN.format(size=s, method=m, seed=seed) for s, m, seed in grid.profiled_runs(CFG)]
 
 
 def profile_dirs():
-    return [run.replace("results/runs/", "results/profiles/", 1) for run in profiled_runs()]
+    return [f"results/profiles/{s}/{m}/seed{seed}" for s, m, seed in grid.profiled_runs(CFG)]
 
 
 def snapshot_arg(wildcards):
     """`--snapshots JSON` for the runs that `profile:` selects: they save weight snapshots."""
-    if not grid.profiled(CFG, wildcards.size, wildcards.method, int(wildcards.seed)):
+    if wildcards.budget != budget_name(1.0) or not grid.profiled(
+            CFG, wildcards.size, wildcards.method, int(wildcards.seed)):
         return ""
     keys = ("every_tokens", "phase_boundaries", "snapshot_dtype")
     return f"--snapshots {shlex.quote(CFG.profile.model_dump_json(include=set(keys)))}"

@@ -4,7 +4,7 @@
 
 rule evaluate:
     input:
-        model=f"{RUNS_DIR}/model",
+        model=f"{GRID_RUN}/model",
         tasks=rules.eval_tasks.output,
     output:
         json="results/eval/{size}/{method}/seed{seed}/results.json",

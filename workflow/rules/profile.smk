@@ -5,8 +5,8 @@
 
 rule profile:
     input:
-        snapshots=rules.train.output.snapshots,
-        run=rules.train.output.run,
+        snapshots=f"{GRID_RUN}/snapshots",
+        run=f"{GRID_RUN}/run.json",
         meta=rules.tokenize.output.meta,
     output:
         losses="results/profiles/{size}/{method}/seed{seed}/losses.parquet",

@@ -1,4 +1,4 @@
-# Stage `train` (lfr/train.py): one job per model size x data-selection method x seed.
+# Stage `train` (lfr/train.py): one job per model size x data-selection method x budget x seed.
 # -------------------------------------------------------------------------------------------
 
 
@@ -15,14 +15,14 @@ rule train:
         records=directory(f"{RUNS_DIR}/records"),
         snapshots=directory(f"{RUNS_DIR}/snapshots"),
     log:
-        "results/logs/train/{size}/{method}/seed{seed}.log",
+        "results/logs/train/{size}/{method}/budget{budget}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{size}/{method}/seed{seed}.tsv"
+        "results/benchmarks/train/{size}/{method}/budget{budget}/seed{seed}.tsv"
     params:
         config=lambda wildcards: run_config(wildcards.size, wildcards.method),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
-        resume_dir="results/resume/{size}/{method}/seed{seed}",  # not an output: survives retries
+        resume_dir="results/resume/{size}/{method}/budget{budget}/seed{seed}",  # not an output: survives retries
         snapshots=snapshot_arg,
         block_scores=block_scores_arg,
         time_limit=time_limit_arg,
@@ -34,7 +34,7 @@ rule train:
     conda:
         "../envs/lfr.yaml"
     message:
-        "--- Training {wildcards.size} with {wildcards.method}, seed {wildcards.seed}."
+        "--- Training {wildcards.size} with {wildcards.method}, budget {wildcards.budget}, seed {wildcards.seed}."
     shell:
         # One process, or torchrun with one process per GPU (DDP on one node). On its time limit or
         # SIGTERM the run checkpoints to resume_dir and exits 3; a retry resumes. A failed job
@@ -43,7 +43,7 @@ rule train:
         "launch='torchrun --standalone --nproc_per_node={resources.gpu}'; "
         "else launch=python; fi; "
         "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
-        "--method {wildcards.method} --seed {wildcards.seed} --data {params.data_dir} "
+        "--method {wildcards.method} --seed {wildcards.seed} --budget {wildcards.budget} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
         "--threads {threads} {params.time_limit} {params.snapshots} {params.block_scores} "
         "> {log} 2>&1 || {{ rc=$?; tail -n 1 {log} >&2; exit $rc; }}"
