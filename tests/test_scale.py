@@ -100,8 +100,9 @@ def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(tmp_path):
                         "--configfile", str(paper)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
-    # 4 sizes x {random, lfr} + the 2 controls at gpt2; the forgetting study at gpt2 (4 methods)
-    assert (counts["train"], counts["evaluate"], counts["profile"]) == ("10", "10", "4")
+    # 4 sizes x {random, lfr} + the 2 controls at gpt2 + random's sweep at gpt2 (4 more budgets);
+    # the forgetting study at gpt2 (4 methods, budget 1)
+    assert (counts["train"], counts["evaluate"], counts["profile"]) == ("14", "10", "4")
 
 
 def snakemake_cmd(cwd, *args):

@@ -54,8 +54,11 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
     r = snakemake("results/paper/tables/main.csv", "-n", "-p", "--configfile",
                   str(REPO / "config/paper.yaml"), cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
-    # 4 sizes x {random, lfr} + the 2 controls at gpt2; 6 released reference checkpoints
-    assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("10", "10", "6")
+    # 4 sizes x {random, lfr} + the 2 controls at gpt2 + random's 4 more budgets at gpt2 (not
+    # evaluated downstream); 6 released reference checkpoints
+    assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("14", "10", "6")
+    budgets = re.findall(r"--method random --seed 0 --budget (\S+)", r.stdout)
+    assert sorted(budgets, key=float) == ["0.25", "0.5", "1", "1", "1", "1", "2", "4"]
     # nothing inherited from the demo config: every job's corpus section is the paper's own
     paper = load_config(REPO / "config/paper.yaml").corpus.model_dump(mode="json")
     jobs = [json.loads(s) for s in re.findall(r"--config-json '([^']*)'", r.stdout)]
