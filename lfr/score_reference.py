@@ -5,8 +5,9 @@
    `<out>/reference/` (model, metrics, run.json).
 2. Score every block outside the shard with it: no-grad forward, the block's mean token loss.
 3. Write `<out>/block_scores.parquet` (block_id, score (NaN for the shard), reference) and
-   `<out>/reference.json` (the shard, `reference_train_tokens`, `scoring_tokens`, ..., and the
-   reference run's `settings` and `config_hash`), through `BlockScores.write`.
+   `<out>/reference.json` (the shard, `reference_train_tokens`, `scoring_tokens`, the reference
+   model's `flops_per_token`, ..., and the reference run's `settings` and `config_hash`), through
+   `BlockScores.write`.
 
 The training run of a method reads them back with `BlockScores.read` (`--block-scores`).
 """

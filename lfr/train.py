@@ -338,6 +338,8 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         "train_tokens_per_s": metrics.train_tokens_per_s(steps), "flops_per_token": flops_per_token(model),
         "forward_only_tokens": sampler.forward_only_tokens,
         "reference_train_tokens": sampler.reference_train_tokens,
+        "reference_scoring_tokens": sampler.reference_scoring_tokens,
+        "reference_flops_per_token": sampler.reference_flops_per_token,
         "sampler_state_sha256": state_digest(sampler.state_dict()), **job.run_info,
     }
     summary["settings"] = run_settings(cfg, job.size, method, T, meta["vocab_size"], job.budget)

@@ -34,6 +34,7 @@ class Mutation:
 
 TRAIN = "tests/test_train.py::"
 UNEQUAL = "tests/test_summarize.py::test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate"
+SPEEDUP = "tests/test_speedup.py::"
 MUTATIONS = [
     Mutation("resume does not restore the RNGs", "lfr/checkpoint.py",
              '            set_rng_state(state["rng"])', "            pass",
@@ -72,8 +73,21 @@ MUTATIONS = [
     Mutation("the job's deadline is ignored", "lfr/train.py",
              "late = self.deadline is not None and time.time() > self.deadline", "late = False",
              TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),
-    Mutation("the speed-up divides by the method's own tokens", "lfr/report/summarize.py",
-             '"speedup": b_tokens[-1] / reach', '"speedup": tokens[-1] / reach', UNEQUAL),
+    Mutation("the crossing speed-up divides by the method's own tokens", "lfr/report/summarize.py",
+             '"crossing_speedup": b_tokens[-1] / reach', '"crossing_speedup": tokens[-1] / reach', UNEQUAL),
+    Mutation("random's frontier is not made monotone", "lfr/report/speedup.py",
+             "return np.log(compute), np.minimum.accumulate(loss, axis=-1)", "return np.log(compute), loss",
+             SPEEDUP + "test_the_frontier_is_a_running_minimum_and_inverts_to_the_least_compute"),
+    Mutation("outside random's range the bound is not the frontier's far end", "lfr/report/speedup.py",
+             "return np.select([bound == 1, bound == -1], [log_c[..., -1], log_c[..., 0]], inside), bound",
+             "return inside, bound",
+             SPEEDUP + "test_outside_randoms_range_a_bound_not_an_extrapolation"),
+    Mutation("random's own rows are resampled apart from its frontier", "lfr/report/speedup.py",
+             "            if method == baseline:  # the same runs", "            if False:  # the same runs",
+             SPEEDUP + "test_a_method_at_randoms_loss_of_twice_its_tokens_gets_2x_and_random_gets_1x"),
+    Mutation("the reference model is charged at the model's FLOPs", "lfr/report/summarize.py",
+             'f_ref = info.get("reference_flops_per_token") or f', "f_ref = f",
+             SPEEDUP + "test_flops_charge_each_model_at_its_own_size"),
     Mutation("a loss outside a curve is extrapolated (clamped)", "lfr/report/summarize.py",
              "    if not tokens[0] <= at <= tokens[-1]:", "    if False:", UNEQUAL),
     Mutation("SIGUSR1 is not handled", "lfr/train.py",

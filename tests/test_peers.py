@@ -90,12 +90,16 @@ def test_peer_trains_through_the_loop_at_equal_tokens(name, trained, reference, 
     run = json.loads((tmp_path / "run.json").read_text())
     if name == "ppl-prune":
         assert run["reference_train_tokens"] == info["reference_train_tokens"] > 0
-        assert run["forward_only_tokens"] == info["scoring_tokens"] > 0
+        assert run["forward_only_tokens"] == run["reference_scoring_tokens"] == info["scoring_tokens"] > 0
+        assert run["reference_flops_per_token"] == info["flops_per_token"] > 0  # the reference's
         from lfr.report.summarize import summarize
 
         main = summarize([random_dir, tmp_path], tmp_path / "main.csv").set_index("method")
         assert main.loc["ppl-prune"].compute_tokens == pytest.approx(
             run["tokens"] + run["reference_train_tokens"] + run["forward_only_tokens"] / 3)
         assert main.loc["random"].compute_tokens == main.loc["random"].tokens
+        f, f_ref = run["flops_per_token"], run["reference_flops_per_token"]
+        assert main.loc["ppl-prune"].compute_flops == pytest.approx(
+            f * run["tokens"] + f_ref * (run["reference_train_tokens"] + run["forward_only_tokens"] / 3))
     else:
         assert run["reference_train_tokens"] == run["forward_only_tokens"] == 0

@@ -95,3 +95,27 @@ def test_the_registry_loads_without_matplotlib_or_pandas():
             "assert not {'matplotlib', 'pandas', 'torch'} & set(sys.modules), "
             "sorted({'matplotlib', 'pandas', 'torch'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_figures_of_one_bar_per_size_and_method_take_the_default_budget(tmp_path):
+    """With budgets, `speedup`, `downstream` and `val_loss` draw the budget nearest 1.0."""
+    import json
+
+    from conftest import fake_run
+
+    from lfr.report.figures import one_budget
+
+    runs = []
+    for budget, scale in ((0.5, 1), (1.0, 2), (2.0, 4)):
+        (tmp_path / str(budget)).mkdir()
+        for method, losses in (("random", [6.0, 5.0, 4.0]), ("lfr", [6.0, 4.5, 3.8])):
+            d = fake_run(tmp_path / str(budget), "s", method, 0, [0, 100 * scale, 200 * scale], losses)
+            info = json.loads((d / "run.json").read_text()) | {"budget": budget, "flops_per_token": 6.0}
+            (d / "run.json").write_text(json.dumps(info))
+            runs.append(d)
+    main = summarize(runs, tmp_path / "main.csv")
+    assert one_budget(main).budget.tolist() == [1.0, 1.0]
+    assert one_budget(main[main.budget != 1.0]).budget.tolist() == [0.5, 0.5]  # of two as near: the smaller
+    for figure in ("speedup", "downstream", "val_loss"):  # downstream: "no downstream task"
+        plot.main(figure, tmp_path / f"{figure}.png", runs=runs, main=tmp_path / "main.csv")
+        assert (tmp_path / f"{figure}.pdf").is_file()

@@ -15,7 +15,8 @@ def hand_scores():
     score = (20 - np.arange(20)).astype(np.float32)
     reference = np.isin(np.arange(20), [0, 1])
     score[reference] = np.nan
-    return BlockScores(score, reference, reference_train_tokens=640, scoring_tokens=18 * 16)
+    return BlockScores(score, reference, reference_train_tokens=640, scoring_tokens=18 * 16,
+                       reference_flops_per_token=1234.0)
 
 
 @pytest.mark.parametrize(("band", "expected"), [
@@ -31,7 +32,8 @@ def test_ppl_prune_keeps_the_exact_band_and_samples_it_uniformly(band, expected)
     assert set(draws) == set(expected)
     counts = np.bincount(draws, minlength=20)[list(expected)]
     assert counts.tolist() == [20] * 9  # 180 draws = 20 full passes over the 9 kept blocks
-    assert s.forward_only_tokens == 18 * 16 and s.reference_train_tokens == 640
+    assert s.forward_only_tokens == s.reference_scoring_tokens == 18 * 16 and s.reference_train_tokens == 640
+    assert s.reference_flops_per_token == 1234.0  # the FLOPs of its passes are the reference's
 
 
 def test_ppl_prune_band_ties_break_by_id():
@@ -46,3 +48,15 @@ def test_ppl_prune_without_scores_says_how_to_get_them():
 
     with pytest.raises(ValueError, match="score_reference"):
         build_sampler("ppl-prune", RunFacts(20, 2, 16, 0, 1.0), {})
+
+
+def test_block_scores_carry_the_reference_models_flops_per_token(tmp_path):
+    """reference.json's `flops_per_token` (the reference model's) reads back; an older file without it: 0."""
+    scores = hand_scores()
+    scores.write(tmp_path / "block_scores.parquet", {"reference_train_tokens": 640, "scoring_tokens": 288,
+                                                     "flops_per_token": 1234.0})
+    back = BlockScores.read(tmp_path / "block_scores.parquet")
+    assert back.reference_train_tokens == 640 and back.scoring_tokens == 288
+    assert back.reference_flops_per_token == 1234
+    (tmp_path / "reference.json").write_text('{"reference_train_tokens": 640, "scoring_tokens": 288}')
+    assert BlockScores.read(tmp_path / "block_scores.parquet").reference_flops_per_token == 0

@@ -26,16 +26,28 @@ def test_main_table_aggregates_seeds_and_defines_the_speedup(runs, tmp_path):
     evals = tmp_path / "e.parquet"
     pd.DataFrame({"size": ["s"] * 2, "method": ["lfr"] * 2, "seed": [0, 1], "task": "t", "domain": "all",
                   "metric": "acc", "value": [0.4, 0.6], "stderr": [0.05, 0.05]}).to_parquet(evals)
-    main = summarize(runs, tmp_path / "main.csv", [evals]).set_index("method")
+    forgetting = tmp_path / "forgetting.csv"  # written before budgets, like the evaluations: budget 1
+    pd.DataFrame({"size": "s", "method": "lfr", "seed": [0, 1], "profile_tokens": 100,
+                  "forgotten": [0.1, 0.3], "multiple_descent_of_forgotten": 0.5}
+                 ).to_csv(forgetting, index=False)
+    main = summarize(runs, tmp_path / "main.csv", [evals], forgetting_csv=forgetting).set_index("method")
+    assert main.loc["lfr", "forgotten"] == pytest.approx(0.2) and np.isnan(main.loc["random", "forgotten"])
     assert list(main.index) == ["random", "lfr", "lfr-reverse"]
     assert main.loc["lfr", "n_seeds"] == 2 and main.loc["lfr-reverse", "n_seeds"] == 1
     assert main.loc["lfr", "val_loss"] == 3.5 and main.loc["lfr", "val_loss_std"] == 0
     # lfr's mean curve: 6.0, 4.5, 4.1, 3.8 -> crosses 4.0 between 200 (4.1) and 300 (3.8)
     assert main.loc["lfr", "tokens_to_baseline"] == pytest.approx(200 + 100 * 0.1 / 0.3)
-    assert main.loc["lfr", "speedup"] == pytest.approx(400 / (200 + 100 / 3))
+    assert main.loc["lfr", "crossing_speedup"] == pytest.approx(400 / (200 + 100 / 3))
     assert bool(main.loc["lfr", "reached"]) and not bool(main.loc["lfr-reverse", "reached"])
-    assert math.isnan(main.loc["lfr-reverse", "speedup"])
-    assert main.loc["random", "speedup"] == pytest.approx(1.0)
+    assert math.isnan(main.loc["lfr-reverse", "crossing_speedup"])
+    assert main.loc["random", "crossing_speedup"] == pytest.approx(1.0)
+    # run.json files from before budgets and FLOPs: budget 1, and no FLOPs (no flops_per_token);
+    # random's frontier is one point (4.0), so lfr (3.5) and lfr-reverse (4.7) get bounds
+    assert (main.budget == 1.0).all() and main.iso_speedup_flops.isna().all()
+    assert main.loc["random", "iso_speedup"] == 1 and main.loc["random", "iso_speedup_bound"] == ""
+    for method, bound in (("lfr", ">"), ("lfr-reverse", "<")):
+        assert (main.loc[method, "iso_speedup"], main.loc[method, "iso_speedup_bound"]) == (1.0, bound)
+    assert main.loc["lfr", "verdict"] == "better" and main.loc["lfr-reverse", "verdict"] == "not resolved"
     assert main.loc["lfr", "acc:t"] == pytest.approx(0.5)
     assert main.loc["lfr", "acc:t_std"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
     assert main.loc["lfr", "val_loss_at_baseline_tokens"] == 3.5
@@ -46,8 +58,10 @@ def test_main_table_aggregates_seeds_and_defines_the_speedup(runs, tmp_path):
 def test_a_size_without_random_keeps_its_baseline_columns_and_says_so(runs, tmp_path, caplog):
     lfr_only = [r for r in runs if "-random-" not in r.name]
     main = summarize(lfr_only, tmp_path / "main.csv")
-    assert {"baseline_val_loss", "tokens_to_baseline", "speedup", "reached"} <= set(main.columns)
-    assert main.speedup.isna().all()
+    assert {"baseline_val_loss", "tokens_to_baseline", "crossing_speedup", "reached", "iso_speedup",
+            "verdict"} <= set(main.columns)
+    assert main.crossing_speedup.isna().all() and main.iso_speedup.isna().all()
+    assert (main.verdict == "").all() and (main.iso_speedup_bound == "").all()
     assert "no 'random' run at size s" in caplog.text
 
 
@@ -65,9 +79,9 @@ def test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate(tm
     lfr = main.loc["lfr"]
     reach = 300 + 150 * (4.4 - 4.0) / (4.4 - 3.9)  # 420 tokens: its curve crosses 4.0 there
     assert lfr.tokens_to_baseline == pytest.approx(reach)
-    assert lfr.speedup == pytest.approx(400 / reach)  # < 1: it needed more tokens than random
+    assert lfr.crossing_speedup == pytest.approx(400 / reach)  # < 1: it needed more tokens than random
     assert lfr.val_loss_at_baseline_tokens == pytest.approx(4.4 + (3.9 - 4.4) * 100 / 150)
     assert math.isnan(lfr.baseline_val_loss_at_tokens)  # random has no curve at 600 tokens
     assert lfr.common_tokens == 400
     assert lfr.baseline_val_loss_at_common_tokens == pytest.approx(4.0)
-    assert not main.loc["lfr-reverse"].reached and math.isnan(main.loc["lfr-reverse"].speedup)
+    assert not main.loc["lfr-reverse"].reached and math.isnan(main.loc["lfr-reverse"].crossing_speedup)

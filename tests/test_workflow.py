@@ -83,8 +83,9 @@ def test_invalid_config_stops_before_any_job(tmp_path, override, key):
     assert not (tmp_path / "results").exists()
 
 
-MAIN_COLUMNS = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "val_loss",
-                "val_ppl", "tokens_to_baseline", "reached", "speedup", "val_loss_at_baseline_tokens",
+MAIN_COLUMNS = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens", "val_loss",
+                "val_ppl", "iso_speedup", "iso_speedup_bound", "verdict", "tokens_to_baseline", "reached",
+                "crossing_speedup", "val_loss_at_baseline_tokens",
                 "baseline_val_loss_at_tokens", "wall_s", "gpu_hours", "config_hash", "git_commit",
                 "acc:lfr_mc", "acc_stderr:lfr_mc", "acc:lfr_cloze", "bits_per_byte:lfr_ppl"]
 TIMING = ["wall_s", "gpu_hours", "train_tokens_per_s"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import atomic_path
-from lfr.report.summarize import BASELINE
+from lfr.report.summarize import BASELINE, DEFAULT_BUDGET
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
@@ -39,14 +39,31 @@ def save(fig: plt.Figure, out_png: Path) -> None:
     plt.close(fig)
 
 
+def one_budget(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows (of the main table or the curves) at one budget per size x method: the budget
+    nearest the default run (1.0; of two as near, the smaller), for the figures that draw one
+    bar or curve per size and method. Rows without a budget (references) and tables without a
+    `budget` column stay as they are."""
+    if "budget" not in table.columns:
+        return table
+    budget = table.budget.astype(float)
+    ranked = table.assign(_gap=(np.log(budget) - np.log(DEFAULT_BUDGET)).abs())
+    chosen = (ranked.sort_values(["_gap", "budget"], kind="stable")
+              .groupby(["size", "method"], sort=False, dropna=False).budget.first().rename("_pick"))
+    pick = table[["size", "method"]].merge(chosen.reset_index(), how="left")["_pick"].to_numpy(float)
+    b = budget.to_numpy()
+    return table[(b == pick) | (np.isnan(b) & np.isnan(pick))]
+
+
 def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure, np.ndarray]:
     return plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
 
 
 def plot_val_loss(curves: pd.DataFrame, out_png: Path) -> plt.Figure:
     """Validation loss against tokens per size: mean over seeds, band = min..max over seeds.
-    `curves`: the runs' logged rows (load_runs); those without a validation loss are left out."""
-    curves = curves.dropna(subset=["val_loss"])
+    `curves`: the runs' logged rows (load_runs); those without a validation loss are left out.
+    At the budget nearest the default run."""
+    curves = one_budget(curves.dropna(subset=["val_loss"]))
     with plt.rc_context(STYLE):
         sizes = list(dict.fromkeys(curves["size"]))
         fig, axes = panels(len(sizes))
@@ -75,7 +92,8 @@ def phase_spans(metrics: pd.DataFrame) -> pd.DataFrame:
 def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt.Figure:
     """LFR's phases (learn / focus / review) shaded under its loss curve, with random's for scale.
     `curves` holds every logged row (load_runs(every_row=True)): the spans need the rows at phase
-    ends, which carry no validation loss."""
+    ends, which carry no validation loss. At the budget nearest the default run."""
+    curves = one_budget(curves)
     with plt.rc_context(STYLE):
         sizes = list(dict.fromkeys(curves[curves.method == method]["size"]))
         fig, axes = panels(max(1, len(sizes)), width=4.2)
@@ -103,8 +121,10 @@ def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt
 
 
 def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
-    """Speed-up over random per size and method; methods that never reached random say so."""
+    """The within-run crossing speed-up (`crossing_speedup`) over random per size and method, at
+    the budget nearest the default run; methods that never reached random say so."""
     with plt.rc_context(STYLE):
+        main = one_budget(main)
         rows = main[~main.method.isin([BASELINE, "reference"]) & main["reached"].notna()]
         sizes, methods = list(dict.fromkeys(rows["size"])), list(dict.fromkeys(rows.method))
         fig, ax = plt.subplots(figsize=(max(3.6, 1.2 * len(sizes) * len(methods)), 2.8))
@@ -115,7 +135,7 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
                 if row.empty:
                     continue
                 x = i + (j - (len(methods) - 1) / 2) * width
-                value = row.speedup.item()
+                value = row.crossing_speedup.item()
                 if row.reached.item():
                     ax.bar(x, value, width, color=color(method), label=method if i == 0 else None)
                     ax.text(x, value, f"{value:.2f}x", ha="center", va="bottom", fontsize=7)
@@ -124,7 +144,8 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
                     ax.text(x, 0.02, "not\nreached", ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_xticks(range(len(sizes)), sizes)
-        ax.set(ylabel="speed-up over random (tokens)", title="tokens to reach random's final val loss")
+        ax.set(ylabel="crossing speed-up over random (tokens)",
+               title="tokens to reach random's final val loss (within-run crossing)")
         ax.legend()
         save(fig, out_png)
     return fig
@@ -132,8 +153,10 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
 
 def plot_downstream(main: pd.DataFrame, out_png: Path) -> plt.Figure:
     """One panel per task metric (each on its own scale), bars by size and method; error bars are
-    the std over seeds when there are several, else lm-eval's stderr."""
+    the std over seeds when there are several, else lm-eval's stderr; at the budget nearest the
+    default run."""
     with plt.rc_context(STYLE):
+        main = one_budget(main)
         metrics = [c for c in main.columns if ":" in c and "_stderr:" not in c and not c.endswith("_std")]
         sizes, methods = list(dict.fromkeys(main["size"])), list(dict.fromkeys(main.method))
         cols = min(4, max(1, len(metrics)))

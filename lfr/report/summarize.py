@@ -2,20 +2,30 @@
 
 Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
 
+main.csv has one row per size x method x budget. `budget`: the run's length as a multiple of
+the method's default run (run.json's `budget`; 1.0 for runs written before budgets).
+
 Definitions (also in results/tables/README.md):
 - `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
   `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
   `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
   training-token units (a forward pass is ~1/3 of a training step's FLOPs), whatever the model
   size of the reference (an upper bound when the reference is smaller than the model).
-- `tokens_to_baseline`: tokens a method needed to first reach the final validation loss of
-  `random` (same size, mean over seeds), by linear interpolation between logged evaluations of
-  its mean curve over seeds; empty with `reached` = false if it never did.
-- `speedup` = `random`'s tokens / `tokens_to_baseline`.
-- `val_loss_at_baseline_tokens`: the method's loss at `random`'s token count, and
-  `baseline_val_loss_at_tokens`: `random`'s loss at the method's token count. Curves are never
-  extrapolated: empty where a curve stops before that token count. `*_at_common_tokens`: both
-  at the smaller of the two token counts, so always defined.
+- `compute_flops`: the same total in FLOPs, each model at its own size (`compute_flops` below).
+- The iso-loss speed-up against `random`'s frontier (`frontier_budgets`, `iso_speedup`,
+  `iso_speedup_flops`, each with `_lo`, `_hi`, `_bound`) and the equal-budget comparison
+  (`baseline_val_loss`, `baseline_n_seeds`, `delta_val_loss` with `_lo`, `_hi`, `verdict`): see
+  lfr/report/speedup.py. These are the headline comparison: final, fully decayed losses of whole
+  runs.
+- Secondary, *within-run crossing* columns (they compare a point in the middle of one run, not
+  annealed, with the annealed end of `random`'s run of the same size and budget; kept for
+  continuity with the paper's reading): `tokens_to_baseline`: tokens a method needed to first
+  reach `baseline_val_loss`, by linear interpolation between logged evaluations of its mean curve
+  over seeds; empty with `reached` = false if it never did; `crossing_speedup` = `random`'s tokens
+  / `tokens_to_baseline`; `val_loss_at_baseline_tokens`: the method's loss at `random`'s token
+  count, and `baseline_val_loss_at_tokens`: `random`'s loss at the method's token count. Curves
+  are never extrapolated: empty where a curve stops before that token count.
+  `*_at_common_tokens`: both at the smaller of the two token counts, so always defined.
 """
 
 from __future__ import annotations
@@ -29,16 +39,19 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import write_csv
+from lfr.report.speedup import BASELINE, EQUAL_COLUMNS, GROUP, ISO_COLUMNS, equal_budget, iso_speedups
 
 log = logging.getLogger(__name__)
 
-BASELINE = "random"
 RUN_COLUMNS = [
-    "size", "method", "seed", "params", "tokens", "forward_only_tokens", "reference_train_tokens",
-    "compute_tokens", "steps", "val_loss", "val_ppl",
+    "size", "method", "budget", "seed", "params", "tokens", "forward_only_tokens",
+    "reference_train_tokens", "reference_scoring_tokens", "compute_tokens", "flops_per_token",
+    "reference_flops_per_token", "compute_flops", "steps", "val_loss", "val_ppl",
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
-KEYS = ["size", "method", "seed"]
+KEYS = [*GROUP, "seed"]  # size, method, budget, seed
+DEFAULT_BUDGET = 1.0
+"""The budget of a run, evaluation or profile written before budgets: the default run."""
 PROFILE_COLUMNS = ["profile_tokens", "forgotten", "multiple_descent_of_forgotten"]
 
 
@@ -58,12 +71,17 @@ def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFra
         info, metrics = load_run(run_dir)
         val = metrics.dropna(subset=["val_loss"])
         gpus = info["world_size"] if info["device"].startswith("cuda") else 0
+        info.setdefault("budget", DEFAULT_BUDGET)  # runs written before budgets
         info.setdefault("reference_train_tokens", 0)  # runs written before the peers
+        info.setdefault("reference_scoring_tokens", 0)  # ... and before FLOPs were counted
+        info.setdefault("reference_flops_per_token", 0)
+        info.setdefault("flops_per_token", math.nan)
         info["compute_tokens"] = compute_tokens(info)
+        info["compute_flops"] = compute_flops(info)
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
                      "val_loss_initial": float(val.val_loss.iloc[0])})
         curves.append((metrics if every_row else val)[["tokens", "val_loss", "phase"]].assign(
-            size=info["size"], method=info["method"], seed=info["seed"]))
+            size=info["size"], method=info["method"], budget=info["budget"], seed=info["seed"]))
     return pd.DataFrame(runs)[RUN_COLUMNS], pd.concat(curves, ignore_index=True)
 
 
@@ -72,6 +90,26 @@ def compute_tokens(info: dict) -> float:
     training tokens, and forward-only (scoring) tokens at 1/3 each."""
     return (info["tokens"] + info.get("reference_train_tokens", 0)
             + info.get("forward_only_tokens", 0) / 3)
+
+
+def compute_flops(info: dict) -> float:
+    """Total compute in FLOPs, each model at its own `flops_per_token` (F: training FLOPs per
+    token, 6N + attention, N without position embeddings, the MFU's estimate; a forward-only token
+    costs F / 3):
+
+        F x tokens + F / 3 x (forward_only_tokens - reference_scoring_tokens)
+        + F_ref x reference_train_tokens + F_ref / 3 x reference_scoring_tokens
+
+    F = run.json's `flops_per_token` (the model), F_ref = its `reference_flops_per_token` (the
+    reference model, ppl-prune's), `reference_scoring_tokens` = the part of `forward_only_tokens`
+    that ran through the reference model (ppl-prune: all of it), so the rest are forward passes of
+    the model itself. A run.json without F_ref (or 0) charges the reference at F, which is then
+    exactly F x compute_tokens (compute_tokens' convention); without F, NaN."""
+    f = info.get("flops_per_token", math.nan)
+    f_ref = info.get("reference_flops_per_token") or f
+    scoring = info.get("reference_scoring_tokens", 0)
+    return (f * info["tokens"] + f / 3 * (info.get("forward_only_tokens", 0) - scoring)
+            + f_ref * info.get("reference_train_tokens", 0) + f_ref / 3 * scoring)
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, target: float) -> float:
@@ -103,7 +141,7 @@ def eval_table(eval_files: list[Path]) -> pd.DataFrame:
     """Downstream metrics (domain 'all') as columns `<metric>:<task>` and `<metric>_stderr:<task>`."""
     if not eval_files:
         return pd.DataFrame(columns=KEYS)
-    tidy = pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True)
+    tidy = with_budget(pd.concat([pd.read_parquet(f) for f in eval_files], ignore_index=True))
     tidy = tidy[tidy.domain == "all"]
     values = tidy.pivot_table(index=KEYS, columns=tidy.metric + ":" + tidy.task, values="value",
                               sort=False, dropna=False).dropna(how="all")  # no empty key combinations
@@ -114,47 +152,59 @@ def eval_table(eval_files: list[Path]) -> pd.DataFrame:
     return wide.loc[:, wide.notna().any()].reset_index()  # lm-eval gives no stderr for some metrics
 
 
-SPEED_COLUMNS = ["baseline_val_loss", "tokens_to_baseline", "reached", "speedup",
-                 "val_loss_at_baseline_tokens", "baseline_val_loss_at_tokens", "common_tokens",
-                 "val_loss_at_common_tokens", "baseline_val_loss_at_common_tokens"]
+def with_budget(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (evaluations, forgetting rows) with a `budget` column: files written before
+    budgets are the default run's (a reference model's rows have none: NaN)."""
+    if "budget" in table.columns:
+        return table
+    return table.assign(budget=np.where(table.method == "reference", math.nan, DEFAULT_BUDGET))
+
+
+CROSSING_COLUMNS = ["tokens_to_baseline", "reached", "crossing_speedup",
+                    "val_loss_at_baseline_tokens", "baseline_val_loss_at_tokens", "common_tokens",
+                    "val_loss_at_common_tokens", "baseline_val_loss_at_common_tokens"]
 
 
 def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per size x method: tokens_to_baseline, reached, speedup and the equal-token losses; empty
-    (with a warning) at a size without a `random` run."""
+    """The within-run crossing columns per size x method x budget, against `random`'s runs of the
+    same size and budget: tokens_to_baseline, reached, crossing_speedup and the equal-token
+    losses; empty (with a warning) at a size without a `random` run, empty at a budget without."""
     rows = []
     for size in dict.fromkeys(curves["size"]):
         if not (curves[curves["size"] == size].method == BASELINE).any():
-            log.warning("summarize: no %r run at size %s: its baseline columns (speedup, ...) stay "
-                        "empty; add %r to `methods` for that size", BASELINE, size, BASELINE)
-    for (size, method), group in curves.groupby(["size", "method"], sort=False):
-        base = curves[(curves["size"] == size) & (curves.method == BASELINE)]
+            log.warning("summarize: no %r run at size %s: its baseline columns (iso_speedup, ...) "
+                        "stay empty; add %r to `methods` for that size", BASELINE, size, BASELINE)
+    for (size, method, budget), group in curves.groupby(GROUP, sort=False):
+        at = (curves["size"] == size) & (curves.method == BASELINE) & (curves.budget == budget)
+        base = curves[at]
         tokens, loss = mean_curve(group)
-        row = {"size": size, "method": method}
+        row = {"size": size, "method": method, "budget": budget}
         if not base.empty:
             b_tokens, b_loss = mean_curve(base)
-            target = runs[(runs["size"] == size) & (runs.method == BASELINE)].val_loss.mean()
+            target = runs[(runs["size"] == size) & (runs.method == BASELINE)
+                          & (runs.budget == budget)].val_loss.mean()
             reach = tokens_to_reach(tokens, loss, target)
             common = min(tokens[-1], b_tokens[-1])
-            row |= {"baseline_val_loss": target, "tokens_to_baseline": reach,
-                    "reached": not math.isnan(reach), "speedup": b_tokens[-1] / reach,
+            row |= {"tokens_to_baseline": reach,
+                    "reached": not math.isnan(reach), "crossing_speedup": b_tokens[-1] / reach,
                     "val_loss_at_baseline_tokens": loss_at(tokens, loss, b_tokens[-1]),
                     "baseline_val_loss_at_tokens": loss_at(b_tokens, b_loss, tokens[-1]),
                     "common_tokens": common, "val_loss_at_common_tokens": loss_at(tokens, loss, common),
                     "baseline_val_loss_at_common_tokens": loss_at(b_tokens, b_loss, common)}
         rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=["size", "method", *SPEED_COLUMNS])
+    return pd.DataFrame(rows).reindex(columns=[*GROUP, *CROSSING_COLUMNS])
 
 
 def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method."""
+    """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method
+    x budget."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
     numeric = ["params", "tokens", "forward_only_tokens", "reference_train_tokens", "compute_tokens",
-               "steps", "val_loss", "val_ppl", "wall_s", "gpu_hours", "train_tokens_per_s",
-               *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
-    groups = by_seed.groupby(["size", "method"], sort=False, dropna=False)
+               "compute_flops", "steps", "val_loss", "val_ppl", "wall_s", "gpu_hours",
+               "train_tokens_per_s", *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
+    groups = by_seed.groupby(GROUP, sort=False, dropna=False)
     out = groups[numeric].mean()
-    out.insert(2, "n_seeds", groups.size())
+    out.insert(0, "n_seeds", groups.size())
     for col in ["val_loss", *[c for c in metric_cols if "_stderr:" not in c]]:
         out.insert(out.columns.get_loc(col) + 1, f"{col}_std", groups[col].std())
     for col in ("device", "config_hash", "git_commit"):
@@ -164,7 +214,7 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
               by_seed_csv: Path | None = None, forgetting_csv: Path | None = None) -> pd.DataFrame:
-    """Write main.csv (size x method, mean over seeds) and main_by_seed.csv; return main.
+    """Write main.csv (size x method x budget, mean over seeds) and main_by_seed.csv; return main.
 
     With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
     not part of `tokens`) and forgetting fractions (means over the profiled seeds only)."""
@@ -172,16 +222,20 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     evals = eval_table(list(eval_files))
     by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
     if forgetting_csv is not None:
-        by_seed = by_seed.merge(pd.read_csv(forgetting_csv)[KEYS + PROFILE_COLUMNS], on=KEYS, how="left")
+        profiled = with_budget(pd.read_csv(forgetting_csv))[KEYS + PROFILE_COLUMNS]
+        by_seed = by_seed.merge(profiled, on=KEYS, how="left")
     unmatched = evals.merge(runs[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")
     by_seed = pd.concat([by_seed, unmatched.drop(columns="_merge")], ignore_index=True)  # references
     main = aggregate(by_seed)
-    speed = speed_columns(curves, runs)
-    main = main.merge(speed, on=["size", "method"], how="left", sort=False)
-    lead = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "reference_train_tokens",
-            "compute_tokens", "val_loss",
-            "val_loss_std", "val_ppl"]
-    main = main[lead + [c for c in main.columns if c not in lead]]
+    for table in (iso_speedups(runs), equal_budget(runs), speed_columns(curves, runs)):
+        main = main.merge(table, on=GROUP, how="left", sort=False)
+    text = ["verdict", *[c for c in ISO_COLUMNS if c.endswith("_bound")]]
+    main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
+    lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",
+            "reference_train_tokens", "compute_tokens", "compute_flops", "val_loss", "val_loss_std",
+            "val_ppl", *ISO_COLUMNS, *EQUAL_COLUMNS]
+    rest = [c for c in main.columns if c not in lead and c not in CROSSING_COLUMNS]
+    main = main[lead + rest + CROSSING_COLUMNS]
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
     write_csv(out_csv, main)
     return main

@@ -75,6 +75,8 @@ class BlockScores:
     """Optimizer-step tokens of the reference model's training."""
     scoring_tokens: int = 0
     """Tokens of the no-grad scoring pass over the pool."""
+    reference_flops_per_token: float = 0.0
+    """The reference model's training FLOPs per token (reference.json's `flops_per_token`)."""
 
     def write(self, path: Path, info: dict[str, Any]) -> None:
         """The parquet at `path`; `info` (with the token counts) as reference.json beside it."""
@@ -93,7 +95,8 @@ class BlockScores:
         info_path = path.with_name("reference.json")
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         return cls(table.score.to_numpy(np.float32), table.reference.to_numpy(bool),
-                   int(info.get("reference_train_tokens", 0)), int(info.get("scoring_tokens", 0)))
+                   int(info.get("reference_train_tokens", 0)), int(info.get("scoring_tokens", 0)),
+                   float(info.get("flops_per_token", 0)))
 
 
 class Sampler(ABC):
@@ -108,6 +111,10 @@ class Sampler(ABC):
     """Tokens this method runs through a model outside training steps (scoring passes)."""
     reference_train_tokens: int = 0
     """Optimizer-step tokens spent training a reference model for this method."""
+    reference_scoring_tokens: int = 0
+    """The part of `forward_only_tokens` that runs through the reference model, not this one."""
+    reference_flops_per_token: float = 0.0
+    """The reference model's training FLOPs per token; 0 without one."""
 
     def __init__(self, run: RunFacts, options: SamplerOptions):
         self.run, self.options = run, options

@@ -12,7 +12,8 @@ the band `band` (low, middle or high scores) of a fraction `keep` is kept, and t
 uniformly within it: a fresh seeded permutation of the kept set each pass, for as many steps as
 `random` (equal tokens), so kept blocks repeat ~1/keep times as often. The reference model's
 training tokens and the scoring pass are this method's extra compute (`reference_train_tokens`,
-`forward_only_tokens` in run.json).
+`forward_only_tokens` = `reference_scoring_tokens` in run.json), at the reference's own FLOPs per
+token (`reference_flops_per_token`).
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ class PplPruneSampler(PoolSampler):
             raise ValueError("no scored block outside the reference shard")
         self.kept = self.pool = band_ids(scores.score, scored, options.keep, options.band)
         self.steps = equal_token_steps(run, options.epochs)
-        self.forward_only_tokens = scores.scoring_tokens
+        self.forward_only_tokens = self.reference_scoring_tokens = scores.scoring_tokens
         self.reference_train_tokens = scores.reference_train_tokens
+        self.reference_flops_per_token = scores.reference_flops_per_token
 
     def num_steps(self) -> int:
         return self.steps

@@ -1,0 +1,206 @@
+"""The speed-up over `random` at equal final loss (iso-loss), and the equal-budget comparison.
+
+Inputs are the finished runs, one row each (size, method, budget, seed, val_loss and the compute
+columns of summarize.py); outputs are the main table's columns, one row per size x method x budget.
+No torch; numpy, pandas and scipy's t quantile only.
+
+**Random's frontier** at a size: for each of its budgets, the mean final `val_loss` over seeds
+against the log of the mean compute over seeds, the points in order of compute, made monotone
+by a *running minimum* (a larger budget that ends worse than a smaller one takes the smaller
+one's loss) and joined by straight lines in log compute. A running minimum, not isotonic
+regression: it moves no measured point and has an operational meaning (the least compute at
+which some swept random run of at most that compute reached the loss), and past the optimal
+budget, where a longer multi-epoch run overfits, the frontier stays flat instead of averaging the
+overfit point into the good one. `C_random(L)` is its inverse: the least compute at which the
+frontier reaches `L` (the left end of a flat stretch).
+
+**Iso-loss speed-up** of a method at a budget: `C_random(L) / C_method`, L and C_method the
+method's mean final loss and mean compute over its seeds at that budget; in training tokens
+(`compute_tokens`) and in FLOPs (`compute_flops`). Never extrapolated: below the frontier's lowest
+loss random needs more than its largest swept compute, so the value is C_max / C_method with
+bound `>` (a lower bound); above its highest loss (worse than random's smallest budget), C_min /
+C_method with bound `<` (an upper bound). Bound `''`: an interpolated value. A frontier of one
+point gives a value only at exactly that loss (random's own row) and bounds elsewhere.
+
+**Its 95% interval**: a percentile bootstrap over seeds. Each of `N_BOOT` replicates resamples,
+with replacement, the method's seeds at its budget and random's seeds at each of random's budgets
+(the same draw for the final loss and the compute of a run), rebuilds the frontier and recomputes
+the speed-up; random's own rows reuse the frontier's draw, since they are the same runs. A
+replicate that falls outside its frontier is censored: for the lower end it counts at its bound
+value (`>`) or 0 (`<`), for the upper end at inf (`>`) or its bound value (`<`); an end that the
+sweep cannot bound therefore reads 0 or inf. The ends are order statistics (the 2.5% one rounded
+down, the 97.5% one up). With fewer than 2 seeds of the method at that budget, or of random at any
+of its budgets, resampling cannot see seed noise: the interval is NaN. The generators are seeded
+from `BOOT_SEED` and the row's size, method and budget, so the table is deterministic and a row
+does not depend on which other rows exist. Measured coverage of the nominal 95% (simulation in
+tests/test_speedup.py: 5 random budgets, a true speed-up of 2, 2000 repeats): 0.81 with 3 seeds
+per point, 0.87 with 5, 0.92 with 10, 0.94 with 20. With few seeds the percentile bootstrap is
+too narrow (it sees a mean's variance as (n-1)/n of the truth, with normal-like tails where a t
+with n-1 degrees of freedom belongs): read a 3-seed interval as roughly an 80% one.
+
+**Equal budget**: `delta_val_loss` = the method's mean final loss - random's at the same size and
+budget; its 95% interval is Welch's t interval (unequal variances, Welch-Satterthwaite degrees
+of freedom), NaN with fewer than 2 seeds on either side, [delta, delta] when both sides have zero
+spread. `verdict`: `better` if the interval lies below 0, `worse` if above, `not resolved`
+otherwise (NaN interval included); `baseline` on random's own rows (delta 0, interval [0, 0]:
+the same runs); empty where random has no run at that size and budget.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pandas as pd
+
+BASELINE = "random"
+N_BOOT = 2000
+"""Bootstrap replicates per row."""
+BOOT_SEED = 20
+"""Seed of every bootstrap generator (with the row's size, method and budget)."""
+LEVEL = 0.95
+COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops"}
+"""Speed-up column prefix -> the runs' compute column it divides."""
+GROUP = ["size", "method", "budget"]
+ISO_COLUMNS = ["frontier_budgets", *[f"{name}{suffix}" for name in COSTS
+                                     for suffix in ("", "_lo", "_hi", "_bound")]]
+EQUAL_COLUMNS = ["baseline_val_loss", "baseline_n_seeds", "delta_val_loss", "delta_val_loss_lo",
+                 "delta_val_loss_hi", "verdict"]
+BOUNDS = {0: "", 1: ">", -1: "<"}
+
+
+def frontier(compute: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log compute, monotone loss) along the last axis, points already in order of compute:
+    the loss made non-increasing by a running minimum."""
+    return np.log(compute), np.minimum.accumulate(loss, axis=-1)
+
+
+def invert(log_c: np.ndarray, front: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log C_random(loss) on the frontier (log_c, front: shape (..., k), front non-increasing;
+    loss: shape (...)), linear in log compute between points, and the bound code: 0 inside the
+    frontier, 1 below its lowest loss (the value is its largest compute: random needs more), -1
+    above its highest (its smallest compute: random needs less). The frontier broadcasts."""
+    shape = (*np.shape(loss), np.shape(front)[-1])
+    log_c, front = np.broadcast_to(log_c, shape), np.broadcast_to(front, shape)
+    below = front <= loss[..., None]
+    j = np.argmax(below, axis=-1)  # the first point at or below the loss; 0 when none is
+
+    def at(a: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, i[..., None], axis=-1)[..., 0]
+
+    prev = np.maximum(j - 1, 0)
+    f0, f1, c0, c1 = at(front, prev), at(front, j), at(log_c, prev), at(log_c, j)
+    with np.errstate(invalid="ignore", divide="ignore"):  # j = 0: f0 = f1, weight unused
+        weight = np.where(j > 0, (f0 - loss) / (f0 - f1), 0.0)  # f0 > loss >= f1 when j > 0
+    inside = c0 + weight * (c1 - c0)
+    bound = np.where(~below.any(axis=-1), 1, np.where(loss > front[..., 0], -1, 0))
+    return np.select([bound == 1, bound == -1], [log_c[..., -1], log_c[..., 0]], inside), bound
+
+
+def generator(size: str, method: str, budget: float | None = None) -> np.random.Generator:
+    """The bootstrap generator of a size's frontier (no budget) or of one row: BOOT_SEED and a
+    stable hash of the key (the same across processes and numpy versions)."""
+    key = f"{size}\0{method}" + ("" if budget is None else f"\0{float(budget)!r}")
+    return np.random.default_rng([BOOT_SEED, zlib.crc32(key.encode())])
+
+
+def resampled_means(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The mean over seeds of `values` (seeds x columns), then its mean under each row of `draws`
+    (replicates x seeds, indices into the seeds): shape (1 + replicates, columns)."""
+    return np.concatenate([values.mean(axis=0)[None], values[draws].mean(axis=1)])
+
+
+def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cost: np.ndarray,
+                    loss: np.ndarray, interval: bool) -> dict[str, object]:
+    """`name`, `name_lo`, `name_hi`, `name_bound` from the point estimate (index 0) and the
+    replicates (the rest): base_* of shape (1 + n_boot, budgets), cost and loss (1 + n_boot,)."""
+    nan = {name: math.nan, f"{name}_lo": math.nan, f"{name}_hi": math.nan, f"{name}_bound": ""}
+    if not (np.isfinite(base_cost).all() and np.isfinite(cost).all() and np.isfinite(loss).all()):
+        return nan  # e.g. FLOPs of runs written before run.json had flops_per_token
+    order = np.argsort(base_cost[0], kind="stable")
+    log_c, front = frontier(base_cost[:, order], base_loss[:, order])
+    log_need, bound = invert(log_c, front, loss)
+    speedup = np.exp(log_need - np.log(cost))
+    out = {name: float(speedup[0]), f"{name}_lo": math.nan, f"{name}_hi": math.nan,
+           f"{name}_bound": BOUNDS[int(bound[0])]}
+    if interval:
+        reps, censored = speedup[1:], bound[1:]
+        q = (1 - LEVEL) / 2
+        out[f"{name}_lo"] = float(np.quantile(np.where(censored == -1, 0.0, reps), q, method="lower"))
+        out[f"{name}_hi"] = float(np.quantile(np.where(censored == 1, np.inf, reps), 1 - q,
+                                              method="higher"))
+    return out
+
+
+def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_BOOT) -> pd.DataFrame:
+    """ISO_COLUMNS per size x method x budget of `runs` (one row per run); rows of a size without
+    a `baseline` run are left out (the caller's merge leaves them empty)."""
+    cols = ["val_loss", *COSTS.values()]  # column 0: the loss; then one per compute measure
+    rows = []
+    for size, at_size in runs.groupby("size", sort=False):
+        base = at_size[at_size.method == baseline]
+        if base.empty:
+            continue
+        budgets = sorted(base.budget.unique())
+        groups = [base.loc[base.budget == b, cols].to_numpy(float) for b in budgets]
+        rng = generator(size, baseline)
+        front = np.stack([resampled_means(g, rng.integers(0, len(g), (n_boot, len(g)))) for g in groups],
+                         axis=1)  # (1 + n_boot, budgets, columns)
+        few = min(map(len, groups)) < 2
+        for (method, budget), runs_of in at_size.groupby(["method", "budget"], sort=False):
+            if method == baseline:  # the same runs as the frontier's point: the same draws
+                ours = front[:, budgets.index(budget)]
+            else:
+                values = runs_of[cols].to_numpy(float)
+                draws = generator(size, method, budget).integers(0, len(values), (n_boot, len(values)))
+                ours = resampled_means(values, draws)
+            row = {"size": size, "method": method, "budget": budget, "frontier_budgets": len(budgets)}
+            for i, name in enumerate(COSTS, start=1):
+                row |= speedup_columns(name, front[..., i], front[..., 0], ours[:, i], ours[:, 0],
+                                       interval=not few and len(runs_of) >= 2)
+            rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=[*GROUP, *ISO_COLUMNS])
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), lower, upper): Welch's t interval; NaN ends with fewer than 2 values
+    on either side; both ends at the difference when neither side varies."""
+    from scipy.stats import t
+
+    delta = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return delta, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return delta, delta, delta
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(t.ppf(0.5 + level / 2, df)) * se
+    return delta, delta - half, delta + half
+
+
+def verdict(lo: float, hi: float) -> str:
+    """`better` (lower loss) / `worse` / `not resolved`, from the interval of the difference."""
+    if hi < 0:
+        return "better"
+    if lo > 0:
+        return "worse"
+    return "not resolved"  # also a NaN interval
+
+
+def equal_budget(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """EQUAL_COLUMNS per size x method x budget of `runs` (one row per run): the difference of
+    final losses against `baseline` at the same size and budget."""
+    rows = []
+    for (size, method, budget), runs_of in runs.groupby(GROUP, sort=False):
+        base = runs[(runs["size"] == size) & (runs.method == baseline) & (runs.budget == budget)]
+        row = {"size": size, "method": method, "budget": budget, "verdict": ""}
+        if not base.empty:
+            ours, theirs = runs_of.val_loss.to_numpy(float), base.val_loss.to_numpy(float)
+            delta, lo, hi = (0.0, 0.0, 0.0) if method == baseline else welch_interval(ours, theirs)
+            row |= {"baseline_val_loss": theirs.mean(), "baseline_n_seeds": len(theirs),
+                    "delta_val_loss": delta, "delta_val_loss_lo": lo, "delta_val_loss_hi": hi,
+                    "verdict": "baseline" if method == baseline else verdict(lo, hi)}
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=[*GROUP, *EQUAL_COLUMNS])
