@@ -22,21 +22,23 @@ bound `>` (a lower bound); above its highest loss (worse than random's smallest 
 C_method with bound `<` (an upper bound). Bound `''`: an interpolated value. A frontier of one
 point gives a value only at exactly that loss (random's own row) and bounds elsewhere.
 
-**Its 95% interval**: a percentile bootstrap over seeds. Each of `N_BOOT` replicates resamples,
-with replacement, the method's seeds at its budget and random's seeds at each of random's budgets
-(the same draw for the final loss and the compute of a run), rebuilds the frontier and recomputes
-the speed-up; random's own rows reuse the frontier's draw, since they are the same runs. A
-replicate that falls outside its frontier is censored: for the lower end it counts at its bound
-value (`>`) or 0 (`<`), for the upper end at inf (`>`) or its bound value (`<`); an end that the
-sweep cannot bound therefore reads 0 or inf. The ends are order statistics (the 2.5% one rounded
-down, the 97.5% one up). With fewer than 2 seeds of the method at that budget, or of random at any
-of its budgets, resampling cannot see seed noise: the interval is NaN. The generators are seeded
-from `BOOT_SEED` and the row's size, method and budget, so the table is deterministic and a row
-does not depend on which other rows exist. Measured coverage of the nominal 95% (simulation in
-tests/test_speedup.py: 5 random budgets, a true speed-up of 2, 2000 repeats): 0.81 with 3 seeds
-per point, 0.87 with 5, 0.92 with 10, 0.94 with 20. With few seeds the percentile bootstrap is
-too narrow (it sees a mean's variance as (n-1)/n of the truth, with normal-like tails where a t
-with n-1 degrees of freedom belongs): read a 3-seed interval as roughly an 80% one.
+**Its 95% interval**: a parametric bootstrap of seed noise. Final losses are taken as normal
+around each (method, budget)'s mean with one variance of seed noise, estimated by pooling the
+runs of random (every budget) and of the row's method at its budget (degrees of freedom: runs
+minus groups). Each of `N_BOOT` replicates draws that variance from its scaled inverse-chi-square
+distribution and every mean from a normal around the measured one with that variance / its
+seeds, rebuilds the frontier and recomputes the speed-up; random's own rows reuse the
+frontier's draw, since they are the same runs. Compute is not resampled (a run's tokens are
+fixed by its config). This is the reference-prior posterior of the normal model's means and
+variance, whose intervals for a single mean are Student's t ones; drawing the variance is what
+a resampling of 3 seeds cannot do (a percentile bootstrap over seeds covered 81% at 3 seeds, 87%
+at 5 in the simulation of tests/test_speedup.py). A replicate that falls outside its frontier is
+censored: for the lower end it counts at its bound value (`>`) or 0 (`<`), for the upper end at
+inf (`>`) or its bound value (`<`); an end that the sweep cannot bound therefore reads 0 or inf.
+The ends are order statistics (the 2.5% one rounded down, the 97.5% one up). Without a degree of
+freedom (every group one seed) the noise is unknown: the interval is NaN. The generators are
+seeded from `BOOT_SEED` and the row's size, method and budget, so the table is deterministic and
+a row depends only on random's runs and its own.
 
 **Equal budget**: `delta_val_loss` = the method's mean final loss - random's at the same size and
 budget; its 95% interval is Welch's t interval (unequal variances, Welch-Satterthwaite degrees
@@ -105,16 +107,23 @@ def generator(size: str, method: str, budget: float | None = None) -> np.random.
     return np.random.default_rng([BOOT_SEED, zlib.crc32(key.encode())])
 
 
-def resampled_means(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """The mean over seeds of `values` (seeds x columns), then its mean under each row of `draws`
-    (replicates x seeds, indices into the seeds): shape (1 + replicates, columns)."""
-    return np.concatenate([values.mean(axis=0)[None], values[draws].mean(axis=1)])
+def pooled_noise(groups: list[np.ndarray]) -> tuple[float, int]:
+    """(pooled variance of the seed noise, its degrees of freedom) of groups of final losses."""
+    df = sum(len(g) - 1 for g in groups)
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    return (ss / df if df else math.nan), df
+
+
+def noise_scale(var: float, df: int, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """n_boot draws of the seed-noise SD: var x df / chi2(df), its posterior under the normal model."""
+    return np.sqrt(var * df / rng.chisquare(df, n_boot))
 
 
 def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cost: np.ndarray,
                     loss: np.ndarray, interval: bool) -> dict[str, object]:
     """`name`, `name_lo`, `name_hi`, `name_bound` from the point estimate (index 0) and the
-    replicates (the rest): base_* of shape (1 + n_boot, budgets), cost and loss (1 + n_boot,)."""
+    replicates (the rest): base_* of shape (1 + n_boot, budgets), cost and loss (1 + n_boot,);
+    without replicates (`interval` false) only index 0."""
     nan = {name: math.nan, f"{name}_lo": math.nan, f"{name}_hi": math.nan, f"{name}_bound": ""}
     if not (np.isfinite(base_cost).all() and np.isfinite(cost).all() and np.isfinite(loss).all()):
         return nan  # e.g. FLOPs of runs written before run.json had flops_per_token
@@ -136,29 +145,34 @@ def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cos
 def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_BOOT) -> pd.DataFrame:
     """ISO_COLUMNS per size x method x budget of `runs` (one row per run); rows of a size without
     a `baseline` run are left out (the caller's merge leaves them empty)."""
-    cols = ["val_loss", *COSTS.values()]  # column 0: the loss; then one per compute measure
     rows = []
     for size, at_size in runs.groupby("size", sort=False):
         base = at_size[at_size.method == baseline]
         if base.empty:
             continue
         budgets = sorted(base.budget.unique())
-        groups = [base.loc[base.budget == b, cols].to_numpy(float) for b in budgets]
-        rng = generator(size, baseline)
-        front = np.stack([resampled_means(g, rng.integers(0, len(g), (n_boot, len(g)))) for g in groups],
-                         axis=1)  # (1 + n_boot, budgets, columns)
-        few = min(map(len, groups)) < 2
+        groups = [base.loc[base.budget == b, "val_loss"].to_numpy(float) for b in budgets]
+        means, counts = np.array([g.mean() for g in groups]), np.array([len(g) for g in groups])
+        base_costs = {c: np.array([base.loc[base.budget == b, c].mean() for b in budgets])
+                      for c in COSTS.values()}
+        z_front = generator(size, baseline).standard_normal((n_boot, len(budgets)))
         for (method, budget), runs_of in at_size.groupby(["method", "budget"], sort=False):
+            own = runs_of.val_loss.to_numpy(float)
+            var, df = pooled_noise(groups if method == baseline else [*groups, own])
+            rng = generator(size, method, budget)
+            sigma = noise_scale(var, df, rng, n_boot) if df else np.zeros(0)  # no noise estimate
+            drawn = means + sigma[:, None] * z_front[: len(sigma)] / np.sqrt(counts)
+            front = np.concatenate([means[None], drawn])
             if method == baseline:  # the same runs as the frontier's point: the same draws
-                ours = front[:, budgets.index(budget)]
+                loss = front[:, budgets.index(budget)]
             else:
-                values = runs_of[cols].to_numpy(float)
-                draws = generator(size, method, budget).integers(0, len(values), (n_boot, len(values)))
-                ours = resampled_means(values, draws)
+                noise = sigma * rng.standard_normal(len(sigma)) / np.sqrt(len(own))
+                loss = own.mean() + np.concatenate([[0.0], noise])
             row = {"size": size, "method": method, "budget": budget, "frontier_budgets": len(budgets)}
-            for i, name in enumerate(COSTS, start=1):
-                row |= speedup_columns(name, front[..., i], front[..., 0], ours[:, i], ours[:, 0],
-                                       interval=not few and len(runs_of) >= 2)
+            for name, cost in COSTS.items():
+                theirs = np.broadcast_to(base_costs[cost], front.shape)
+                row |= speedup_columns(name, theirs, front, np.full(len(loss), runs_of[cost].mean()),
+                                       loss, interval=df > 0)
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*GROUP, *ISO_COLUMNS])
 
