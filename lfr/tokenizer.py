@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lfr.config import CorpusConfig, ExperimentConfig, TokenizerConfig
@@ -124,6 +125,30 @@ def load_hf_tokenizer(tok_dir: Path):
     if len(tok) != meta["vocab_size"]:
         raise ValueError(f"{tok_dir}: loaded {len(tok)} tokens, expected {meta['vocab_size']}")
     return tok
+
+
+def token_byte_lengths(tok_dir: Path) -> np.ndarray:
+    """UTF-8 bytes of each token id's text, shape (vocab_size,); special tokens (EOT) have 0.
+
+    Both tokenizers are byte-level BPEs: each vocabulary entry spells its bytes in GPT-2's
+    byte-to-character alphabet (`bytes_to_unicode`, one character per byte), so a token's byte
+    count is its length in characters. Summed over a token stream, this is exactly the UTF-8
+    size of the text it encodes, even where a character's bytes fall into two tokens.
+    """
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    meta = tokenizer_meta(tok_dir)
+    tok = Tokenizer.from_file(str(Path(tok_dir) / "tokenizer.json"))
+    alphabet = set(bytes_to_unicode().values())
+    special = set(tok.get_added_tokens_decoder())
+    lengths = np.zeros(meta["vocab_size"], dtype=np.int64)
+    for piece, i in tok.get_vocab(with_added_tokens=True).items():
+        if i in special:
+            continue
+        if not set(piece) <= alphabet:
+            raise ValueError(f"{tok_dir}: token {i} ({piece!r}) is not byte-level BPE")
+        lengths[i] = len(piece)
+    return lengths
 
 
 @cache

@@ -3,6 +3,9 @@
 Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
 
 Definitions (also in results/tables/README.md):
+- `val_loss`: final mean next-token loss (nats/token) on the fixed validation blocks; `val_bpb`:
+  the same losses in bits per UTF-8 byte of the text those blocks' targets encode (EOT: its loss
+  counts, 0 bytes), comparable across tokenizers.
 - `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
   `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
   `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 BASELINE = "random"
 RUN_COLUMNS = [
     "size", "method", "seed", "params", "tokens", "forward_only_tokens", "reference_train_tokens",
-    "compute_tokens", "steps", "val_loss", "val_ppl",
+    "compute_tokens", "steps", "val_loss", "val_ppl", "val_bpb",
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
 KEYS = ["size", "method", "seed"]
@@ -59,6 +62,7 @@ def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFra
         val = metrics.dropna(subset=["val_loss"])
         gpus = info["world_size"] if info["device"].startswith("cuda") else 0
         info.setdefault("reference_train_tokens", 0)  # runs written before the peers
+        info.setdefault("val_bpb", math.nan)  # runs written before val_bpb: not measured
         info["compute_tokens"] = compute_tokens(info)
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
                      "val_loss_initial": float(val.val_loss.iloc[0])})
@@ -150,12 +154,12 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
     numeric = ["params", "tokens", "forward_only_tokens", "reference_train_tokens", "compute_tokens",
-               "steps", "val_loss", "val_ppl", "wall_s", "gpu_hours", "train_tokens_per_s",
+               "steps", "val_loss", "val_ppl", "val_bpb", "wall_s", "gpu_hours", "train_tokens_per_s",
                *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
     groups = by_seed.groupby(["size", "method"], sort=False, dropna=False)
     out = groups[numeric].mean()
     out.insert(2, "n_seeds", groups.size())
-    for col in ["val_loss", *[c for c in metric_cols if "_stderr:" not in c]]:
+    for col in ["val_loss", "val_bpb", *[c for c in metric_cols if "_stderr:" not in c]]:
         out.insert(out.columns.get_loc(col) + 1, f"{col}_std", groups[col].std())
     for col in ("device", "config_hash", "git_commit"):
         out[col] = groups[col].agg(lambda s: ";".join(sorted(set(map(str, s.dropna())))))
@@ -179,8 +183,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     speed = speed_columns(curves, runs)
     main = main.merge(speed, on=["size", "method"], how="left", sort=False)
     lead = ["size", "params", "method", "n_seeds", "tokens", "forward_only_tokens", "reference_train_tokens",
-            "compute_tokens", "val_loss",
-            "val_loss_std", "val_ppl"]
+            "compute_tokens", "val_loss", "val_loss_std", "val_ppl", "val_bpb", "val_bpb_std"]
     main = main[lead + [c for c in main.columns if c not in lead]]
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
     write_csv(out_csv, main)

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from lfr import grid
 from lfr.config import MODEL_PRESETS, ConfigError, merge_config, typed_overrides
+from lfr.data import DATA_FORMAT
 from lfr.sampling import SAMPLERS, method_options
 
 # --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
