@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lfr.config import TokenizerConfig
-from lfr.tokenizer import batch_encoder, load_hf_tokenizer, prepare_tokenizer, token_byte_lengths
+from lfr.tokenizer import (
+    batch_encoder,
+    load_hf_tokenizer,
+    prepare_tokenizer,
+    token_byte_lengths,
+    token_bytes,
+)
 
 SAMPLE = "The quick brown fox jumps over the lazy dog.\n\tdef f(x): return x ** 2  # émoji 🦊"
 
@@ -36,14 +42,15 @@ def test_gpt2_bpe_offline_matches_openai_ids(gpt2_dir):
 
 
 def test_gpt2_token_bytes_are_tiktokens(gpt2_dir):
-    """The byte table read from tokenizer.json against tiktoken's own bytes of every GPT-2 token."""
+    """The bytes read from tokenizer.json against tiktoken's own bytes of every GPT-2 token."""
     import tiktoken
 
     from lfr.tokenizer import _gpt2_tiktoken
 
     enc: tiktoken.Encoding = _gpt2_tiktoken()
-    expected = [len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab - 1)] + [0]  # EOT
-    assert token_byte_lengths(gpt2_dir).tolist() == expected
+    expected = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab - 1)] + [b""]  # EOT
+    assert token_bytes(gpt2_dir) == expected
+    assert token_byte_lengths(gpt2_dir).tolist() == [len(b) for b in expected]
 
 
 @settings(max_examples=200, deadline=None)

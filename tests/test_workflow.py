@@ -56,6 +56,7 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     # 4 sizes x {random, lfr} + the 2 controls at gpt2; 6 released reference checkpoints
     assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("10", "10", "6")
+    assert counts["reference_bpb"] == "6"  # their bits per byte on our validation text
     # nothing inherited from the demo config: every job's corpus section is the paper's own
     paper = load_config(REPO / "config/paper.yaml").corpus.model_dump(mode="json")
     jobs = [json.loads(s) for s in re.findall(r"--config-json '([^']*)'", r.stdout)]

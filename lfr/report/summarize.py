@@ -1,11 +1,13 @@
 """Stage `summarize`: finished runs and evaluations -> `main.csv` and `main_by_seed.csv`.
 
-Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
+Reads only files (run.json, metrics.parquet, eval parquets, references' val_bpb.json) and never
+imports torch.
 
 Definitions (also in results/tables/README.md):
 - `val_loss`: final mean next-token loss (nats/token) on the fixed validation blocks; `val_bpb`:
   the same losses in bits per UTF-8 byte of the text those blocks' targets encode (EOT: its loss
-  counts, 0 bytes), comparable across tokenizers.
+  counts, 0 bytes), comparable across tokenizers; a reference model's: its own tokenizer's on
+  the same text (lfr/reference_bpb.py).
 - `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
   `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
   `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
@@ -166,12 +168,28 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def with_reference_bpb(by_seed: pd.DataFrame, files: list[Path]) -> pd.DataFrame:
+    """The reference models' val_bpb (stage reference-bpb) in their rows (`method` reference,
+    `size` the model's name); a reference without evaluations gets a row of its own."""
+    for path in files:
+        info = json.loads(Path(path).read_text())
+        rows = (by_seed.method == "reference") & (by_seed["size"] == info["model"])
+        if not rows.any():
+            by_seed = pd.concat([by_seed, pd.DataFrame([{"size": info["model"], "method": "reference",
+                                                         "seed": -1}])], ignore_index=True)
+            rows = by_seed.index == by_seed.index[-1]
+        by_seed.loc[rows, "val_bpb"] = info["val_bpb"]
+    return by_seed
+
+
 def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
-              by_seed_csv: Path | None = None, forgetting_csv: Path | None = None) -> pd.DataFrame:
+              by_seed_csv: Path | None = None, forgetting_csv: Path | None = None,
+              reference_bpb: list[Path] = ()) -> pd.DataFrame:
     """Write main.csv (size x method, mean over seeds) and main_by_seed.csv; return main.
 
     With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
-    not part of `tokens`) and forgetting fractions (means over the profiled seeds only)."""
+    not part of `tokens`) and forgetting fractions (means over the profiled seeds only).
+    `reference_bpb`: the val_bpb.json of reference models, for their rows' `val_bpb`."""
     runs, curves = load_runs(run_dirs)
     evals = eval_table(list(eval_files))
     by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
@@ -179,6 +197,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
         by_seed = by_seed.merge(pd.read_csv(forgetting_csv)[KEYS + PROFILE_COLUMNS], on=KEYS, how="left")
     unmatched = evals.merge(runs[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")
     by_seed = pd.concat([by_seed, unmatched.drop(columns="_merge")], ignore_index=True)  # references
+    by_seed = with_reference_bpb(by_seed, list(reference_bpb))
     main = aggregate(by_seed)
     speed = speed_columns(curves, runs)
     main = main.merge(speed, on=["size", "method"], how="left", sort=False)
@@ -191,5 +210,6 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
 
 
 def main(runs: list[Path], out: Path, evals: list[Path] | None = None,
-         forgetting: Path | None = None) -> str:
-    return summarize(runs, out, evals or [], forgetting_csv=forgetting).to_string(index=False)
+         forgetting: Path | None = None, reference_bpb: list[Path] | None = None) -> str:
+    return summarize(runs, out, evals or [], forgetting_csv=forgetting,
+                     reference_bpb=reference_bpb or []).to_string(index=False)

@@ -114,6 +114,10 @@ def all_evals():
     return runs + refs
 
 
+def all_reference_bpb():
+    return [f"results/eval/reference/{reference_slug(r)}/val_bpb.json" for r in CFG.eval.references]
+
+
 def train_gpus(wildcards):
     return grid.size_resources(CFG, wildcards.size).gpus
 
