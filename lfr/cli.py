@@ -28,7 +28,8 @@ SECTIONS = frozenset(ExperimentConfig.model_fields)
 STAGES = {  # stage: its module; the modules import torch etc. only when their stage runs
     "corpus": "lfr.corpus", "tokenizer": "lfr.tokenizer", "tokenize": "lfr.tokenize",
     "train": "lfr.train", "score-reference": "lfr.score_reference", "eval-tasks": "lfr.eval_tasks",
-    "evaluate": "lfr.evaluate", "prefetch": "lfr.prefetch", "profile": "lfr.profile",
+    "evaluate": "lfr.evaluate", "reference-bpb": "lfr.reference_bpb", "prefetch": "lfr.prefetch",
+    "profile": "lfr.profile",
     "forgetting": "lfr.report.forgetting", "summarize": "lfr.report.summarize",
     "plot": "lfr.report.plot",
     "schema": "lfr.config",
@@ -160,11 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-json", type=Path, required=True, help="lm-eval's raw results")
     p.add_argument("--out-parquet", type=Path, required=True, help="tidy results, one row per metric")
     p.add_argument("--threads", type=int, help=THREADS)
+    p = stage("reference-bpb", "a released model's val_bpb on the validation blocks' text, own tokenizer")
+    p.add_argument("--model", required=True, help="hub name of the reference model (or a HF model folder)")
+    p.add_argument("--data", type=Path, required=True, help=DATA)
+    p.add_argument("--tokenizer", type=Path, required=True, help=TOKENIZER + " (ours: spells the blocks)")
+    p.add_argument("--out", type=Path, required=True, help="val_bpb.json to write")
+    p.add_argument("--threads", type=int, help=THREADS)
     stage("prefetch", "download the datasets of the standard eval tasks (needs network)")
     p = stage("summarize", "collect finished runs into the main table (csv)")
     p.add_argument("--runs", type=Path, nargs="+", required=True, help=RUNS)
     p.add_argument("--evals", type=Path, nargs="*", help="tidy eval parquets (evaluate)")
     p.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
+    p.add_argument("--reference-bpb", type=Path, nargs="*",
+                   help="val_bpb.json of the reference models (reference-bpb)")
     p.add_argument("--out", type=Path, required=True,
                    help="main.csv to write; main_by_seed.csv goes next to it")
     p = stage("plot", "draw one figure (png + pdf) from what it reads")

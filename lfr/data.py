@@ -5,7 +5,8 @@ Each split (written by stage `tokenize`) is one flat token file (`train.bin`, `v
 documents joined, each followed by EOT) plus a block table. Block i is the fixed, contiguous
 window tokens[i*T : i*T + T + 1]: T inputs and their T next-token targets, so every token after
 the first is predicted exactly once per epoch and a block keeps its identity across epochs (what
-LFR tracks). A block's `domain` and `doc_id` are those of the document holding its middle token.
+LFR tracks). A block's `domain` and `doc_id` are those of the document holding its middle token;
+its `target_bytes` the UTF-8 bytes of the text its targets encode (EOT: 0), for bits per byte.
 
 `meta.json` records the config sections the data was built from (`built_from`), and
 `check_data_matches` stops a stage given another config before it computes anything.
@@ -20,18 +21,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lfr.config import ExperimentConfig
 from lfr.tokenizer import META_FILE, tokenizer_meta
 
 log = logging.getLogger(__name__)
+# The layout of a data folder, recorded in meta.json and a param of the tokenize rule (so Snakemake
+# rebuilds an older folder). 2: block tables carry `target_bytes`.
+DATA_FORMAT = 2
 
 
 def data_meta(data_dir: Path) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run the `tokenize` stage first")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    if (found := meta.get("format", 1)) != DATA_FORMAT:
+        raise ValueError(f"{path}: a data folder of format {found}, but this lfr reads format "
+                         f"{DATA_FORMAT} (block tables with `target_bytes`, for val_bpb); rerun the "
+                         "`tokenize` stage (Snakemake does so by itself)")
+    return meta
+
+
+def target_bytes(data_dir: Path, split: str) -> np.ndarray:
+    """Each block's `target_bytes` (block table column), indexed by block id."""
+    data_meta(data_dir)  # an older folder has no such column: say so
+    return pd.read_parquet(Path(data_dir) / f"{split}_blocks.parquet",
+                           columns=["target_bytes"])["target_bytes"].to_numpy()
 
 
 SECTION_STAGE = {"corpus": 0, "tokenizer": 1, "data": 2}  # the first stage that reads a section

@@ -44,12 +44,13 @@ class MetricsLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t_start
 
-    def first(self, phase: str, val_loss: float) -> None:
-        self.rows.append({"step": 0, "tokens": 0, "phase": phase, "elapsed_s": 0.0, "val_loss": val_loss})
+    def first(self, phase: str, val: dict[str, float]) -> None:
+        """The row before the first step; `val`: its validation metrics (val_loss, val_bpb)."""
+        self.rows.append({"step": 0, "tokens": 0, "phase": phase, "elapsed_s": 0.0, **val})
         self.window = time.perf_counter()
 
     def add(self, step: int, phase: str, train_loss: float, lr: float, validate: Any = None) -> dict:
-        """A row after `step` steps; `validate()` (optional) gives its val_loss, untimed."""
+        """A row after `step` steps; `validate()` (optional) gives its validation metrics, untimed."""
         now = time.perf_counter()
         self.train_time += now - self.window
         tok_s = (step - self.rows[-1]["step"]) * self.tokens_per_step / max(now - self.window, 1e-9)
@@ -57,7 +58,7 @@ class MetricsLog:
                "train_loss": train_loss, "lr": lr, "tokens_per_s": tok_s,
                "mfu": self.flops_per_token * tok_s / self.peak if self.peak else math.nan}
         if validate is not None:
-            row["val_loss"] = validate()
+            row |= validate()
         row["elapsed_s"] = self.elapsed()
         self.rows.append(row)
         self.window = time.perf_counter()

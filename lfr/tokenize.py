@@ -3,7 +3,12 @@ them back).
 
 Each split becomes one flat token file (`train.bin`, `val.bin`: documents joined, each followed
 by EOT) plus a block table; `meta.json`, written last, records the config sections the data was
-built from (`built_from`).
+built from (`built_from`) and the folder's `format` (lfr.data.DATA_FORMAT).
+
+A block's `target_bytes` is the UTF-8 size of the text its T targets encode, EOT counting 0
+bytes: the denominator of bits per byte (val_bpb, lfr/train.py). Like lm-eval's `bits_per_byte`,
+only document text counts as bytes; unlike it, predicting a document's closing EOT still costs
+its loss (the loss that val_loss includes), so val_bpb is val_loss rescaled by one constant.
 """
 
 from __future__ import annotations
@@ -17,10 +22,24 @@ from tqdm import tqdm
 
 from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_dtype
 from lfr.corpus import read_documents
+from lfr.data import DATA_FORMAT
 from lfr.files import atomic_path, write_json, write_parquet
-from lfr.tokenizer import piece_encoder, tokenizer_meta
+from lfr.tokenizer import piece_encoder, token_byte_lengths, tokenizer_meta
 
 log = logging.getLogger(__name__)
+CHUNK_BLOCKS = 1 << 14  # blocks per pass of block_target_bytes: memory stays bounded
+
+
+def block_target_bytes(tokens: np.ndarray, block_size: int, num_blocks: int,
+                       byte_lengths: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes of the text that each block's targets tokens[i*T + 1 : i*T + T + 1] encode."""
+    T = block_size
+    out = np.empty(num_blocks, dtype=np.int64)
+    for start in range(0, num_blocks, CHUNK_BLOCKS):
+        stop = min(start + CHUNK_BLOCKS, num_blocks)
+        targets = np.asarray(tokens[start * T + 1 : stop * T + 1])
+        out[start:stop] = byte_lengths[targets].reshape(stop - start, T).sum(axis=1)
+    return out
 
 
 def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Path,
@@ -61,6 +80,8 @@ def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Pat
         "offset": offsets,
         "domain": pd.array(np.asarray(domains, dtype=object)[doc_index], dtype="string"),
         "doc_id": pd.array(np.asarray(doc_ids, dtype=object)[doc_index], dtype="string"),
+        "target_bytes": block_target_bytes(np.memmap(bin_out, dtype=dtype, mode="r"), T, num_blocks,
+                                           token_byte_lengths(tok_dir)),
     })
     write_parquet(blocks_out, blocks)
     return {"tokens": num_tokens, "documents": len(doc_ids), "blocks": num_blocks}
@@ -80,6 +101,7 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
         for split, docs in (("train", train_docs), ("val", val_docs))
     }
     info = {
+        "format": DATA_FORMAT,
         "block_size": cfg.block_size,
         "dtype": np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"])).name,
         "vocab_size": meta["vocab_size"],

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lfr.config import CorpusConfig, ExperimentConfig, TokenizerConfig
@@ -124,6 +125,35 @@ def load_hf_tokenizer(tok_dir: Path):
     if len(tok) != meta["vocab_size"]:
         raise ValueError(f"{tok_dir}: loaded {len(tok)} tokens, expected {meta['vocab_size']}")
     return tok
+
+
+def token_bytes(tok_dir: Path) -> list[bytes]:
+    """The bytes of each token id's text; b"" for special tokens (EOT).
+
+    Both tokenizers are byte-level BPEs: each vocabulary entry spells its bytes in GPT-2's
+    byte-to-character alphabet (`bytes_to_unicode`, one character per byte). Joined over a token
+    stream, they are exactly the UTF-8 text it encodes, even where a character's bytes fall into
+    two tokens.
+    """
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    meta = tokenizer_meta(tok_dir)
+    tok = Tokenizer.from_file(str(Path(tok_dir) / "tokenizer.json"))
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    special = set(tok.get_added_tokens_decoder())
+    out = [b""] * meta["vocab_size"]
+    for piece, i in tok.get_vocab(with_added_tokens=True).items():
+        if i in special:
+            continue
+        if not set(piece) <= byte_of.keys():
+            raise ValueError(f"{tok_dir}: token {i} ({piece!r}) is not byte-level BPE")
+        out[i] = bytes(byte_of[char] for char in piece)
+    return out
+
+
+def token_byte_lengths(tok_dir: Path) -> np.ndarray:
+    """UTF-8 bytes of each token id's text, shape (vocab_size,); special tokens (EOT) have 0."""
+    return np.array([len(b) for b in token_bytes(tok_dir)], dtype=np.int64)
 
 
 @cache

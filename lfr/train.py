@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from lfr import checkpoint
 from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
-from lfr.data import BlockStore
+from lfr.data import BlockStore, target_bytes
 from lfr.distributed import Dist, all_sum, any_rank, finish, gather_losses, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
 from lfr.metrics import MetricsLog, peak_flops
@@ -125,6 +125,12 @@ def estimate_val_loss(model: torch.nn.Module, store: BlockStore, ids: np.ndarray
     return (total[0] / total[1]).item()
 
 
+def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
+    """Bits per UTF-8 byte of a text of `n_bytes` bytes encoded by `tokens` targets whose mean
+    loss is `nats_per_token`: total nats / (ln 2 x bytes). EOT targets add loss but no bytes."""
+    return nats_per_token * tokens / (math.log(2) * n_bytes)
+
+
 class StopRequest:
     """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline; checked once a step."""
 
@@ -211,7 +217,8 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
 
     metrics.parquet has a row every log_every and eval_every steps and after each phase's last
-    step (so it holds every phase's exact span), validation losses at eval_every and at the end."""
+    step (so it holds every phase's exact span), validation losses (val_loss, val_bpb) at
+    eval_every and at the end."""
     tc, t_launch = cfg.train, time.time()
     d = setup_dist(tc.device)
     for seed_rng in (torch.manual_seed, np.random.seed, random.seed):
@@ -245,7 +252,12 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     peak = peak_flops(tc.peak_tflops, d.device)
     metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
-    validate = lambda: estimate_val_loss(stepped, val_store, val_ids, tc.batch_size, d, tc.dtype)  # noqa: E731
+    val_bytes = int(target_bytes(job.data_dir, "val")[val_ids].sum())
+
+    def validate() -> dict[str, float]:
+        loss = estimate_val_loss(stepped, val_store, val_ids, tc.batch_size, d, tc.dtype)
+        return {"val_loss": loss, "val_bpb": bits_per_byte(loss, len(val_ids) * T, val_bytes)}
+
     stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
     if step == 0:
         metrics.first(sampler.phase(0), validate())
@@ -271,7 +283,7 @@ class Loop:
     snaps: SnapshotWriter
     ends: set[int]  # steps after which a sampler phase ends: each gets a metrics row
     records_dir: Path
-    validate: Callable[[], float]
+    validate: Callable[[], dict[str, float]]  # val_loss and val_bpb
     stopper: StopRequest
 
     def run(self, step: int, num_steps: int, desc: str) -> None:
@@ -334,7 +346,8 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         "params": num_params(model),
         "steps": steps, "tokens": steps * tokens_per_step, "block_size": T,
         "batch_blocks": sampler.batch_blocks, "world_size": d.world,
-        "val_loss": metrics.rows[-1]["val_loss"], "wall_s": metrics.elapsed(), "device": str(d.device),
+        "val_loss": metrics.rows[-1]["val_loss"], "val_bpb": metrics.rows[-1]["val_bpb"],
+        "wall_s": metrics.elapsed(), "device": str(d.device),
         "train_tokens_per_s": metrics.train_tokens_per_s(steps), "flops_per_token": flops_per_token(model),
         "forward_only_tokens": sampler.forward_only_tokens,
         "reference_train_tokens": sampler.reference_train_tokens,

@@ -93,6 +93,20 @@ MUTATIONS = [
     Mutation("SIGUSR1 is not handled", "lfr/train.py",
              "for sig in (signal.SIGTERM, signal.SIGUSR1):", "for sig in (signal.SIGTERM,):",
              TRAIN + "test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline"),
+    Mutation("EOT counts 1 byte in val_bpb", "lfr/tokenizer.py",
+             'out = [b""] * meta["vocab_size"]', 'out = [b"?"] * meta["vocab_size"]',
+             "tests/test_data.py::test_target_bytes_are_the_utf8_bytes_of_the_text_the_targets_encode"),
+    Mutation("a block's bytes are its inputs', not its targets'", "lfr/tokenize.py",
+             "targets = np.asarray(tokens[start * T + 1 : stop * T + 1])",
+             "targets = np.asarray(tokens[start * T : stop * T])",
+             "tests/test_data.py::test_target_bytes_by_hand"),
+    Mutation("val_bpb divides by the whole split's bytes", "lfr/train.py",
+             'val_bytes = int(target_bytes(job.data_dir, "val")[val_ids].sum())',
+             'val_bytes = int(target_bytes(job.data_dir, "val").sum())',
+             TRAIN + "test_val_bpb_is_logged_with_every_val_loss"),
+    Mutation("bits per byte in nats", "lfr/train.py",
+             "return nats_per_token * tokens / (math.log(2) * n_bytes)",
+             "return nats_per_token * tokens / n_bytes", TRAIN + "test_bits_per_byte_by_hand"),
 ]
 
 

@@ -45,11 +45,52 @@ def test_documents_are_separated_by_eot(prepared):
 def test_block_table_carries_domain_and_document(prepared):
     cfg, root = prepared
     blocks = pd.read_parquet(root / "data/train_blocks.parquet")
-    assert list(blocks.columns) == ["block_id", "offset", "domain", "doc_id"]
+    assert list(blocks.columns) == ["block_id", "offset", "domain", "doc_id", "target_bytes"]
     assert (blocks.offset == blocks.block_id * cfg.data.block_size).all()
     docs = pd.read_parquet(root / "corpus/train.parquet").set_index("doc_id")
     assert set(blocks.domain) <= set(docs.domain)
     assert (docs.loc[blocks.doc_id, "domain"].to_numpy() == blocks.domain.to_numpy()).all()
+
+
+def test_target_bytes_are_the_utf8_bytes_of_the_text_the_targets_encode(prepared):
+    """Per block: the UTF-8 size of its targets decoded (EOT: no text); over the whole split: the
+    size of every document's text, although characters straddle tokens and blocks."""
+    from lfr.tokenizer import load_hf_tokenizer, token_byte_lengths
+
+    cfg, root = prepared
+    T, tok = cfg.data.block_size, load_hf_tokenizer(root / "tokenizer")
+    blocks = pd.read_parquet(root / "data/val_blocks.parquet")
+    tokens = np.memmap(root / "data/val.bin", dtype=np.uint16, mode="r")
+    decoded = [tok.decode(tokens[i * T + 1 : i * T + T + 1], skip_special_tokens=True)
+               for i in blocks.block_id]
+    whole = np.array(["\ufffd" not in text for text in decoded])  # no character cut at the edges
+    assert whole.mean() > 0.9
+    assert (blocks.target_bytes[whole] == [len(t.encode()) for t in np.array(decoded)[whole]]).all()
+    docs = pd.read_parquet(root / "corpus/val.parquet")
+    assert token_byte_lengths(root / "tokenizer")[tokens].sum() == sum(len(t.encode()) for t in docs.text)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 14])
+def test_target_bytes_by_hand(monkeypatch, chunk):
+    """Tokens 0 (EOT), 1, 2, 3 of 0, 1, 3, 4 bytes; blocks of T = 3 predict tokens[1:4], [4:7]."""
+    import lfr.tokenize
+
+    monkeypatch.setattr(lfr.tokenize, "CHUNK_BLOCKS", chunk)  # chunks of 1 or 2 blocks: same sums
+    tokens = np.array([0, 1, 2, 0, 3, 1, 2, 3], dtype=np.uint16)  # the last token is in no block
+    lengths = np.array([0, 1, 3, 4])
+    assert lfr.tokenize.block_target_bytes(tokens, 3, 2, lengths).tolist() == [1 + 3 + 0, 4 + 1 + 3]
+
+
+def test_an_older_data_folder_says_to_rerun_tokenize(prepared, tmp_path):
+    cfg, root = prepared
+    meta = json.loads((root / "data/meta.json").read_text())
+    del meta["format"]  # as the tokenize stage wrote it before block tables had target_bytes
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    message = "meta.json: a data folder of format 1, but this lfr reads format 2 .* rerun the `tokenize`"
+    for read in (lambda: check_data_matches(cfg, ALL, tmp_path, None),
+                 lambda: BlockStore.open(tmp_path, "val")):
+        with pytest.raises(ValueError, match=message):
+            read()
 
 
 @pytest.mark.parametrize(("setting", "vocab", "dtype"), [

@@ -55,6 +55,43 @@ def test_main_table_aggregates_seeds_and_defines_the_speedup(runs, tmp_path):
     assert len(by_seed) == 5 and by_seed[by_seed.method == "lfr"]["acc:t"].tolist() == [0.4, 0.6]
 
 
+def test_val_bpb_is_carried_per_seed_and_averaged_with_its_std(runs, tmp_path):
+    """val_bpb comes from each run.json (lfr/train.py measures it); a run written before it
+    existed has none (NaN), and the column sits next to the validation loss."""
+    import json
+
+    for run_dir, bpb in zip(runs[:4], [1.40, 1.50, 1.20, 1.30], strict=True):
+        info = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps({**info, "val_bpb": bpb}))
+    main = summarize(runs, tmp_path / "main.csv")
+    assert list(main.columns[8:13]) == ["val_loss", "val_loss_std", "val_ppl", "val_bpb", "val_bpb_std"]
+    main = main.set_index("method")
+    assert main.loc["random", "val_bpb"] == pytest.approx(1.45)
+    assert main.loc["lfr", "val_bpb_std"] == pytest.approx(np.std([1.2, 1.3], ddof=1))
+    assert math.isnan(main.loc["lfr-reverse", "val_bpb"])
+    by_seed = pd.read_csv(tmp_path / "main_by_seed.csv")
+    assert by_seed.val_bpb.tolist()[:4] == [1.40, 1.50, 1.20, 1.30]
+    assert list(by_seed.columns[9:12]) == ["val_loss", "val_ppl", "val_bpb"]
+
+
+def test_reference_models_get_their_val_bpb_in_their_rows(runs, tmp_path):
+    """gpt2 has evaluations (its row comes from them), org/pythia has only its val_bpb.json."""
+    import json
+
+    evals = tmp_path / "e.parquet"
+    pd.DataFrame({"size": ["gpt2"], "method": ["reference"], "seed": [-1], "task": "t", "domain": "all",
+                  "metric": "acc", "value": [0.7], "stderr": [0.01]}).to_parquet(evals)
+    bpb = [tmp_path / "gpt2.json", tmp_path / "pythia.json"]
+    bpb[0].write_text(json.dumps({"model": "gpt2", "val_bpb": 1.1}))
+    bpb[1].write_text(json.dumps({"model": "org/pythia", "val_bpb": 0.9}))
+    main = summarize(runs, tmp_path / "main.csv", [evals], reference_bpb=bpb)
+    refs = main[main.method == "reference"].set_index("size")
+    assert refs.val_bpb.to_dict() == {"gpt2": 1.1, "org/pythia": 0.9}
+    assert refs.loc["gpt2", "acc:t"] == 0.7 and math.isnan(refs.loc["org/pythia", "acc:t"])
+    by_seed = pd.read_csv(tmp_path / "main_by_seed.csv")
+    assert by_seed[by_seed.method == "reference"].seed.tolist() == [-1, -1] and len(by_seed) == 7
+
+
 def test_a_size_without_random_keeps_its_baseline_columns_and_says_so(runs, tmp_path, caplog):
     lfr_only = [r for r in runs if "-random-" not in r.name]
     main = summarize(lfr_only, tmp_path / "main.csv")

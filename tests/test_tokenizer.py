@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lfr.config import TokenizerConfig
-from lfr.tokenizer import batch_encoder, load_hf_tokenizer, prepare_tokenizer
+from lfr.tokenizer import (
+    batch_encoder,
+    load_hf_tokenizer,
+    prepare_tokenizer,
+    token_byte_lengths,
+    token_bytes,
+)
 
 SAMPLE = "The quick brown fox jumps over the lazy dog.\n\tdef f(x): return x ** 2  # émoji 🦊"
 
@@ -35,17 +41,32 @@ def test_gpt2_bpe_offline_matches_openai_ids(gpt2_dir):
     assert encode([SAMPLE, "hello world"]) == [tok.encode(SAMPLE), [31373, 995]]
 
 
+def test_gpt2_token_bytes_are_tiktokens(gpt2_dir):
+    """The bytes read from tokenizer.json against tiktoken's own bytes of every GPT-2 token."""
+    import tiktoken
+
+    from lfr.tokenizer import _gpt2_tiktoken
+
+    enc: tiktoken.Encoding = _gpt2_tiktoken()
+    expected = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab - 1)] + [b""]  # EOT
+    assert token_bytes(gpt2_dir) == expected
+    assert token_byte_lengths(gpt2_dir).tolist() == [len(b) for b in expected]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=200))
 def test_bpe_round_trips_arbitrary_unicode(prepared_tok, text):
-    encode, tok = prepared_tok
-    assert tok.decode(encode([text])[0]) == text
+    encode, tok, byte_lengths = prepared_tok
+    ids = encode([text])[0]
+    assert tok.decode(ids) == text
+    assert byte_lengths[ids].sum() == len(text.encode())  # the bytes of val_bpb (lfr/tokenize.py)
 
 
 @pytest.fixture(scope="module")
 def prepared_tok(prepared):
     _, root = prepared
-    return batch_encoder(root / "tokenizer"), load_hf_tokenizer(root / "tokenizer")
+    return (batch_encoder(root / "tokenizer"), load_hf_tokenizer(root / "tokenizer"),
+            token_byte_lengths(root / "tokenizer"))
 
 
 def test_too_small_corpus_for_vocab_fails_clearly(tmp_path):

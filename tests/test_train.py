@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ import torch
 from conftest import run_train, tiny_config
 
 from lfr.config import TrainConfig, config_hash
-from lfr.train import TrainingInterrupted, lr_at
+from lfr.data import BlockStore
+from lfr.train import TrainingInterrupted, bits_per_byte, lr_at
 
 
 def run(cfg, root, out, **kw):
@@ -61,6 +63,30 @@ def test_checkpoint_is_a_loadable_hf_model(finished):
     assert sum(p.numel() for p in model.parameters()) == summary["params"]
     x = torch.tensor([tok.encode("In the beginning God created")])
     assert torch.isfinite(model(x).logits).all()
+
+
+def test_bits_per_byte_by_hand():
+    """Two blocks of 3 targets with mean losses 2.0 and 1.0 nats over 4 and 8 bytes: 9 nats over 12
+    bytes, 9 / (12 ln 2) bits per byte (a ratio of sums, not the mean of the blocks' 2.16, 0.54)."""
+    assert bits_per_byte(1.5, 6, 12) == pytest.approx(9 / (12 * math.log(2)))
+    assert bits_per_byte(1.5, 6, 12) == pytest.approx(1.0820, abs=1e-4)
+
+
+def test_val_bpb_is_logged_with_every_val_loss(finished):
+    """val_bpb = val_loss x the validation subset's target tokens / (ln 2 x their bytes), in every
+    metrics row that has a validation loss and in run.json."""
+    from lfr.data import target_bytes
+    from lfr.train import val_subset
+
+    cfg, root, out, summary = finished
+    ids = val_subset(BlockStore.open(root / "data", "val").num_blocks, cfg.train.eval_blocks)
+    tokens, n_bytes = len(ids) * cfg.data.block_size, target_bytes(root / "data", "val")[ids].sum()
+    assert 1.5 < n_bytes / tokens < 6  # a 512-token BPE on English: a few bytes a token
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert (metrics.val_loss.notna() == metrics.val_bpb.notna()).all()
+    val = metrics.dropna(subset=["val_loss"])
+    np.testing.assert_allclose(val.val_bpb, val.val_loss * tokens / (math.log(2) * n_bytes), rtol=1e-12)
+    assert summary["val_bpb"] == json.loads((out / "run.json").read_text())["val_bpb"] == val.val_bpb.iloc[-1]
 
 
 def test_lr_warms_up_then_decays_fully():

@@ -59,6 +59,7 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
     assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("14", "10", "6")
     budgets = re.findall(r"--method random --seed 0 --budget (\S+)", r.stdout)
     assert sorted(budgets, key=float) == ["0.25", "0.5", "1", "1", "1", "1", "2", "4"]
+    assert counts["reference_bpb"] == "6"  # their bits per byte on our validation text
     # nothing inherited from the demo config: every job's corpus section is the paper's own
     paper = load_config(REPO / "config/paper.yaml").corpus.model_dump(mode="json")
     jobs = [json.loads(s) for s in re.findall(r"--config-json '([^']*)'", r.stdout)]

@@ -1,11 +1,16 @@
 """Stage `summarize`: finished runs and evaluations -> `main.csv` and `main_by_seed.csv`.
 
-Reads only files (run.json, metrics.parquet, eval parquets) and never imports torch.
+Reads only files (run.json, metrics.parquet, eval parquets, references' val_bpb.json) and never
+imports torch.
 
 main.csv has one row per size x method x budget. `budget`: the run's length as a multiple of
 the method's default run (run.json's `budget`; 1.0 for runs written before budgets).
 
 Definitions (also in results/tables/README.md):
+- `val_loss`: final mean next-token loss (nats/token) on the fixed validation blocks; `val_bpb`:
+  the same losses in bits per UTF-8 byte of the text those blocks' targets encode (EOT: its loss
+  counts, 0 bytes), comparable across tokenizers; a reference model's: its own tokenizer's on
+  the same text (lfr/reference_bpb.py).
 - `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
   `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
   `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
@@ -46,7 +51,7 @@ log = logging.getLogger(__name__)
 RUN_COLUMNS = [
     "size", "method", "budget", "seed", "params", "tokens", "forward_only_tokens",
     "reference_train_tokens", "reference_scoring_tokens", "compute_tokens", "flops_per_token",
-    "reference_flops_per_token", "compute_flops", "steps", "val_loss", "val_ppl",
+    "reference_flops_per_token", "compute_flops", "steps", "val_loss", "val_ppl", "val_bpb",
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
 KEYS = [*GROUP, "seed"]  # size, method, budget, seed
@@ -76,6 +81,7 @@ def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFra
         info.setdefault("reference_scoring_tokens", 0)  # ... and before FLOPs were counted
         info.setdefault("reference_flops_per_token", 0)
         info.setdefault("flops_per_token", math.nan)
+        info.setdefault("val_bpb", math.nan)  # runs written before val_bpb: not measured
         info["compute_tokens"] = compute_tokens(info)
         info["compute_flops"] = compute_flops(info)
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
@@ -200,24 +206,40 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     x budget."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
     numeric = ["params", "tokens", "forward_only_tokens", "reference_train_tokens", "compute_tokens",
-               "compute_flops", "steps", "val_loss", "val_ppl", "wall_s", "gpu_hours",
+               "compute_flops", "steps", "val_loss", "val_ppl", "val_bpb", "wall_s", "gpu_hours",
                "train_tokens_per_s", *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
     groups = by_seed.groupby(GROUP, sort=False, dropna=False)
     out = groups[numeric].mean()
     out.insert(0, "n_seeds", groups.size())
-    for col in ["val_loss", *[c for c in metric_cols if "_stderr:" not in c]]:
+    for col in ["val_loss", "val_bpb", *[c for c in metric_cols if "_stderr:" not in c]]:
         out.insert(out.columns.get_loc(col) + 1, f"{col}_std", groups[col].std())
     for col in ("device", "config_hash", "git_commit"):
         out[col] = groups[col].agg(lambda s: ";".join(sorted(set(map(str, s.dropna())))))
     return out.reset_index()
 
 
+def with_reference_bpb(by_seed: pd.DataFrame, files: list[Path]) -> pd.DataFrame:
+    """The reference models' val_bpb (stage reference-bpb) in their rows (`method` reference,
+    `size` the model's name); a reference without evaluations gets a row of its own."""
+    for path in files:
+        info = json.loads(Path(path).read_text())
+        rows = (by_seed.method == "reference") & (by_seed["size"] == info["model"])
+        if not rows.any():
+            by_seed = pd.concat([by_seed, pd.DataFrame([{"size": info["model"], "method": "reference",
+                                                         "seed": -1}])], ignore_index=True)
+            rows = by_seed.index == by_seed.index[-1]
+        by_seed.loc[rows, "val_bpb"] = info["val_bpb"]
+    return by_seed
+
+
 def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
-              by_seed_csv: Path | None = None, forgetting_csv: Path | None = None) -> pd.DataFrame:
+              by_seed_csv: Path | None = None, forgetting_csv: Path | None = None,
+              reference_bpb: list[Path] = ()) -> pd.DataFrame:
     """Write main.csv (size x method x budget, mean over seeds) and main_by_seed.csv; return main.
 
     With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
-    not part of `tokens`) and forgetting fractions (means over the profiled seeds only)."""
+    not part of `tokens`) and forgetting fractions (means over the profiled seeds only).
+    `reference_bpb`: the val_bpb.json of reference models, for their rows' `val_bpb`."""
     runs, curves = load_runs(run_dirs)
     evals = eval_table(list(eval_files))
     by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
@@ -226,6 +248,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
         by_seed = by_seed.merge(profiled, on=KEYS, how="left")
     unmatched = evals.merge(runs[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")
     by_seed = pd.concat([by_seed, unmatched.drop(columns="_merge")], ignore_index=True)  # references
+    by_seed = with_reference_bpb(by_seed, list(reference_bpb))
     main = aggregate(by_seed)
     for table in (iso_speedups(runs), equal_budget(runs), speed_columns(curves, runs)):
         main = main.merge(table, on=GROUP, how="left", sort=False)
@@ -233,7 +256,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
     lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",
             "reference_train_tokens", "compute_tokens", "compute_flops", "val_loss", "val_loss_std",
-            "val_ppl", *ISO_COLUMNS, *EQUAL_COLUMNS]
+            "val_ppl", "val_bpb", "val_bpb_std", *ISO_COLUMNS, *EQUAL_COLUMNS]
     rest = [c for c in main.columns if c not in lead and c not in CROSSING_COLUMNS]
     main = main[lead + rest + CROSSING_COLUMNS]
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
@@ -242,5 +265,6 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
 
 
 def main(runs: list[Path], out: Path, evals: list[Path] | None = None,
-         forgetting: Path | None = None) -> str:
-    return summarize(runs, out, evals or [], forgetting_csv=forgetting).to_string(index=False)
+         forgetting: Path | None = None, reference_bpb: list[Path] | None = None) -> str:
+    return summarize(runs, out, evals or [], forgetting_csv=forgetting,
+                     reference_bpb=reference_bpb or []).to_string(index=False)

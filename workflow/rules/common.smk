@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from lfr import grid
 from lfr.config import MODEL_PRESETS, ConfigError, budget_name, merge_config, typed_overrides
+from lfr.data import DATA_FORMAT
 from lfr.sampling import SAMPLERS, method_options
 
 # --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
@@ -115,6 +116,10 @@ def all_evals():
             for size, method, seed in grid.runs(CFG)]
     refs = [f"results/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
     return runs + refs
+
+
+def all_reference_bpb():
+    return [f"results/eval/reference/{reference_slug(r)}/val_bpb.json" for r in CFG.eval.references]
 
 
 def train_gpus(wildcards):

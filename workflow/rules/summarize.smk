@@ -6,6 +6,7 @@ rule summarize:
     input:
         runs=expand("{run}/run.json", run=all_runs()),
         evals=all_evals(),
+        reference_bpb=all_reference_bpb(),
         forgetting=rules.forgetting.output.forgetting if profiled_runs() else [],
     output:
         main=report(
@@ -29,4 +30,4 @@ rule summarize:
         "--- Writing the main tables."
     shell:
         "python -m lfr summarize --runs {params.runs} --evals {input.evals} {params.forgetting} "
-        "--out {output.main} > {log} 2>&1"
+        "--reference-bpb {input.reference_bpb} --out {output.main} > {log} 2>&1"

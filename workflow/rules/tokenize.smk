@@ -17,6 +17,7 @@ rule tokenize:
         "results/logs/tokenize.log",
     params:
         config=stage_config("corpus", "tokenizer", "data"),  # likewise, in meta.json
+        format=DATA_FORMAT,  # a new layout of the data folder (lfr/data.py) rebuilds it
         out_dir=subpath(output.meta, parent=True),
     conda:
         "../envs/lfr.yaml"
