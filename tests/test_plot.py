@@ -25,7 +25,8 @@ def main_table(runs, tmp_path):
     return tmp_path / "main.csv"
 
 
-@pytest.mark.parametrize("figure", ["val_loss", "lfr_phases", "speedup", "downstream"])
+@pytest.mark.parametrize("figure", ["val_loss", "lfr_phases", "frontier", "speedup", "crossing_speedup",
+                                    "downstream"])
 def test_figures_are_written(runs, tmp_path, figure):
     main_table(runs, tmp_path)
     plot.main(figure, tmp_path / f"{figure}.png", runs=runs, main=tmp_path / "main.csv")
@@ -98,7 +99,8 @@ def test_the_registry_loads_without_matplotlib_or_pandas():
 
 
 def test_figures_of_one_bar_per_size_and_method_take_the_default_budget(tmp_path):
-    """With budgets, `speedup`, `downstream` and `val_loss` draw the budget nearest 1.0."""
+    """With budgets, `crossing_speedup`, `downstream` and `val_loss` draw the budget nearest 1.0;
+    `frontier` and `speedup` draw every budget."""
     import json
 
     from conftest import fake_run
@@ -116,6 +118,6 @@ def test_figures_of_one_bar_per_size_and_method_take_the_default_budget(tmp_path
     main = summarize(runs, tmp_path / "main.csv")
     assert one_budget(main).budget.tolist() == [1.0, 1.0]
     assert one_budget(main[main.budget != 1.0]).budget.tolist() == [0.5, 0.5]  # of two as near: the smaller
-    for figure in ("speedup", "downstream", "val_loss"):  # downstream: "no downstream task"
+    for figure in ("crossing_speedup", "downstream", "val_loss", "frontier", "speedup"):
         plot.main(figure, tmp_path / f"{figure}.png", runs=runs, main=tmp_path / "main.csv")
         assert (tmp_path / f"{figure}.pdf").is_file()

@@ -120,7 +120,84 @@ def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt
     return fig
 
 
+def plot_frontier(main: pd.DataFrame, out_png: Path) -> plt.Figure:
+    """Per size: final val_bpb against training compute (`compute_tokens`, log axis). Random's
+    budgets joined as its frontier with a band of +-1 SD over seeds; every other method's points
+    with +-1 SD bars, labelled with their budget when it is not 1; references as horizontal lines.
+    Runs written before val_bpb was measured are drawn in val_loss (nats/token) instead."""
+    with plt.rc_context(STYLE):
+        runs = main[main.method != "reference"]
+        y, ylabel = ("val_bpb", "final validation bits per byte") if runs.val_bpb.notna().any() else (
+            "val_loss", "final validation loss (nats/token)")
+        refs = main[(main.method == "reference") & main[y].notna()]
+        sizes = list(dict.fromkeys(runs["size"]))
+        fig, axes = panels(max(1, len(sizes)), width=4.2, height=3.2)
+        for ax, size in zip(axes.flat, sizes, strict=False):
+            at = runs[runs["size"] == size]
+            base = at[at.method == BASELINE].sort_values("compute_tokens")
+            if not base.empty:
+                sd = base[f"{y}_std"].fillna(0).to_numpy()
+                ax.plot(base.compute_tokens, base[y], "-o", color=color(BASELINE), ms=3,
+                        label=f"{BASELINE} (frontier)")
+                ax.fill_between(base.compute_tokens, base[y] - sd, base[y] + sd,
+                                color=color(BASELINE), alpha=0.15, lw=0)
+            for method, part in at[at.method != BASELINE].groupby("method", sort=False):
+                ax.errorbar(part.compute_tokens, part[y], yerr=part[f"{y}_std"].fillna(0), fmt="o",
+                            ms=4, capsize=2, color=color(method), label=method)
+                for _, row in part[part.budget != DEFAULT_BUDGET].iterrows():
+                    ax.annotate(f"x{row.budget:g}", (row.compute_tokens, row[y]), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points")
+            for _, ref in refs.iterrows():
+                ax.axhline(ref[y], color=color("reference"), lw=0.8, ls=":")
+                ax.annotate(ref["size"], (0.01, ref[y]), xycoords=("axes fraction", "data"),
+                            fontsize=6, va="bottom", color=color("reference"))
+            ax.set_xscale("log")
+            ax.set(title=size, xlabel="training compute (tokens; scoring at 1/3)", ylabel=ylabel)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        save(fig, out_png)
+    return fig
+
+
 def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
+    """Iso-loss speed-up over random's frontier (`iso_speedup`, in tokens, log axis) per size,
+    method and budget, with its 95% interval; a bound (outside random's swept range) is a
+    triangle pointing the way the truth lies, with no bar on that side."""
+    with plt.rc_context(STYLE):
+        rows = main[~main.method.isin([BASELINE, "reference"]) & main.iso_speedup.notna()]
+        groups = list(dict.fromkeys(zip(rows["size"], rows.method, strict=True)))
+        fig, ax = plt.subplots(figsize=(max(3.6, 0.9 * len(groups) + 1.2), 3.0))
+        for x, (size, method) in enumerate(groups):
+            part = rows[(rows["size"] == size) & (rows.method == method)].sort_values("budget")
+            offsets = (np.arange(len(part)) - (len(part) - 1) / 2) * min(0.25, 0.8 / max(1, len(part)))
+            for dx, (_, row) in zip(offsets, part.iterrows(), strict=True):
+                bound = row.iso_speedup_bound if isinstance(row.iso_speedup_bound, str) else ""
+                lo, hi = row.iso_speedup_lo, row.iso_speedup_hi
+                value = row.iso_speedup
+                low = 0 if bound == ">" or np.isnan(lo) else max(0.0, value - lo)
+                high = 0 if bound == "<" or np.isnan(hi) or np.isinf(hi) else max(0.0, hi - value)
+                marker = {">": "^", "<": "v"}.get(bound, "o")
+                ax.errorbar(x + dx, value, yerr=[[low], [high]], fmt=marker, ms=5, capsize=2,
+                            color=color(method))
+                at = "" if row.budget == DEFAULT_BUDGET else f"\n@x{row.budget:g}"
+                label = f"{bound}{value:.2f}x{at}"
+                ax.annotate(label, (x + dx, value), xytext=(4, 0), textcoords="offset points",
+                            fontsize=6, va="center")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlim(-0.6, len(groups) - 0.4)  # every group inside the axis
+        ax.set_xticks(range(len(groups)), [f"{s}\n{m}" for s, m in groups], fontsize=7)
+        ax.set(ylabel="iso-loss speed-up over random (tokens)",
+               title="random's tokens to the same final loss / the method's (95% interval)")
+        if not groups:
+            ax.text(0.5, 0.5, "no method with a random frontier at its size", ha="center",
+                    va="center", transform=ax.transAxes)
+        fig.tight_layout()
+        save(fig, out_png)
+    return fig
+
+
+def plot_crossing_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
     """The within-run crossing speed-up (`crossing_speedup`) over random per size and method, at
     the budget nearest the default run; methods that never reached random say so."""
     with plt.rc_context(STYLE):

@@ -70,7 +70,9 @@ class Figure:
 FIGURES = {
     "val_loss": Figure("figures:plot_val_loss", ("runs",)),
     "lfr_phases": Figure("figures:plot_phases", ("runs",)),
+    "frontier": Figure("figures:plot_frontier", ("main",)),
     "speedup": Figure("figures:plot_speedup", ("main",)),
+    "crossing_speedup": Figure("figures:plot_crossing_speedup", ("main",)),
     "downstream": Figure("figures:plot_downstream", ("main",)),
     "profile_distribution": Figure("profile_figures:plot_distribution", ("profiles",)),
     "forgetting_examples": Figure("profile_figures:plot_examples", ("profiles", "tables")),
