@@ -124,7 +124,8 @@ def _json(text: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         at = f"line {e.lineno} column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at {at})") from None
+        msg = e.msg.removesuffix(" at")  # "Invalid control character at", "Unterminated string starting at"
+        raise ValueError(f"{where}: not valid JSON ({msg} at {at})") from None
     except (ValueError, RecursionError) as e:  # a huge integer; nesting deeper than Python's stack
         raise ValueError(f"{where}: cannot parse JSON ({e})") from None
 

@@ -6,7 +6,9 @@ time, to a scratch copy of the repository, and run the test that should notice e
     python scripts/mutations.py --only 3 7   # some of them (numbers from --list)
 
 Each named test first runs on the unmutated copy (it must pass), then on each of its mutations
-(it must fail). Needs the project's environment (make .venv/.installed); a few minutes.
+(it must fail). Needs the project's environment (make .venv/.installed); a few minutes. The
+mutations of CUDA-only paths (`gpu`) run their `gpu` test with LFR_TEST_GPU=1 where CUDA is
+present; elsewhere they are listed as skipped, not as missed.
 """
 
 from __future__ import annotations
@@ -30,11 +32,23 @@ class Mutation:
     old: str
     new: str
     test: str
+    gpu: bool = False
 
 
 TRAIN = "tests/test_train.py::"
 UNEQUAL = "tests/test_summarize.py::test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate"
 SPEEDUP = "tests/test_speedup.py::"
+DDP = "tests/test_ddp.py::test_two_ranks_train_the_same_lfr_run_as_one_process"
+FORGETTING = "tests/test_forgetting.py::test_forgetting_fractions_of_a_hand_made_profile"
+DOMAINS = ("tests/test_forgetting.py::"
+           "test_domain_rows_give_each_domains_fractions_and_which_halved_its_drop_first")
+MC = ("tests/test_evaluate.py::"
+      "test_mc_items_continue_their_own_passage_and_borrow_endings_from_the_same_domain")
+DOMAIN_ROWS = ("tests/test_evaluate.py::"
+               "test_domain_rows_aggregate_that_domains_items_with_the_tasks_own_aggregation")
+NOT_AN_OBJECT = ("tests/test_corpus_formats.py::"
+                 "test_a_line_that_is_not_a_json_object_stops_the_cli_naming_file_and_line")
+UNDECODABLE = "tests/test_corpus_formats.py::test_undecodable_bytes_are_counted_per_file"
 MUTATIONS = [
     Mutation("resume does not restore the RNGs", "lfr/checkpoint.py",
              '            set_rng_state(state["rng"])', "            pass",
@@ -107,6 +121,52 @@ MUTATIONS = [
     Mutation("bits per byte in nats", "lfr/train.py",
              "return nats_per_token * tokens / (math.log(2) * n_bytes)",
              "return nats_per_token * tokens / n_bytes", TRAIN + "test_bits_per_byte_by_hand"),
+    Mutation("the all-gather puts the ranks' losses in reverse order", "lfr/distributed.py",
+             "        losses = torch.cat(parts)", "        losses = torch.cat(parts[::-1])", DDP),
+    Mutation("each rank trains the other rank's slice of the global batch", "lfr/train.py",
+             "    start = d.rank * tc.batch_size * tc.grad_accum",
+             "    start = (d.world - 1 - d.rank) * tc.batch_size * tc.grad_accum", DDP),
+    Mutation("DDP never syncs the gradients (no_sync on every micro-batch)", "lfr/train.py",
+             "sync = micro == tc.grad_accum - 1 or d.world == 1", "sync = d.world == 1", DDP),
+    Mutation("block domains attached in the profile's row order", "lfr/report/forgetting.py",
+             '    domain = profile.drop_duplicates("block_id").set_index("block_id")["domain"].reindex(ids)',
+             '    domain = profile.drop_duplicates("block_id")["domain"]', FORGETTING),
+    Mutation("multiple descent of the forgotten divides by all blocks", "lfr/report/forgetting.py",
+             '"multiple_descent_of_forgotten": multiple / forgotten if forgotten',
+             '"multiple_descent_of_forgotten": multiple / n if forgotten', FORGETTING),
+    Mutation("a domain's class fractions count every domain's blocks", "lfr/report/forgetting.py",
+             '**class_fractions(part["class"].to_numpy(), part["events"].to_numpy()),',
+             '**class_fractions(blocks["class"].to_numpy(), blocks["events"].to_numpy()),', DOMAINS),
+    Mutation("learned_order ranks the latest half drop first", "lfr/report/forgetting.py",
+             '.rank(method="min")', '.rank(method="min", ascending=False)', DOMAINS),
+    Mutation("lfr_mc's label is not the true ending's position", "lfr/eval_tasks.py",
+             '"label": choices.index(" " + true_end)}', '"label": 0}', MC),
+    Mutation("lfr_mc's distractors come from every domain", "lfr/eval_tasks.py",
+             "in rng.sample(by_domain[domain], min(len(by_domain[domain]), 50)):",
+             "in rng.sample(sum(by_domain.values(), []), 50):", MC),
+    Mutation("lfr_mc's distractors may come from the item's own document", "lfr/eval_tasks.py",
+             "if other_id != doc_id and len(WORD.findall(ending)) >= 2", "if len(WORD.findall(ending)) >= 2",
+             MC),
+    Mutation("a domain row aggregates every domain's items", "lfr/evaluate.py",
+             '"value": float(agg(values))',
+             '"value": float(agg([v for (_, m), vs in by_domain.items() if m == metric for v in vs]))',
+             DOMAIN_ROWS),
+    Mutation("a line that is not JSON is reported without its file and line", "lfr/corpus.py",
+             'raise ValueError(f"{where}: not valid JSON ({msg} at {at})")',
+             'raise ValueError(f"not valid JSON ({msg} at {at})")', NOT_AN_OBJECT),
+    Mutation("JSON's 'Invalid control character at' reads 'at at column'", "lfr/corpus.py",
+             'msg = e.msg.removesuffix(" at")', "msg = e.msg", NOT_AN_OBJECT),
+    Mutation("a JSON line that is not an object is not rejected", "lfr/corpus.py",
+             "    if not isinstance(rec, dict):", "    if False:", NOT_AN_OBJECT),
+    Mutation("undecodable sequences counted instead of bytes", "lfr/corpus.py",
+             "    _undecodable[0] += err.end - err.start", "    _undecodable[0] += 1", UNDECODABLE),
+    Mutation("the undecodable-bytes warning comes per line, not per file", "lfr/corpus.py",
+             "        yield from f",
+             "        for line in f: yield line; _report_undecodable(path, _undecodable[0] - before, "
+             "encoding, stats)",
+             UNDECODABLE),
+    Mutation("AdamW is never fused", "lfr/model.py", 'fused=device.type == "cuda")', "fused=False)",
+             "tests/test_gpu.py::test_training_on_cuda_uses_fused_adamw", gpu=True),
 ]
 
 
@@ -121,9 +181,15 @@ def scratch_copy(into: Path) -> Path:
     return into
 
 
-def passes(root: Path, test: str) -> bool:
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def passes(root: Path, test: str, gpu: bool = False) -> bool:
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+           "TRANSFORMERS_OFFLINE": "1", **({"LFR_TEST_GPU": "1"} if gpu else {})}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
                        cwd=root, env=env, capture_output=True, text=True)
     return r.returncode == 0
@@ -137,13 +203,17 @@ def main() -> None:
     chosen = [(i, m) for i, m in enumerate(MUTATIONS, 1) if not args.only or i in args.only]
     if args.list:
         for i, m in chosen:
-            print(f"{i:2d}. {m.what} ({m.file}) -> {m.test}")
+            print(f"{i:2d}. {m.what} ({m.file}) -> {m.test}{' [gpu]' if m.gpu else ''}")
         return
+    if not has_cuda():
+        for i, m in (c for c in chosen if c[1].gpu):
+            print(f"{i:2d}. skipped (needs CUDA): {m.what} ({m.file}) by {m.test}", flush=True)
+        chosen = [(i, m) for i, m in chosen if not m.gpu]
     missed = 0
     with tempfile.TemporaryDirectory(prefix="lfr-mutations-") as tmp:
         root = scratch_copy(Path(tmp))
-        for test in dict.fromkeys(m.test for _, m in chosen):
-            if not passes(root, test):
+        for test, gpu in dict.fromkeys((m.test, m.gpu) for _, m in chosen):
+            if not passes(root, test, gpu):
                 sys.exit(f"{test} fails without any mutation; fix it first")
         for i, m in chosen:
             path = root / m.file
@@ -151,7 +221,7 @@ def main() -> None:
             if original.count(m.old) != 1:
                 sys.exit(f"mutation {i}: {m.old!r} is not exactly once in {m.file}; update this script")
             path.write_text(original.replace(m.old, m.new))
-            caught = not passes(root, m.test)
+            caught = not passes(root, m.test, m.gpu)
             path.write_text(original)
             missed += not caught
             print(f"{i:2d}. {'caught' if caught else 'MISSED'}: {m.what} ({m.file}) by {m.test}", flush=True)

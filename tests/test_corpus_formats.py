@@ -136,13 +136,17 @@ def test_a_bom_sets_the_encoding(tmp_path, codec):
 def test_undecodable_bytes_are_counted_per_file(tmp_path, caplog):
     for i, text in enumerate(TEXTS):
         (tmp_path / f"fine{i}.txt").write_text(text)
-    (tmp_path / "a.txt").write_bytes(b"caf\xe9 au lait, \xff\xfe not a BOM here " * 3)
+    # per line: 1 byte, 2 lone bytes, a 3-byte character cut after 2 bytes (one error of 2 bytes)
+    (tmp_path / "a.txt").write_bytes(b"caf\xe9 au lait,\n\xff\xfe not a BOM here\n\xe6\x97 cut\n" * 3)
     (tmp_path / "b.txt").write_bytes(codecs.BOM_UTF16_LE + "odd length".encode("utf-16-le") + b"x")
     with caplog.at_level(logging.WARNING):
         stats, docs = run(tmp_path, [tmp_path])
-    assert re.search(r"a\.txt: 9 undecodable byte\(s\) \(read as utf-8\)", caplog.text)
-    assert re.search(r"b\.txt: 1 undecodable byte\(s\) \(read as utf-16\)", caplog.text)
-    assert stats["bytes_undecodable"] == 10
+    warned = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert warned == [f"{tmp_path / 'a.txt'}: 15 undecodable byte(s) (read as utf-8) were replaced by U+FFFD",
+                      f"{tmp_path / 'b.txt'}: 1 undecodable byte(s) (read as utf-16) were replaced by U+FFFD"]
+    assert stats["bytes_undecodable"] == 16
+    assert docs.text[f"{tmp_path.name}/a.txt"] == (
+        "caf\ufffd au lait,\n\ufffd\ufffd not a BOM here\n\ufffd cut\n" * 3)
     assert docs.text[f"{tmp_path.name}/b.txt"] == "odd length\ufffd"
 
 
@@ -244,6 +248,25 @@ def test_the_cli_reports_a_bad_file_in_one_line(tmp_path, capsys):
               "--val-out", str(tmp_path / "v.parquet")])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and err[-1].startswith(f"lfr corpus: error: {tmp_path / 'junk.jsonl.gz'}")
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    (b"not json", "not valid JSON (Expecting value at column 1)"),
+    (b'{"text": "cut short', "not valid JSON (Invalid control character at column 20)"),  # the line's end
+    (b"[1, 2]", "a record must be a JSON object, got list"),
+    (b"3", "a record must be a JSON object, got int"),
+])
+def test_a_line_that_is_not_a_json_object_stops_the_cli_naming_file_and_line(tmp_path, capsys, line, why):
+    (tmp_path / "x.jsonl").write_bytes(b'{"text": "fine"}\n' + line + b"\n")
+    (tmp_path / "c.yaml").write_text(json.dumps({"corpus": {"source": "files",
+                                                            "paths": [str(tmp_path / "x.jsonl")]}}))
+    with pytest.raises(SystemExit) as stop:
+        main(["corpus", "--config", str(tmp_path / "c.yaml"), "--train-out", str(tmp_path / "t.parquet"),
+              "--val-out", str(tmp_path / "v.parquet")])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"lfr corpus: error: {tmp_path / 'x.jsonl'}:2: {why}"
+    assert not (tmp_path / "t.parquet").exists()
 
 
 @pytest.mark.parametrize(("line", "why"), [

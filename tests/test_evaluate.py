@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lfr.config import EvalConfig
-from lfr.eval_tasks import build_items, prepare_eval_tasks
+from lfr.eval_tasks import build_items, prepare_eval_tasks, task_config
 from lfr.tokenizer import batch_encoder
 
 PAPER_TASKS = ["lambada_openai", "wikitext", "hellaswag", "arc_easy", "arc_challenge", "piqa",
@@ -53,6 +53,58 @@ def test_items_are_deterministic_and_well_formed(prepared, tasks):
     assert {i["domain"] for i in rows["lfr_ppl"]} == set(docs.domain)
 
 
+def flat(text: str) -> str:
+    """Whitespace collapsed: passages re-wrap lines, and clipping trims at whitespace."""
+    return " ".join(text.split())
+
+
+def test_mc_items_continue_their_own_passage_and_borrow_endings_from_the_same_domain(prepared, tasks):
+    _, root = prepared
+    docs = pd.read_parquet(root / "corpus/val.parquet").set_index("doc_id")
+    texts = docs.text.map(flat)
+    items = [json.loads(line) for line in (tasks[0] / "lfr_mc.jsonl").read_text().splitlines()]
+    for item in items:
+        context, true = item["context"], item["choices"][item["label"]]
+        assert flat(context + true) in texts[item["doc_id"]], item  # what follows it in its document
+        others = texts[(docs.domain == item["domain"]) & (docs.index != item["doc_id"])]
+        for i, ending in enumerate(item["choices"]):
+            if i != item["label"]:
+                assert flat(context + ending) not in texts[item["doc_id"]]
+                assert others.str.contains(flat(ending), regex=False).any(), (item, ending)
+
+
+def sample(domain: str, **metrics) -> dict:
+    """One item of lm-eval's `samples` (log_samples): its doc, metric names and per-item values."""
+    return {"doc": {"domain": domain}, "metrics": list(metrics), **metrics}
+
+
+def test_domain_rows_aggregate_that_domains_items_with_the_tasks_own_aggregation():
+    from lfr.evaluate import tidy
+
+    ln2 = math.log(2)
+    samples = {  # per item: acc, a loglikelihood, or (loglikelihood, words or bytes)
+        "lfr_mc": [sample(d, acc=acc) for d, acc in [("a", 1.0), ("a", 0.0), ("a", 1.0), ("b", 0), ("b", 0)]],
+        "lfr_cloze": [sample(d, perplexity=ll) for d, ll in [("a", -1.0), ("a", -3.0), ("b", -4.0)]],
+        "lfr_ppl": [sample("a", word_perplexity=(-10.0, 5), bits_per_byte=(-10.0, 20)),
+                    sample("a", word_perplexity=(-20.0, 5), bits_per_byte=(-20.0, 40)),
+                    sample("b", word_perplexity=(-6.0, 3), bits_per_byte=(-6.0, 6))],
+    }
+    overall = {"lfr_mc": {"alias": "lfr_mc", "acc,none": 0.4, "acc_stderr,none": 0.2},
+               "lfr_cloze": {"perplexity,none": math.exp(8 / 3)},
+               "lfr_ppl": {"word_perplexity,none": math.exp(36 / 13), "bits_per_byte,none": 36 / 66 / ln2}}
+    res = {"results": overall, "configs": {t: task_config(t, f"{t}.jsonl") for t in overall},
+           "samples": samples}
+    table = tidy(res).set_index(["task", "metric", "domain"]).value
+    assert table.to_dict() == pytest.approx({
+        ("lfr_mc", "acc", "all"): 0.4, ("lfr_mc", "acc", "a"): 2 / 3, ("lfr_mc", "acc", "b"): 0.0,
+        ("lfr_cloze", "perplexity", "all"): math.exp(8 / 3), ("lfr_cloze", "perplexity", "a"): math.exp(2),
+        ("lfr_cloze", "perplexity", "b"): math.exp(4),
+        ("lfr_ppl", "word_perplexity", "all"): math.exp(36 / 13),
+        ("lfr_ppl", "word_perplexity", "a"): math.exp(3), ("lfr_ppl", "word_perplexity", "b"): math.exp(2),
+        ("lfr_ppl", "bits_per_byte", "all"): 36 / 66 / ln2, ("lfr_ppl", "bits_per_byte", "a"): 0.5 / ln2,
+        ("lfr_ppl", "bits_per_byte", "b"): 1 / ln2})
+
+
 def test_lm_eval_on_a_checkpoint(trained, tasks, tmp_path):
     from lfr.evaluate import evaluate
 
@@ -70,6 +122,11 @@ def test_lm_eval_on_a_checkpoint(trained, tasks, tmp_path):
     item_domains = {json.loads(line)["domain"] for t in ("lfr_ppl", "lfr_cloze", "lfr_mc")
                     for line in (tasks[0] / f"{t}.jsonl").read_text().splitlines()}
     assert set(table.domain) == {"all"} | item_domains and len(item_domains) >= 3
+    for task in ("lfr_mc", "lfr_cloze"):  # a mean over items: 'all' is the domains' item-weighted mean
+        items = pd.Series([json.loads(line)["domain"] for line in (tasks[0] / f"{task}.jsonl").open()])
+        acc = table[(table.task == task) & (table.metric == "acc")].set_index("domain").value
+        weighted = (acc.drop("all") * items.value_counts()).sum() / len(items)
+        assert acc["all"] == pytest.approx(weighted), task
     raw = json.loads((tmp_path / "r.json").read_text())
     assert raw["results"]["lfr_mc"]["acc,none"] == overall.loc[("lfr_mc", "acc"), "value"]
 

@@ -15,6 +15,8 @@ from lfr.report.forgetting import (
     analyze,
     class_fractions,
     classify,
+    classify_run,
+    domain_rows,
     forgetting_events,
     half_drop_tokens,
     noise_threshold,
@@ -64,6 +66,59 @@ def test_half_drop_tokens_interpolates():
     tokens = np.array([0, 100, 200, 300.0])
     assert half_drop_tokens(tokens, np.array([6.0, 5.0, 3.0, 2.0])) == pytest.approx(150)  # target 4
     assert math.isnan(half_drop_tokens(tokens, np.array([6.0, 6.5, 7.0, 6.2])))  # never fell
+
+
+# A hand-made profile (threshold 0.5): bible learns at once, python late, jargon never.
+TRAJECTORIES = {  # block id -> (domain, losses at tokens 0, 100, 200, 300, 400)
+    0: ("bible", [6, 3, 4, 3, 4]),  # two events: multiple descent
+    1: ("bible", [6, 3, 3, 3, 3]),  # learned
+    2: ("bible", [6, 3.2, 3, 3, 3]),  # learned
+    3: ("python", [6, 6, 5.5, 3, 4]),  # falls at 300 (5.5 is no fall), one event
+    4: ("python", [6, 5.8, 5, 4, 5]),  # one event
+    5: ("python", [6, 6, 6, 6, 5.9]),  # unlearned
+    6: ("jargon", [5, 5.2, 5.4, 5.6, 5.8]),  # unlearned, rising
+}
+
+
+def hand_profile() -> pd.DataFrame:
+    """The profile's long format, its rows shuffled (the analysis must not rely on their order)."""
+    rows = [{"block_id": b, "checkpoint_tokens": 100 * k, "loss": float(loss), "domain": domain}
+            for b, (domain, losses) in TRAJECTORIES.items() for k, loss in enumerate(losses)]
+    return pd.DataFrame(rows).sample(frac=1, random_state=0).reset_index(drop=True)
+
+
+def test_forgetting_fractions_of_a_hand_made_profile():
+    blocks, threshold = classify_run(hand_profile(), threshold_nats=0.5, threshold_sd=2.0)
+    assert threshold == 0.5 and blocks.block_id.tolist() == list(TRAJECTORIES)
+    assert blocks.domain.tolist() == [d for d, _ in TRAJECTORIES.values()]
+    assert blocks.events.tolist() == [2, 0, 0, 1, 1, 0, 0]
+    fractions = class_fractions(blocks["class"].to_numpy(), blocks.events.to_numpy())
+    assert fractions == pytest.approx({"learned": 2 / 7, "forgotten": 3 / 7, "unlearned": 2 / 7,
+                                       "multiple_descent": 1 / 7, "multiple_descent_of_forgotten": 1 / 3,
+                                       "mean_events": 4 / 7})
+
+
+def test_domain_rows_give_each_domains_fractions_and_which_halved_its_drop_first():
+    profile = hand_profile()
+    blocks, _ = classify_run(profile, threshold_nats=0.5, threshold_sd=2.0)
+    rows = {r.pop("domain"): r for r in domain_rows(profile, blocks)}
+    nan = float("nan")
+    # Half the drop: bible's mean curve 6, 3.067, 3.333, 3, 3.333 crosses 4.667 at 100 x 1.333 / 2.933
+    # tokens; python's 6, 5.933, 5.5, 4.333, 4.967 crosses 5.483 at 200 + 100 x 0.0167 / 1.167.
+    want = {
+        "bible": {"blocks": 3, "share": 3 / 7, "learned": 2 / 3, "forgotten": 1 / 3, "unlearned": 0,
+                  "multiple_descent": 1 / 3, "multiple_descent_of_forgotten": 1.0, "mean_events": 2 / 3,
+                  "loss_first": 6, "loss_last": 10 / 3, "half_drop_tokens": 45.4545, "learned_order": 1},
+        "python": {"blocks": 3, "share": 3 / 7, "learned": 0, "forgotten": 2 / 3, "unlearned": 1 / 3,
+                   "multiple_descent": 0, "multiple_descent_of_forgotten": 0.0, "mean_events": 2 / 3,
+                   "loss_first": 6, "loss_last": 14.9 / 3, "half_drop_tokens": 201.4286, "learned_order": 2},
+        "jargon": {"blocks": 1, "share": 1 / 7, "learned": 0, "forgotten": 0, "unlearned": 1,
+                   "multiple_descent": 0, "multiple_descent_of_forgotten": nan, "mean_events": 0,
+                   "loss_first": 5, "loss_last": 5.8, "half_drop_tokens": nan, "learned_order": nan},
+    }
+    assert set(rows) == set(want)
+    for domain, values in want.items():
+        assert rows[domain] == pytest.approx(values, rel=1e-5, nan_ok=True), domain
 
 
 def test_analysis_tables(profiled, forgetting_tables):

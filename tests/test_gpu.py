@@ -1,5 +1,5 @@
-"""The CUDA paths of training: bf16 autocast, torch.compile and NCCL DDP. Skipped without a GPU;
-on one: `LFR_TEST_GPU=1 .venv/bin/python -m pytest -m gpu`."""
+"""The CUDA paths of training: bf16 autocast, fused AdamW, torch.compile and NCCL DDP. Skipped
+without a GPU; on one: `LFR_TEST_GPU=1 .venv/bin/python -m pytest -m gpu`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ def test_bf16_training_matches_float32(prepared, tmp_path):
     assert abs(a["val_loss"] - b["val_loss"]) < 0.05, (a["val_loss"], b["val_loss"])
     first = pd.read_parquet(tmp_path / "bf16/metrics.parquet").val_loss.dropna()
     assert first.iloc[-1] < first.iloc[0] - 0.5
+
+
+def test_training_on_cuda_uses_fused_adamw(prepared, tmp_path, monkeypatch):
+    made: list[torch.optim.AdamW] = []
+
+    class Recorded(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recorded)
+    _, root = prepared
+    run_train(gpu_config(epochs=1), "random", root, tmp_path / "run")
+    assert len(made) == 1 and made[0].defaults["fused"] is True
+    assert all(p.is_cuda for group in made[0].param_groups for p in group["params"])
 
 
 def test_compiled_training_matches_eager(prepared, tmp_path):
