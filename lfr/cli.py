@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
     p.add_argument("--reference-bpb", type=Path, nargs="*",
                    help="val_bpb.json of the reference models (reference-bpb)")
+    p.add_argument("--reference-tokens",
+                   help="JSON {reference: its public training tokens} (eval.reference_tokens)")
     p.add_argument("--out", type=Path, required=True,
                    help="main.csv to write; main_by_seed.csv goes next to it")
     p = stage("plot", "draw one figure (png + pdf) from what it reads")

@@ -206,6 +206,9 @@ class EvalConfig(Section):
     references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
     """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
     method `reference`; the name becomes a folder of results/eval/reference/."""
+    reference_tokens: dict[str, Annotated[float, Field(gt=0)]] = {}
+    """Public training tokens of some `references` (e.g. Pythia's 300B): the main table then gives
+    the paper-style share `reference_token_share:<name>` (tokens to reach its val_bpb / these)."""
     batch_size: Annotated[int, Field(ge=1)] = 16
     num_fewshot: Annotated[int, Field(ge=0)] = 0
     limit: Annotated[int, Field(ge=1)] | None = None

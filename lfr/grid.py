@@ -181,6 +181,10 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     if not problems and (p.methods or p.sizes or p.seeds != [0]) and not profiled_runs(cfg):
         problem("selects no run of the grid (`method_sizes` and `size_seeds` included); "
                 "`methods: []` profiles nothing on purpose", "profile")
+    for name in cfg.eval.reference_tokens:
+        if name not in cfg.eval.references:
+            problem(f"{name!r} is not in `eval.references` ({cfg.eval.references})", "eval",
+                    "reference_tokens", name)
     for i, method in enumerate(cfg.sweep.methods):
         if method not in cfg.methods:
             problem(f"{method!r} is not in `methods` ({cfg.methods})", "sweep", "methods", i)

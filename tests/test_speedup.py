@@ -204,3 +204,30 @@ def test_iso_speedups_wants_a_baseline_at_the_size():
     runs = pd.DataFrame({"size": "s", "method": "lfr", "budget": 1.0, "val_loss": [4.0, 4.1],
                          "compute_tokens": 1000.0, "compute_flops": 6e5})
     assert iso_speedups(runs).empty
+
+
+def test_tokens_to_a_reference_come_from_each_methods_own_frontier_in_bits_per_byte(tmp_path):
+    """Random's val_bpb frontier (half its loss here) reaches a reference at 2.2 bits per byte
+    halfway (in log tokens) between its 1000- and 2000-token budgets; a one-budget method better
+    than the reference gets the bound `<` its own tokens; a reference better than random's largest
+    budget, `>` that budget's tokens. With public training tokens, the share of them."""
+    runs = [run(tmp_path, "random", 0, b, t, loss, val_bpb=loss / 2) for b, (t, loss) in RANDOM.items()]
+    runs.append(run(tmp_path, "lfr", 0, 1.0, 1000, 4.1, val_bpb=2.05))
+    refs = []
+    for name, bpb in (("ref", 2.2), ("strong", 1.5)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"model": name, "val_bpb": bpb}))
+        refs.append(tmp_path / f"{name}.json")
+    main = summarize(runs, tmp_path / "main.csv", reference_bpb=refs, reference_tokens={"ref": 1e6})
+    by = main.set_index(["method", "budget"])
+    assert by.loc[("random", 2.0), "tokens_to_reference:ref"] == pytest.approx(1000 * 2**0.5)
+    assert by.loc[("random", 0.5), "tokens_to_reference:ref"] == pytest.approx(1000 * 2**0.5)
+    assert by.loc[("random", 1.0), "tokens_to_reference_bound:ref"] == ""
+    lfr = by.loc[("lfr", 1.0)]
+    assert lfr["tokens_to_reference:ref"] == pytest.approx(1000)
+    assert lfr["tokens_to_reference_bound:ref"] == "<"
+    assert by.loc[("random", 1.0), "tokens_to_reference:strong"] == pytest.approx(4000)
+    assert by.loc[("random", 1.0), "tokens_to_reference_bound:strong"] == ">"
+    assert by.loc[("random", 1.0), "reference_token_share:ref"] == pytest.approx(1000 * 2**0.5 / 1e6)
+    assert "reference_token_share:strong" not in main.columns
+    csv = pd.read_csv(tmp_path / "main.csv", keep_default_na=False)
+    assert csv["tokens_to_reference_bound:strong"].tolist()[:4] == [">"] * 4

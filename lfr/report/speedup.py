@@ -40,6 +40,12 @@ freedom (every group one seed) the noise is unknown: the interval is NaN. The ge
 seeded from `BOOT_SEED` and the row's size, method and budget, so the table is deterministic and
 a row depends only on random's runs and its own.
 
+**Tokens to a reference** (`tokens_to_reference:<name>`): the training compute (`compute_tokens`)
+at which a method's own frontier of final `val_bpb` (its budgets at a size, the same running
+minimum and log-linear interpolation) reaches a released model's `val_bpb` on the same text; the
+same on every budget row of the method. With one budget, or outside the swept range, a bound:
+`<` (it is reached within the smallest budget) or `>` (not even at the largest). No interval.
+
 **Equal budget**: `delta_val_loss` = the method's mean final loss - random's at the same size and
 budget; its 95% interval is Welch's t interval (unequal variances, Welch-Satterthwaite degrees
 of freedom), NaN with fewer than 2 seeds on either side, [delta, delta] when both sides have zero
@@ -175,6 +181,24 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
                                        loss, interval=df > 0)
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*GROUP, *ISO_COLUMNS])
+
+
+def tokens_to_references(runs: pd.DataFrame, references: dict[str, float]) -> pd.DataFrame:
+    """Per size x method of `runs`: `tokens_to_reference:<name>` and `_bound:<name>` for each
+    reference name -> its val_bpb (see the module doc); NaN where the method has no val_bpb."""
+    rows = []
+    for (size, method), part in runs.groupby(["size", "method"], sort=False):
+        points = part.groupby("budget")[["compute_tokens", "val_bpb"]].mean().sort_values("compute_tokens")
+        row: dict[str, object] = {"size": size, "method": method}
+        for name, bpb in references.items():
+            value, bound = math.nan, ""
+            if points.val_bpb.notna().all():
+                log_c, front = frontier(points.compute_tokens.to_numpy(float), points.val_bpb.to_numpy(float))
+                log_need, code = invert(log_c, front, np.array(float(bpb)))
+                value, bound = float(np.exp(log_need)), BOUNDS[int(code)]
+            row |= {f"tokens_to_reference:{name}": value, f"tokens_to_reference_bound:{name}": bound}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:

@@ -44,7 +44,15 @@ import numpy as np
 import pandas as pd
 
 from lfr.files import write_csv
-from lfr.report.speedup import BASELINE, EQUAL_COLUMNS, GROUP, ISO_COLUMNS, equal_budget, iso_speedups
+from lfr.report.speedup import (
+    BASELINE,
+    EQUAL_COLUMNS,
+    GROUP,
+    ISO_COLUMNS,
+    equal_budget,
+    iso_speedups,
+    tokens_to_references,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +240,32 @@ def with_reference_bpb(by_seed: pd.DataFrame, files: list[Path]) -> pd.DataFrame
     return by_seed
 
 
+def with_reference_anchors(main: pd.DataFrame, runs: pd.DataFrame, by_seed: pd.DataFrame,
+                           reference_tokens: dict[str, float]) -> pd.DataFrame:
+    """`tokens_to_reference:<name>` (+ `_bound:`) for every reference with a val_bpb, and
+    `reference_token_share:<name>` = that / the reference's public training tokens."""
+    refs = by_seed[(by_seed.method == "reference") & by_seed.get("val_bpb", pd.Series(dtype=float)).notna()]
+    references = dict(zip(refs["size"], refs.val_bpb, strict=True))
+    if not references:
+        return main
+    main = main.merge(tokens_to_references(runs, references), on=["size", "method"], how="left", sort=False)
+    for name, tokens in reference_tokens.items():
+        if name in references:
+            main[f"reference_token_share:{name}"] = main[f"tokens_to_reference:{name}"] / tokens
+    return main
+
+
 def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
               by_seed_csv: Path | None = None, forgetting_csv: Path | None = None,
-              reference_bpb: list[Path] = ()) -> pd.DataFrame:
+              reference_bpb: list[Path] = (), reference_tokens: dict[str, float] | None = None
+              ) -> pd.DataFrame:
     """Write main.csv (size x method x budget, mean over seeds) and main_by_seed.csv; return main.
 
     With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
     not part of `tokens`) and forgetting fractions (means over the profiled seeds only).
-    `reference_bpb`: the val_bpb.json of reference models, for their rows' `val_bpb`."""
+    `reference_bpb`: the val_bpb.json of reference models, for their rows' `val_bpb` and every
+    run row's `tokens_to_reference:<name>`; `reference_tokens`: the public training tokens of some
+    of them (`eval.reference_tokens`), for `reference_token_share:<name>`."""
     runs, curves = load_runs(run_dirs)
     evals = eval_table(list(eval_files))
     by_seed = runs.merge(evals, on=KEYS, how="left")  # keeps the config's run order
@@ -252,7 +278,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     main = aggregate(by_seed)
     for table in (iso_speedups(runs), equal_budget(runs), speed_columns(curves, runs)):
         main = main.merge(table, on=GROUP, how="left", sort=False)
-    text = ["verdict", *[c for c in ISO_COLUMNS if c.endswith("_bound")]]
+    main = with_reference_anchors(main, runs, by_seed, reference_tokens or {})
+    text = ["verdict", *[c for c in main.columns if c.endswith("_bound") or "_bound:" in c]]
     main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
     lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",
             "reference_train_tokens", "compute_tokens", "compute_flops", "val_loss", "val_loss_std",
@@ -265,6 +292,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
 
 
 def main(runs: list[Path], out: Path, evals: list[Path] | None = None,
-         forgetting: Path | None = None, reference_bpb: list[Path] | None = None) -> str:
-    return summarize(runs, out, evals or [], forgetting_csv=forgetting,
-                     reference_bpb=reference_bpb or []).to_string(index=False)
+         forgetting: Path | None = None, reference_bpb: list[Path] | None = None,
+         reference_tokens: str | None = None) -> str:
+    return summarize(runs, out, evals or [], forgetting_csv=forgetting, reference_bpb=reference_bpb or [],
+                     reference_tokens=json.loads(reference_tokens or "{}")).to_string(index=False)

@@ -23,6 +23,7 @@ rule summarize:
         f"{SET_LOGS}/summarize.log",
     params:
         runs=all_runs(),
+        reference_tokens=json.dumps(CFG.eval.reference_tokens),
         forgetting=lambda wildcards, input: f"--forgetting {input.forgetting}" if input.forgetting else "",
     conda:
         "../envs/lfr.yaml"
@@ -30,4 +31,5 @@ rule summarize:
         "--- Writing the main tables."
     shell:
         "python -m lfr summarize --runs {params.runs} --evals {input.evals} {params.forgetting} "
-        "--reference-bpb {input.reference_bpb} --out {output.main} > {log} 2>&1"
+        "--reference-bpb {input.reference_bpb} --reference-tokens {params.reference_tokens:q} "
+        "--out {output.main} > {log} 2>&1"
