@@ -131,7 +131,11 @@ MUTATIONS = [
     Mutation("the seed noise's variance is taken as known (no t-like tails)", "lfr/report/speedup.py",
              "    return np.sqrt(var * df / rng.chisquare(df, n_boot))",
              "    return np.full(n_boot, np.sqrt(var))",
-             SPEEDUP + "test_the_interval_covers_the_truth_about_95_percent_of_the_time_with_3_seeds"),
+             SPEEDUP + "test_the_pooled_interval_covers_the_truth_about_95_percent_of_the_time_with_3_seeds"),
+    Mutation("the paired interval ignores the t quantile (normal)", "lfr/report/speedup.py",
+             "    half = float(t.ppf(0.5 + LEVEL / 2, len(logs) - 1)) *",
+             "    half = 1.96 *",
+             SPEEDUP + "test_the_paired_interval_covers_the_truth_with_a_shared_seed_effect"),
     Mutation("tokens to a reference read off random's frontier for every method",
              "lfr/report/speedup.py",
              '    for (size, method), part in runs.groupby(["size", "method"], sort=False):\n'

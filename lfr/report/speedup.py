@@ -22,23 +22,29 @@ bound `>` (a lower bound); above its highest loss (worse than random's smallest 
 C_method with bound `<` (an upper bound). Bound `''`: an interpolated value. A frontier of one
 point gives a value only at exactly that loss (random's own row) and bounds elsewhere.
 
-**Its 95% interval**: a parametric bootstrap of seed noise. Final losses are taken as normal
-around each (method, budget)'s mean with one variance of seed noise, estimated by pooling the
-runs of random (every budget) and of the row's method at its budget (degrees of freedom: runs
+**Its 95% interval** (`iso_interval` says which). *Paired t*, where the method's seeds are also
+random's seeds at every budget (at least 2): a seed is one initialisation shared by all its runs,
+and its effect on the final loss is often larger than the differences between methods (README:
+the demo). Each shared seed gets its own
+speed-up against the frontier of random's runs of that seed; the interval is the point estimate x
+exp(+-t(n-1) x SD of the log speed-ups / sqrt(n)). Where a seed's own speed-up is a bound, or the
+seeds differ: a *pooled bootstrap*, a parametric bootstrap of seed noise. Final losses are taken as
+normal around each (method, budget)'s mean with one variance of seed noise, estimated by pooling
+the runs of random (every budget) and of the row's method at its budget (degrees of freedom: runs
 minus groups). Each of `N_BOOT` replicates draws that variance from its scaled inverse-chi-square
-distribution and every mean from a normal around the measured one with that variance / its
-seeds, rebuilds the frontier and recomputes the speed-up; random's own rows reuse the
-frontier's draw, since they are the same runs. Compute is not resampled (a run's tokens are
-fixed by its config). This is the reference-prior posterior of the normal model's means and
-variance, whose intervals for a single mean are Student's t ones; drawing the variance is what
-a resampling of 3 seeds cannot do (a percentile bootstrap over seeds covered 81% at 3 seeds, 87%
-at 5 in the simulation of tests/test_speedup.py). A replicate that falls outside its frontier is
-censored: for the lower end it counts at its bound value (`>`) or 0 (`<`), for the upper end at
-inf (`>`) or its bound value (`<`); an end that the sweep cannot bound therefore reads 0 or inf.
-The ends are order statistics (the 2.5% one rounded down, the 97.5% one up). Without a degree of
-freedom (every group one seed) the noise is unknown: the interval is NaN. The generators are
-seeded from `BOOT_SEED` and the row's size, method and budget, so the table is deterministic and
-a row depends only on random's runs and its own.
+distribution and every mean from a normal around the measured one with that variance / its seeds,
+rebuilds the frontier and recomputes the speed-up; random's own rows reuse the frontier's draw,
+since they are the same runs. Compute is not resampled (a run's tokens are fixed by its config).
+This is the reference-prior posterior of the normal model's means and variance, whose intervals for
+a single mean are Student's t ones; drawing the variance is what a resampling of 3 seeds cannot do
+(a percentile bootstrap over seeds covered 81% at 3 seeds, 87% at 5 in the simulation of
+tests/test_speedup.py). A replicate that falls outside its frontier is censored: for the lower end
+it counts at its bound value (`>`) or 0 (`<`), for the upper end at inf (`>`) or its bound value
+(`<`); an end that the sweep cannot bound therefore reads 0 or inf. The ends are order statistics
+(the 2.5% one rounded down, the 97.5% one up). Without a degree of freedom (every group one seed)
+the noise is unknown: the interval is NaN. The generators are seeded from `BOOT_SEED` and the row's
+size, method and budget, so the table is deterministic and a row depends only on random's runs and
+its own.
 
 **Tokens to a reference** (`tokens_to_reference:<name>`): the training compute (`compute_tokens`)
 at which a method's own frontier of final `val_bpb` (its budgets at a size, the same running
@@ -47,12 +53,12 @@ same on every budget row of the method. With one budget, or outside the swept ra
 `<` (it is reached within the smallest budget) or `>` (not even at the largest). No interval.
 
 **Equal budget**: `delta_val_loss` = the method's mean final loss - random's at the same size and
-budget; its 95% interval is Welch's t interval (unequal variances, Welch-Satterthwaite degrees
-of freedom), NaN with fewer than 2 seeds on either side, [delta, delta] when both sides have zero
-spread. `verdict`: `better` if the interval lies below 0, `worse` if above, `not resolved`
-otherwise (NaN interval included); `baseline` on random's own rows (delta 0, interval [0, 0]:
-the same runs); empty where random has no run at that size and budget.
-"""
+budget; its 95% interval (`delta_interval`) is the paired t interval of the per-seed differences
+where both have the same seeds (at least 2), else Welch's t interval (unequal variances,
+Welch-Satterthwaite degrees of freedom), NaN with fewer than 2 seeds on either side, [delta, delta]
+when both sides have zero spread. `verdict`: `better` if the interval lies below 0, `worse` if
+above, `not resolved` otherwise (NaN interval included); `baseline` on random's own rows (delta 0,
+interval [0, 0]: the same runs); empty where random has no run at that size and budget."""
 
 from __future__ import annotations
 
@@ -72,9 +78,11 @@ COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops"}
 """Speed-up column prefix -> the runs' compute column it divides."""
 GROUP = ["size", "method", "budget"]
 ISO_COLUMNS = ["frontier_budgets", *[f"{name}{suffix}" for name in COSTS
-                                     for suffix in ("", "_lo", "_hi", "_bound")]]
+                                     for suffix in ("", "_lo", "_hi", "_bound")], "iso_interval"]
 EQUAL_COLUMNS = ["baseline_val_loss", "baseline_n_seeds", "delta_val_loss", "delta_val_loss_lo",
-                 "delta_val_loss_hi", "verdict"]
+                 "delta_val_loss_hi", "delta_interval", "verdict"]
+PAIRED, POOLED, WELCH = "paired t", "pooled bootstrap", "Welch t"
+"""How an interval was computed (columns iso_interval, delta_interval)."""
 BOUNDS = {0: "", 1: ">", -1: "<"}
 
 
@@ -148,6 +156,39 @@ def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cos
     return out
 
 
+def per_seed(runs: pd.DataFrame, cost: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(final loss, compute) of runs as tables: a row per budget, a column per seed."""
+    wide = runs.groupby(["budget", "seed"])[["val_loss", cost]].mean().unstack("seed")
+    return wide["val_loss"], wide[cost]
+
+
+def paired_interval(base: tuple[pd.DataFrame, pd.DataFrame], own: tuple[pd.DataFrame, pd.DataFrame],
+                    point: float) -> tuple[float, float] | None:
+    """The paired interval of an iso-loss speed-up: for each seed that the method and every
+    budget of random share, the speed-up against the frontier of random's runs of that seed;
+    then point x exp(+-t(n-1) x SD(log) / sqrt(n)). `base`, `own`: `per_seed` tables of random
+    and of the method at one budget. None with fewer than 2 shared seeds, or when a seed's
+    speed-up is a bound (outside its own frontier) or not finite."""
+    from scipy.stats import t
+
+    (b_loss, b_cost), (o_loss, o_cost) = base, own
+    seeds = [s for s in o_loss.columns if s in b_loss.columns and b_loss[s].notna().all()]
+    if len(seeds) < 2:
+        return None
+    order = np.argsort(b_cost[seeds].mean(axis=1).to_numpy(), kind="stable")
+    costs, losses = b_cost[seeds].to_numpy(float)[order].T, b_loss[seeds].to_numpy(float)[order].T
+    ours_loss, ours_cost = o_loss[seeds].to_numpy(float)[0], o_cost[seeds].to_numpy(float)[0]
+    if not (np.isfinite(costs).all() and np.isfinite(ours_loss).all() and np.isfinite(ours_cost).all()):
+        return None
+    log_c, front = frontier(costs, losses)  # (seeds, budgets)
+    log_need, bound = invert(log_c, front, ours_loss)
+    if bound.any():
+        return None
+    logs = log_need - np.log(ours_cost)
+    half = float(t.ppf(0.5 + LEVEL / 2, len(logs) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+    return point * math.exp(-half), point * math.exp(half)
+
+
 def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_BOOT) -> pd.DataFrame:
     """ISO_COLUMNS per size x method x budget of `runs` (one row per run); rows of a size without
     a `baseline` run are left out (the caller's merge leaves them empty)."""
@@ -162,6 +203,7 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
         base_costs = {c: np.array([base.loc[base.budget == b, c].mean() for b in budgets])
                       for c in COSTS.values()}
         z_front = generator(size, baseline).standard_normal((n_boot, len(budgets)))
+        base_tables = {cost: per_seed(base, cost) for cost in COSTS.values()}
         for (method, budget), runs_of in at_size.groupby(["method", "budget"], sort=False):
             own = runs_of.val_loss.to_numpy(float)
             var, df = pooled_noise(groups if method == baseline else [*groups, own])
@@ -174,11 +216,17 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
             else:
                 noise = sigma * rng.standard_normal(len(sigma)) / np.sqrt(len(own))
                 loss = own.mean() + np.concatenate([[0.0], noise])
-            row = {"size": size, "method": method, "budget": budget, "frontier_budgets": len(budgets)}
+            row = {"size": size, "method": method, "budget": budget, "frontier_budgets": len(budgets),
+                   "iso_interval": POOLED if df else ""}
             for name, cost in COSTS.items():
                 theirs = np.broadcast_to(base_costs[cost], front.shape)
                 row |= speedup_columns(name, theirs, front, np.full(len(loss), runs_of[cost].mean()),
                                        loss, interval=df > 0)
+                paired = None
+                if not row[f"{name}_bound"] and np.isfinite(row[name]):
+                    paired = paired_interval(base_tables[cost], per_seed(runs_of, cost), row[name])
+                if paired is not None:
+                    row |= {f"{name}_lo": paired[0], f"{name}_hi": paired[1], "iso_interval": PAIRED}
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*GROUP, *ISO_COLUMNS])
 
@@ -218,6 +266,15 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[
     return delta, delta - half, delta + half
 
 
+def paired_t_interval(diffs: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, lower, upper) of per-seed differences: Student's t with n-1 degrees of freedom."""
+    from scipy.stats import t
+
+    delta = float(diffs.mean())
+    half = float(t.ppf(0.5 + level / 2, len(diffs) - 1)) * float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
+    return delta, delta - half, delta + half
+
+
 def verdict(lo: float, hi: float) -> str:
     """`better` (lower loss) / `worse` / `not resolved`, from the interval of the difference."""
     if hi < 0:
@@ -236,9 +293,17 @@ def equal_budget(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
         row = {"size": size, "method": method, "budget": budget, "verdict": ""}
         if not base.empty:
             ours, theirs = runs_of.val_loss.to_numpy(float), base.val_loss.to_numpy(float)
-            delta, lo, hi = (0.0, 0.0, 0.0) if method == baseline else welch_interval(ours, theirs)
+            same = sorted(runs_of.seed) == sorted(base.seed) and len(ours) >= 2
+            if method == baseline:
+                (delta, lo, hi), how = (0.0, 0.0, 0.0), ""
+            elif same:
+                by_seed = runs_of.set_index("seed").val_loss - base.set_index("seed").val_loss
+                (delta, lo, hi), how = paired_t_interval(by_seed.to_numpy(float)), PAIRED
+            else:
+                (delta, lo, hi), how = welch_interval(ours, theirs), WELCH
             row |= {"baseline_val_loss": theirs.mean(), "baseline_n_seeds": len(theirs),
                     "delta_val_loss": delta, "delta_val_loss_lo": lo, "delta_val_loss_hi": hi,
+                    "delta_interval": how if np.isfinite(lo) else "",
                     "verdict": "baseline" if method == baseline else verdict(lo, hi)}
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*GROUP, *EQUAL_COLUMNS])

@@ -279,7 +279,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     for table in (iso_speedups(runs), equal_budget(runs), speed_columns(curves, runs)):
         main = main.merge(table, on=GROUP, how="left", sort=False)
     main = with_reference_anchors(main, runs, by_seed, reference_tokens or {})
-    text = ["verdict", *[c for c in main.columns if c.endswith("_bound") or "_bound:" in c]]
+    text = ["verdict", "iso_interval", "delta_interval",
+            *[c for c in main.columns if c.endswith("_bound") or "_bound:" in c]]
     main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
     lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",
             "reference_train_tokens", "compute_tokens", "compute_flops", "val_loss", "val_loss_std",
