@@ -7,6 +7,7 @@ profiling figures (profile_figures.py) share it.
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from lfr.files import atomic_path
 from lfr.report.summarize import BASELINE, DEFAULT_BUDGET
@@ -120,6 +122,12 @@ def plot_phases(curves: pd.DataFrame, out_png: Path, method: str = "lfr") -> plt
     return fig
 
 
+def two_and_five(value: float, _: object) -> str:
+    """A minor tick's label on a log axis of tokens, only at 2 and 5 times a power of ten."""
+    lead = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value / 1e6:g}M" if lead in (2, 5) else ""
+
+
 def plot_frontier(main: pd.DataFrame, out_png: Path) -> plt.Figure:
     """Per size: final val_bpb against training compute (`compute_tokens`, log axis). Random's
     budgets joined as its frontier with a band of +-1 SD over seeds; every other method's points
@@ -152,6 +160,8 @@ def plot_frontier(main: pd.DataFrame, out_png: Path) -> plt.Figure:
                 ax.annotate(ref["size"], (0.01, ref[y]), xycoords=("axes fraction", "data"),
                             fontsize=6, va="bottom", color=color("reference"))
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(two_and_five))  # all 8 minor labels crowd
             ax.set(title=size, xlabel="training compute (tokens; scoring at 1/3)", ylabel=ylabel)
             ax.legend(fontsize=7)
         fig.tight_layout()
@@ -185,10 +195,12 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
                             fontsize=6, va="center")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.set_xlim(-0.6, len(groups) - 0.4)  # every group inside the axis
         ax.set_xticks(range(len(groups)), [f"{s}\n{m}" for s, m in groups], fontsize=7)
-        ax.set(ylabel="iso-loss speed-up over random (tokens)",
-               title="random's tokens to the same final loss / the method's (95% interval)")
+        ax.set(ylabel="random's tokens / the method's",
+               title="iso-loss speed-up over random (95% interval)")
         if not groups:
             ax.text(0.5, 0.5, "no method with a random frontier at its size", ha="center",
                     va="center", transform=ax.transAxes)
