@@ -294,20 +294,22 @@ def test_the_whole_dag_survives_odd_paths(tmp_path):
     assert (work / "results/smoke/figures/lfr_phases.png").is_file()
 
 
-DEMO_NANO = ["random", "lfr", "lfr-random-drop", "lfr-reverse"]
+DEMO_NANO = ["random", "lfr", "lfr-random-drop"]
+DEMO_BUDGETS = ["0.25", "0.5", "1", "2", "4"]  # random's sweep at nano
 
 
 @pytest.mark.parametrize(("overrides", "nano_seeds", "micro_seeds"), [
-    (["seeds=[0,1,2]"], "01", "012"),  # size_seeds: {nano: [0, 1]} wins for nano
-    (["seeds=[0,1,2]", "size_seeds={nano: [0, 1, 2]}"], "012", "012"),  # README's "more seeds"
+    (["seeds=[0,1]"], "012", "01"),  # size_seeds: {nano: [0, 1, 2]} wins for nano
+    (["seeds=[0,1]", "size_seeds={nano: [0, 1, 2, 3, 4]}"], "01234", "01"),  # README's "more seeds"
 ])
 def test_seed_overrides_on_the_command_line(tmp_path, overrides, nano_seeds, micro_seeds):
     """--config values reach Snakemake as strings; they validate like a file's (the demo config)."""
     r = snakemake("results/tables/main.csv", "-n", "--cores", "1", "--config", *overrides, cwd=tmp_path,
                   check=True)
-    expected = [("nano", m, s) for m in DEMO_NANO for s in nano_seeds]
-    expected += [("micro", m, s) for m in ("random", "lfr") for s in micro_seeds]
-    assert planned_training(r) == sorted(expected)
+    expected = [("nano", m, b, s) for m in DEMO_NANO for s in nano_seeds
+                for b in (DEMO_BUDGETS if m == "random" else ["1"])]
+    expected += [("micro", m, "1", s) for m in ("random", "lfr") for s in micro_seeds]
+    assert planned_training(r, budgets=True) == sorted(expected)
 
 
 def test_a_section_override_merges_into_the_section(tmp_path):
