@@ -11,7 +11,7 @@ rule eval_tasks:
     log:
         "results/logs/eval_tasks.log",
     params:
-        config=stage_config("eval", "data", exclude=["eval.references"]),
+        config=stage_config("eval", "data", exclude=["eval.references", "eval.reference_tokens"]),
     conda:
         "../envs/lfr.yaml"
     message:

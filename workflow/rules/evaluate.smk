@@ -14,7 +14,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{size}/{method}/seed{seed}.tsv"
     params:
-        config=stage_config("eval", exclude=["eval.references"]),  # adding one reruns no other
+        config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),  # adding one: no rerun
     threads: 1  # as train (train.smk)
     conda:
         "../envs/lfr.yaml"
@@ -36,7 +36,7 @@ rule evaluate_reference:
     log:
         "results/logs/evaluate/reference/{reference}.log",
     params:
-        config=stage_config("eval", exclude=["eval.references"]),
+        config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),
         model=reference_model,
     threads: 1  # as train (train.smk)
     conda:
