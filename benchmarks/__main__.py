@@ -59,7 +59,8 @@ from lfr.tokenizer import tokenizer_meta
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The demo's training shape: micro (4 layers, d=128), block 128, vocab 8192, batch 16, float32.
+# A fixed training shape (the demo's until its vocabulary went to 2048; kept so that benchmark
+# rows compare across commits): micro (4 layers, d=128), block 128, vocab 8192, batch 16, float32.
 SETUP = {
     "corpus": {"source": "bundled", "fraction": 0.1, "val_fraction": 0.02},
     "tokenizer": {"kind": "bpe", "vocab_size": 8192, "train_chars": 2_000_000},
