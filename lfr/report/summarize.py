@@ -244,7 +244,7 @@ def with_reference_anchors(main: pd.DataFrame, runs: pd.DataFrame, by_seed: pd.D
                            reference_tokens: dict[str, float]) -> pd.DataFrame:
     """`tokens_to_reference:<name>` (+ `_bound:`) for every reference with a val_bpb, and
     `reference_token_share:<name>` = that / the reference's public training tokens."""
-    refs = by_seed[(by_seed.method == "reference") & by_seed.get("val_bpb", pd.Series(dtype=float)).notna()]
+    refs = by_seed[(by_seed.method == "reference") & by_seed.val_bpb.notna()]
     references = dict(zip(refs["size"], refs.val_bpb, strict=True))
     if not references:
         return main
