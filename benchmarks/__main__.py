@@ -213,6 +213,7 @@ def bench_sampler_overhead(repeats: int, steps: int) -> Row:
 
 def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, batch: int) -> Row:
     from lfr.distributed import Dist
+    from lfr.loader import StepBatch
     from lfr.train import optimizer_step
 
     store = BlockStore.open(root / "data", "train")
@@ -231,7 +232,8 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
         model.train()
         t0 = time.perf_counter()
         for step in range(steps):
-            optimizer_step(model, opt, store, ids[step * tc.batch_size:][: tc.batch_size], None, tc, Dist())
+            batch = StepBatch.load(store, ids[step * tc.batch_size:][: tc.batch_size])
+            optimizer_step(model, opt, batch, tc, Dist())
         return steps * tc.batch_size * T / (time.perf_counter() - t0)
 
     ours(), training()  # warm-up of both

@@ -196,6 +196,9 @@ class TrainConfig(Section):
     """torch.compile the model (worth it only for runs longer than a few minutes)."""
     peak_tflops: Annotated[float, Field(gt=0)] | None = None
     """Peak bf16 TFLOP/s per GPU for MFU; default: looked up from the detected GPU's name."""
+    tensorboard: bool = False
+    """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
+    the `tensorboard` package)."""
 
 
 class EvalConfig(Section):

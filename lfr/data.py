@@ -135,6 +135,6 @@ class BlockStore:
     def batch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets, each (B, T) int64, for the given block ids."""
         T = self.block_size
-        rows = np.stack([self.tokens[i * T : i * T + T + 1] for i in np.asarray(ids)])
-        rows = rows.astype(np.int64)
+        starts = np.asarray(ids, dtype=np.int64)[:, None] * T
+        rows = np.asarray(self.tokens[starts + np.arange(T + 1)], dtype=np.int64)  # one gather
         return rows[:, :-1], rows[:, 1:]

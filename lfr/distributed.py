@@ -40,22 +40,48 @@ def setup_dist(requested: str) -> Dist:
     return Dist(rank, world)
 
 
-def gather_losses(losses: torch.Tensor, d: Dist) -> np.ndarray:
-    """Per-block losses of the whole global batch, in global-id order, on every rank."""
+host_syncs = 0
+"""How often the training loop has waited for the device (`InFlight.wait`); tests count them."""
+
+
+@dataclass
+class InFlight:
+    """One step's per-block losses and flags on their way to the host, gathered from every rank;
+    `wait` is the step's one host sync."""
+
+    host: torch.Tensor  # (world, local blocks + flags), pinned on CUDA
+    copied: torch.cuda.Event | None  # recorded after the copy; None: already on the host
+
+    def wait(self) -> tuple[np.ndarray, np.ndarray]:
+        """(losses of the global batch in global-id order, each flag's max over the ranks)."""
+        global host_syncs
+        host_syncs += 1
+        if self.copied is not None:
+            self.copied.synchronize()
+        parts, flags = self.host.numpy(), FLAGS
+        return parts[:, :-flags].reshape(-1), parts[:, -flags:].max(axis=0)
+
+
+FLAGS = 2  # sent with the losses: a stop request, a non-finite loss since the last sync
+
+
+def send_to_host(losses: torch.Tensor, flags: torch.Tensor, d: Dist) -> InFlight:
+    """Start gathering this rank's per-block losses and its flags (float, FLAGS values) from every
+    rank and copying them to the host without blocking: one all_gather, no host sync."""
+    packed = torch.cat([losses.detach().float(), flags.float()])
     if d.world > 1:
-        parts = [torch.empty_like(losses) for _ in range(d.world)]
-        dist.all_gather(parts, losses)
-        losses = torch.cat(parts)
-    return losses.float().cpu().numpy()
-
-
-def any_rank(flag: bool, d: Dist) -> bool:
-    """Whether `flag` is true on any rank (every rank gets the same answer)."""
-    if d.world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=d.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        parts = [torch.empty_like(packed) for _ in range(d.world)]
+        dist.all_gather(parts, packed)
+        packed = torch.stack(parts)
+    else:
+        packed = packed[None]
+    if d.device.type != "cuda":
+        return InFlight(packed, None)
+    host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+    host.copy_(packed, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return InFlight(host, copied)
 
 
 def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:

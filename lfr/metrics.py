@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
+# The metrics log's columns as TensorBoard tags.
+TENSORBOARD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpb": "loss/val_bpb",
+                    "lr": "optim/lr", "tokens_per_s": "speed/tokens_per_s", "mfu": "speed/mfu",
+                    "kept_fraction": "sampler/kept_fraction"}
 # Dense bf16 peak TFLOP/s per GPU, by a substring of torch.cuda.get_device_name().
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
                "MI300X": 1307.0, "MI250": 362.0}
@@ -35,8 +40,9 @@ class MetricsLog:
     (carried over a resume)."""
 
     def __init__(self, rows: list[dict[str, Any]], elapsed_before: float, tokens_per_step: int,
-                 flops_per_token: float, peak_flops_total: float | None) -> None:
-        self.rows, self.tokens_per_step = rows, tokens_per_step
+                 flops_per_token: float, peak_flops_total: float | None,
+                 tensorboard: TensorBoard | None = None) -> None:
+        self.rows, self.tokens_per_step, self.tensorboard = rows, tokens_per_step, tensorboard
         self.flops_per_token, self.peak = flops_per_token, peak_flops_total
         self.t_start = time.perf_counter() - elapsed_before
         self.window, self.train_time = time.perf_counter(), 0.0
@@ -47,22 +53,54 @@ class MetricsLog:
     def first(self, phase: str, val: dict[str, float]) -> None:
         """The row before the first step; `val`: its validation metrics (val_loss, val_bpb)."""
         self.rows.append({"step": 0, "tokens": 0, "phase": phase, "elapsed_s": 0.0, **val})
+        if self.tensorboard:
+            self.tensorboard.write(self.rows[-1])
         self.window = time.perf_counter()
 
-    def add(self, step: int, phase: str, train_loss: float, lr: float, validate: Any = None) -> dict:
-        """A row after `step` steps; `validate()` (optional) gives its validation metrics, untimed."""
+    def add(self, step: int, phase: str, train_loss: float, lr: float, kept_fraction: float = 1.0,
+            validate: Any = None) -> dict:
+        """A row after `step` steps; `kept_fraction`: the share of the training blocks that the
+        sampler draws from now; `validate()` (optional) gives the validation metrics, untimed."""
         now = time.perf_counter()
         self.train_time += now - self.window
         tok_s = (step - self.rows[-1]["step"]) * self.tokens_per_step / max(now - self.window, 1e-9)
         row = {"step": step, "tokens": step * self.tokens_per_step, "phase": phase,
-               "train_loss": train_loss, "lr": lr, "tokens_per_s": tok_s,
+               "train_loss": train_loss, "lr": lr, "kept_fraction": kept_fraction, "tokens_per_s": tok_s,
                "mfu": self.flops_per_token * tok_s / self.peak if self.peak else math.nan}
         if validate is not None:
             row |= validate()
         row["elapsed_s"] = self.elapsed()
         self.rows.append(row)
+        if self.tensorboard:
+            self.tensorboard.write(row)
         self.window = time.perf_counter()
         return row
 
     def train_tokens_per_s(self, steps: int) -> float:
         return steps * self.tokens_per_step / max(self.train_time, 1e-9)
+
+
+class TensorBoard:
+    """Live curves (`train.tensorboard`): every metrics row as TensorBoard scalars, the sampler's
+    phase as text when it changes. On a resume, the events from the resumed step on are purged."""
+
+    def __init__(self, log_dir: Path, resumed_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError("train.tensorboard: true needs the tensorboard package: pip install "
+                              "tensorboard (or set train.tensorboard: false)") from err
+        self.writer = SummaryWriter(str(log_dir), purge_step=resumed_step)
+        self.phase: str | None = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        for key, tag in TENSORBOARD_TAGS.items():
+            if key in row and math.isfinite(row[key]):
+                self.writer.add_scalar(tag, row[key], row["step"])
+        if row["phase"] != self.phase:
+            self.phase = row["phase"]
+            self.writer.add_text("sampler/phase", row["phase"], row["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -33,9 +33,10 @@ from tqdm import tqdm
 from lfr import checkpoint
 from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
 from lfr.data import BlockStore, target_bytes
-from lfr.distributed import Dist, all_sum, any_rank, finish, gather_losses, setup_dist
+from lfr.distributed import Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
-from lfr.metrics import MetricsLog, peak_flops
+from lfr.loader import BatchLoader, StepBatch
+from lfr.metrics import MetricsLog, TensorBoard, peak_flops
 from lfr.model import (
     autocast,
     block_losses,
@@ -132,7 +133,9 @@ def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline; checked once a step."""
+    """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline. Checked every step;
+    under DDP the ranks' requests travel with the losses, so a stop takes effect at the next step
+    whose losses are sent: every step if the sampler reads them, else every log row."""
 
     def __init__(self, t_launch: float, time_limit_min: float | None) -> None:
         self.deadline, self.signal = None, None
@@ -144,13 +147,10 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signal.Signals(signum).name
 
-    def reason(self, d: Dist) -> str | None:
-        """Why to stop now, or None; under DDP every rank gets the same answer."""
+    def reason(self) -> str | None:
+        """Why this process should stop now, or None (under DDP the loop combines the ranks')."""
         late = self.deadline is not None and time.time() > self.deadline
-        mine = self.signal or ("the job's time limit is near" if late else None)
-        if any_rank(mine is not None, d) and mine is None:
-            mine = "another rank was asked to stop"
-        return mine
+        return self.signal or ("the job's time limit is near" if late else None)
 
 
 def phase_ends(sampler: Sampler, num_steps: int) -> set[int]:
@@ -172,30 +172,28 @@ def run_settings(cfg: ExperimentConfig, size: str, method: Method, block_size: i
                  vocab_size: int, budget: float = 1.0) -> dict[str, Any]:
     """What determines a run's result but its seed, with the block size and vocabulary read from
     the data and tokenizer folders. Its hash is the run's `config_hash`, so the seeds of one
-    configuration share it; device, log_every and ckpt_every change no result."""
+    configuration share it; device, log_every, ckpt_every and tensorboard change no result."""
     dump = cfg.model_dump(mode="json")
     return {"corpus": dump["corpus"], "tokenizer": {**dump["tokenizer"], "vocab_size": vocab_size},
             "data": {**dump["data"], "block_size": block_size},
             "model": cfg.model_preset(size).model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every"}),
+            "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every",
+                                                                 "tensorboard"}),
             "method": method.name, "method_options": method.options, "budget": budget}
 
 
-def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, store: BlockStore,
-                   ids: np.ndarray, weights: np.ndarray | None, tc: TrainConfig, d: Dist) -> torch.Tensor:
-    """One optimizer step on this rank's slice of the global batch `ids`: grad_accum micro-batches
-    (forward once, per-block losses, backward; DDP syncs on the last one), clipping, AdamW.
-    Returns this rank's per-block losses (detached, on the device)."""
-    start = d.rank * tc.batch_size * tc.grad_accum
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: StepBatch,
+                   tc: TrainConfig, d: Dist) -> torch.Tensor:
+    """One optimizer step on this rank's rows of the step: grad_accum micro-batches (forward once,
+    per-block losses, backward; DDP syncs on the last one), clipping, AdamW. Returns this rank's
+    per-block losses (detached, on the device); nothing waits for the device."""
     step_losses = []
     for micro in range(tc.grad_accum):
-        part = slice(start + micro * tc.batch_size, start + (micro + 1) * tc.batch_size)
-        x, y = (torch.from_numpy(a).to(d.device, non_blocking=True) for a in store.batch(ids[part]))
-        w = None if weights is None else torch.as_tensor(weights[part], device=d.device)
+        rows = slice(micro * tc.batch_size, (micro + 1) * tc.batch_size)
         sync = micro == tc.grad_accum - 1 or d.world == 1
         with (contextlib.nullcontext() if sync else model.no_sync()), autocast(d.device, tc.dtype):
-            losses = block_losses(model, x, y)
-            loss = (losses if w is None else losses * w).mean() / tc.grad_accum
+            losses = block_losses(model, batch.x[rows], batch.y[rows])
+            loss = (losses if batch.w is None else losses * batch.w[rows]).mean() / tc.grad_accum
         loss.backward()
         step_losses.append(losses.detach())
     if tc.grad_clip > 0:
@@ -205,12 +203,16 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sto
     return torch.cat(step_losses)
 
 
-def check_finite(losses: np.ndarray, ids: np.ndarray, step: int, resume_dir: Path | None) -> None:
-    """`losses`: of the global batch `ids`, or of this rank's slice only."""
-    if not np.isfinite(losses).all():
-        bad = ids[~np.isfinite(losses)] if len(losses) == len(ids) else "of this rank's slice"
-        raise FloatingPointError(f"non-finite training loss at step {step} (blocks {bad}); the last "
-                                 f"good checkpoint is kept in {resume_dir}. Lower train.lr or check the data")
+def check_finite(losses: np.ndarray, ids: np.ndarray, step: int, resume_dir: Path | None,
+                 since: int | None = None) -> None:
+    """Stop on a non-finite loss in `losses` (of the global batch `ids`, after `step` steps) or,
+    when the device flagged one in an unsynced step after `since` steps, on that."""
+    if np.isfinite(losses).all() and since is None:
+        return
+    where = (f"step {step} (blocks {ids[~np.isfinite(losses)]})" if not np.isfinite(losses).all()
+             else f"a step after step {since}, up to step {step}")
+    raise FloatingPointError(f"non-finite training loss at {where}; the last good checkpoint is "
+                             f"kept in {resume_dir}. Lower train.lr or check the data")
 
 
 def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
@@ -250,7 +252,9 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     snaps = SnapshotWriter(partial / "snapshots.partial", job.snapshots, snapshot_steps(
         ends, num_steps, tokens_per_step, job.snapshots) if job.snapshots and d.main else [])
     peak = peak_flops(tc.peak_tflops, d.device)
-    metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world)
+    live = TensorBoard(Path(job.out_dir) / "tb", step or None) if tc.tensorboard and d.main else None
+    metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world,
+                         live)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
     val_bytes = int(target_bytes(job.data_dir, "val")[val_ids].sum())
 
@@ -261,15 +265,37 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
     if step == 0:
         metrics.first(sampler.phase(0), validate())
-    loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, train_store, metrics, snaps, ends,
+    loader = BatchLoader(train_store, tc.batch_size * tc.grad_accum, d.rank, d.device)
+    loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, loader, metrics, snaps, ends,
                 records, validate, stopper)
-    loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
+    try:
+        loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
+    finally:
+        loader.close()
+        if live:
+            live.close()
     return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta)
 
 
 @dataclass
+class Pending:
+    """A trained step whose losses have not been handed over yet."""
+
+    step: int  # steps done, this one included
+    ids: np.ndarray
+    lr: float
+    flight: InFlight | None  # None: no losses sent (a sampler that reads none, no log row)
+
+
+@dataclass
 class Loop:
-    """The training loop and what it touches; `run` is nanoGPT's loop."""
+    """The training loop and what it touches; `run` is nanoGPT's loop.
+
+    The host waits for the device at most once a step, and only when the step's losses are
+    needed: the sampler reads them, or a log row, a checkpoint, a stop or the end. A sampler that
+    accepts late losses gets them one step late, once the next step is queued on the device, and
+    the next step's batch is prepared while the device works, so the device does not wait for
+    the host. Under DDP the ranks' stop requests travel with the losses."""
 
     cfg: ExperimentConfig
     job: Job
@@ -278,60 +304,104 @@ class Loop:
     model: torch.nn.Module  # the plain module: its weights are saved
     optimizer: torch.optim.Optimizer
     sampler: Sampler
-    store: BlockStore
+    loader: BatchLoader
     metrics: MetricsLog
     snaps: SnapshotWriter
     ends: set[int]  # steps after which a sampler phase ends: each gets a metrics row
     records_dir: Path
     validate: Callable[[], dict[str, float]]  # val_loss and val_bpb
     stopper: StopRequest
+    num_steps: int = 0
+    pending: Pending | None = None
+    stop: str | None = None  # why the run stops before its end
+    landed: int = 0  # the last step whose losses were checked on the host
 
     def run(self, step: int, num_steps: int, desc: str) -> None:
         tc, d, sampler, job = self.cfg.train, self.d, self.sampler, self.job
-        bar = tqdm(total=num_steps, initial=step, desc=desc, disable=not d.main, unit="step",
-                   mininterval=2.0)
+        late_ok = not sampler.reads_losses or sampler.accepts_late_losses
+        self.num_steps, self.landed = num_steps, step
+        self.bar = tqdm(total=num_steps, initial=step, desc=desc, disable=not d.main, unit="step",
+                        mininterval=2.0)
+        self.bad = torch.zeros(1, device=d.device)  # a non-finite loss since the last sync
+        self.prefetch(step)
         while step < num_steps:
             if d.main:
                 self.snaps.maybe_save(step, self.model)
             lr = lr_at(step, num_steps, tc)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            ids = sampler.batch_ids(step)
-            local = optimizer_step(self.stepped, self.optimizer, self.store, ids, sampler.loss_weights(ids),
-                                   tc, d)
-            last, logged = step + 1 == num_steps, self.logged(step + 1, num_steps)
-            gather = sampler.reads_losses or logged  # the sampler or the log needs the global batch's
-            losses = gather_losses(local, d) if gather else local.float().cpu().numpy()
-            check_finite(losses, ids, step, job.resume_dir)  # the only host sync per step
-            if sampler.reads_losses:
-                sampler.observe(step, ids, losses)
-            for name, table in sampler.records().items():
-                if d.main:
-                    write_parquet(self.records_dir / f"{name}.parquet", table)
+            batch = self.loader.get()
+            local = optimizer_step(self.stepped, self.optimizer, batch, tc, d)
             step += 1
-            bar.update()
-            if logged:
-                row = self.metrics.add(step, sampler.phase(step - 1), float(losses.mean()), lr,
-                                       self.validate if step % tc.eval_every == 0 or last else None)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}")
-            why = "stop_at_step" if step == job.stop_at_step else self.stopper.reason(d)
-            if job.resume_dir and d.main and (step % tc.ckpt_every == 0 or why) and not last:
+            self.bar.update()
+            now = self.needed_now(step)
+            self.bad = torch.maximum(self.bad, (~torch.isfinite(local)).any().float())
+            flight = self.send(local) if sampler.reads_losses or now else None
+            self.land()  # the previous step's losses, now that this step is queued
+            self.pending = Pending(step, batch.ids, lr, flight)
+            if now or not late_ok or self.stop:
+                self.land()
+            if job.resume_dir and d.main and (step % tc.ckpt_every == 0 or self.stop) and step < num_steps:
                 checkpoint.save(job.resume_dir, step, {
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "sampler": sampler.state_dict(), "metrics": self.metrics.rows,
                     "elapsed_s": self.metrics.elapsed()})
-            if why and not last:
-                bar.close()  # so the message below is the log's last line
+            if self.stop and step < num_steps:
+                self.bar.close()  # so the message below is the log's last line
                 raise TrainingInterrupted(
-                    f"stopped at step {step}/{num_steps} ({why}) to resume later; the checkpoint is in "
-                    f"{job.resume_dir}. To continue, rerun the same command (snakemake: the same target; "
+                    f"stopped at step {step}/{num_steps} ({self.stop}) to resume later; the checkpoint is "
+                    f"in {job.resume_dir}. To continue, rerun the same command (snakemake: the same target; "
                     "with retries, as in the SLURM profile, the retry resumes by itself)")
-        bar.close()
+            if step < num_steps:
+                self.prefetch(step)
+        self.bar.close()
 
-    def logged(self, step: int, num_steps: int) -> bool:
+    def prefetch(self, step: int) -> None:
+        ids = self.sampler.batch_ids(step)
+        self.loader.prefetch(ids, self.sampler.loss_weights(ids))
+
+    def needed_now(self, step: int) -> bool:
+        """Whether this step's losses must reach the host before the next step starts."""
+        tc, job = self.cfg.train, self.job
+        if step == job.stop_at_step:
+            self.stop = "stop_at_step"
+        elif self.d.world == 1 and self.stop is None:  # under DDP it comes with the losses
+            self.stop = self.stopper.reason()
+        return (self.logged(step) or step == self.num_steps or self.stop is not None
+                or (job.resume_dir is not None and step % tc.ckpt_every == 0))
+
+    def send(self, local: torch.Tensor) -> InFlight:
+        asked = self.d.world > 1 and self.stopper.reason() is not None
+        flags = torch.cat([torch.full((1,), float(asked), device=self.d.device), self.bad])
+        self.bad = torch.zeros(1, device=self.d.device)
+        return send_to_host(local, flags, self.d)
+
+    def land(self) -> None:
+        """Hand the pending step's losses to the finite check, the sampler and the log."""
+        p, self.pending, tc = self.pending, None, self.cfg.train
+        if p is None:
+            return
+        if p.flight is not None:
+            losses, (asked, bad) = p.flight.wait()
+            check_finite(losses, p.ids, p.step, self.job.resume_dir, self.landed if bad else None)
+            self.landed = p.step
+            if asked and self.stop is None:
+                self.stop = self.stopper.reason() or "another rank was asked to stop"
+            if self.sampler.reads_losses:
+                self.sampler.observe(p.step - 1, p.ids, losses)
+        for name, table in self.sampler.records().items():
+            if self.d.main:
+                write_parquet(self.records_dir / f"{name}.parquet", table)
+        if self.logged(p.step):
+            due = p.step % tc.eval_every == 0 or p.step == self.num_steps
+            row = self.metrics.add(p.step, self.sampler.phase(p.step - 1), float(losses.mean()), p.lr,
+                                   self.sampler.kept_fraction(), self.validate if due else None)
+            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}")
+
+    def logged(self, step: int) -> bool:
         """Whether the metrics log gets a row after `step` steps."""
         tc = self.cfg.train
-        return (step % tc.log_every == 0 or step % tc.eval_every == 0 or step == num_steps
+        return (step % tc.log_every == 0 or step % tc.eval_every == 0 or step == self.num_steps
                 or step in self.ends)
 
 

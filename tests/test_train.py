@@ -48,7 +48,8 @@ def test_run_json_records_the_settings_used_and_their_hash(finished):
         "n_layer": 2, "n_head": 2, "n_embd": 64}
     assert settings["corpus"] == cfg.corpus.model_dump(mode="json")
     assert (settings["method"], settings["method_options"]) == ("random", {})
-    assert set(cfg.train.model_dump()) - set(settings["train"]) == {"device", "log_every", "ckpt_every"}
+    assert set(cfg.train.model_dump()) - set(settings["train"]) == {"device", "log_every", "ckpt_every",
+                                                                   "tensorboard"}
     assert "seed" not in settings and "seed" not in settings["train"]  # seeds share the hash
     assert run["config_hash"] == config_hash(settings) != "abc"  # not the caller's
 
@@ -211,6 +212,7 @@ def one_step_gradients(prepared, weights, batch_size=8, grad_accum=1, blocks=8):
     demo-shaped tiny model, fixed ids."""
     from lfr.data import BlockStore
     from lfr.distributed import Dist
+    from lfr.loader import StepBatch
     from lfr.model import build_model, gpt2_config
     from lfr.tokenizer import tokenizer_meta
     from lfr.train import optimizer_step
@@ -224,7 +226,7 @@ def one_step_gradients(prepared, weights, batch_size=8, grad_accum=1, blocks=8):
     sgd = torch.optim.SGD(model.parameters(), lr=1.0)
     tc = cfg.train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum, "grad_clip": 0})
     store = BlockStore.open(root / "data", "train")
-    optimizer_step(model, sgd, store, np.arange(blocks), weights, tc, Dist())
+    optimizer_step(model, sgd, StepBatch.load(store, np.arange(blocks), weights), tc, Dist())
     return torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters(), strict=True)])
 
 
@@ -264,19 +266,18 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
     import signal
     import time
 
-    from lfr.distributed import Dist
     from lfr.train import StopRequest
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
-        assert StopRequest(time.time(), None).reason(Dist()) is None  # no limit: never late
-        assert StopRequest(time.time(), 60).reason(Dist()) is None  # 60 min left, 3 min margin
+        assert StopRequest(time.time(), None).reason() is None  # no limit: never late
+        assert StopRequest(time.time(), 60).reason() is None  # 60 min left, 3 min margin
         late = StopRequest(time.time() - 58 * 60, 60)  # 2 min left < the 3 min kept to save
-        assert late.reason(Dist()) == "the job's time limit is near"
+        assert late.reason() == "the job's time limit is near"
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             stopper = StopRequest(time.time(), None)
             os.kill(os.getpid(), sig)
-            assert stopper.reason(Dist()) == signal.Signals(sig).name
+            assert stopper.reason() == signal.Signals(sig).name
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

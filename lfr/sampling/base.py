@@ -107,6 +107,11 @@ class Sampler(ABC):
     """The workflow trains and scores a reference model first and passes `RunFacts.block_scores`."""
     reads_losses: ClassVar[bool] = True
     """`observe` uses the losses; False lets the loop skip gathering them across ranks."""
+    accepts_late_losses: ClassVar[bool] = False
+    """Within a phase, `batch_ids(step + 1)` neither depends on `observe(step, ...)` nor changes
+    the state: the loop may then call `observe` one step late, after queuing the next step (and
+    prepare that step's batch while the device works). It hands every loss over before a phase's
+    first `batch_ids` and before saving a checkpoint."""
     forward_only_tokens: int = 0
     """Tokens this method runs through a model outside training steps (scoring passes)."""
     reference_train_tokens: int = 0
@@ -143,6 +148,11 @@ class Sampler(ABC):
     def phase(self, step: int) -> str:
         """Name of the phase that step `step` belongs to (a column of the metrics log)."""
         return "train"
+
+    def kept_fraction(self) -> float:
+        """The share of the training blocks that the current step draws from (a column of the
+        metrics log): 1 unless the method leaves blocks out."""
+        return 1.0
 
     def records(self) -> dict[str, Any]:
         """Tables (name -> DataFrame) to save now, e.g. per-block state at a phase boundary.

@@ -98,6 +98,9 @@ class InfoBatchSampler(Sampler):
         self._step_weights = np.concatenate(weights)
         return np.concatenate(ids)
 
+    def kept_fraction(self) -> float:
+        return 1 - len(self.pruned) / self.num_blocks
+
     def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
         """The weights of the draws of the last `batch_ids` call (an id may repeat across an
         epoch boundary with a different weight, so they are per draw, not per id)."""

@@ -132,6 +132,7 @@ class LFRSampler(Sampler):
     Options = LFROptions
     options: LFROptions
     drop_rule: ClassVar[Literal["lowest", "random", "highest"]] = "lowest"
+    accepts_late_losses: ClassVar[bool] = True  # the kept set changes only when a phase starts
 
     def __init__(self, run: RunFacts, options: LFROptions) -> None:
         super().__init__(run, options)
@@ -250,6 +251,9 @@ class LFRSampler(Sampler):
 
     def phase(self, step: int) -> str:
         return self._phase_at(step).name
+
+    def kept_fraction(self) -> float:
+        return len(self.active) / self.num_blocks
 
     def records(self) -> dict[str, Any]:
         out, self._pending_records = self._pending_records, {}

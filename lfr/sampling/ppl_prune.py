@@ -107,6 +107,9 @@ class PplPruneSampler(PoolSampler):
     def phase(self, step: int) -> str:
         return f"band:{self.options.band}"
 
+    def kept_fraction(self) -> float:
+        return len(self.pool) / self.num_blocks
+
     def state_dict(self) -> dict[str, Any]:
         return {"kept": self.kept.copy()}  # derived from the score file: a resume check
 
