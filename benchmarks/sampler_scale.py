@@ -11,9 +11,9 @@ each step are timed (batch_ids, loss_weights, observe, records):
 - setup: building the sampler and loading the synthetic state (what a resume costs).
 The projected step is FLOPs per step / (peak x MFU): 480 x 1024 tokens x lfr.model's
 flops_per_token of GPT-2 124M (nanoGPT's 6N + 12 L T C), an H100 SXM's dense bf16 peak and 40%
-MFU. Memory per block: the sampler's numpy arrays at the end (each buffer once; the run's inputs,
-such as ppl-prune's block scores, not), and the peak of what setup and boundary steps allocate
-(tracemalloc).
+MFU. Memory per block: the sampler's numpy arrays after each segment, the largest (each buffer
+once; the run's inputs, such as ppl-prune's block scores, not), and the peak of what setup and
+boundary steps allocate (tracemalloc).
 
     python -m benchmarks --only sampler_scale          # rows sampler_scale:<method>
     python -m benchmarks.sampler_scale --blocks 100000 # a table only
@@ -97,9 +97,10 @@ def scenario(sampler: Sampler, rng: np.random.Generator) -> Iterator[Segment]:
             "current": prev.index, "score": score, "last_loss": score,
             "visits": np.full(N, prev.index, dtype=np.int32),
             "last_step": rng.integers(0, focus.start_step, N).astype(np.int32),
-            "win_sum": score * recorded, "win_count": recorded, "kept": kept, "active": active})
+            "win_sum": score * float(prev.records), "win_count": recorded, "kept": kept,
+            "active": active})
         yield Segment(focus.start_step, lambda s: focus.num_steps,
-                      f"phase {focus.name}'s selection (sort by score) and block table")
+                      f"phase {focus.name}'s selection (drop: {sampler.drop_rule}) and block table")
     elif isinstance(sampler, InfoBatchSampler):  # after a first epoch: every block has a score
         sampler.load_state_dict({"score": loss(), "epoch": 0, "epoch_start": 0,
                                  "order": np.zeros(0, np.int64), "weight": np.zeros(0, np.float32),
@@ -198,7 +199,7 @@ def measure(name: str, blocks: int = BLOCKS, steps: int = 200, seed: int = 0) ->
     run = RunFacts(blocks, BATCH_BLOCKS, BLOCK_SIZE, seed, EPOCHS, scores)
     rng = np.random.default_rng([seed, 7])
     losses = lambda: rng.uniform(2, 6, BATCH_BLOCKS).astype(np.float32)  # noqa: E731
-    steady, boundaries, setup, peak = [], [], 0.0, 0
+    steady, boundaries, setup, peak, state = [], [], 0.0, 0, 0
     tracemalloc.start()
     t0 = time.perf_counter()
     sampler = build_sampler(name, run, {})
@@ -214,10 +215,11 @@ def measure(name: str, blocks: int = BLOCKS, steps: int = 200, seed: int = 0) ->
         peak = max(peak, tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()  # the steady steps run untraced
         steady.extend(timed_step(sampler, s, losses()) for s in range(step, end))
+        state = max(state, array_bytes(sampler))
         tracemalloc.start()
         t0 = time.perf_counter()
     tracemalloc.stop()
-    return Result(name, steady, boundaries, setup, array_bytes(sampler), peak)
+    return Result(name, steady, boundaries, setup, state, peak)
 
 
 def describe(r: Result, blocks: int, step_s: float, per_token: float) -> str:
