@@ -11,6 +11,9 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   against a nanoGPT-style module of the same shape (benchmarks/model_speed.py).
 - `lfr_sampler_overhead`: LFR's bookkeeping per step beyond random's, as a fraction of a random
   training step (benchmarks/sampler_overhead.py).
+- `sampler_scale`: every registered sampler's time per optimizer step at OpenWebText scale (8.8M
+  blocks, 480 blocks a step, synthetic losses, numpy only) as a fraction of a projected GPT-2 124M
+  H100 step, with its memory per block (benchmarks/sampler_scale.py); rows `sampler_scale:<method>`.
 - `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
   the training step (lfr.train.optimizer_step).
 - `tokenize`: lfr.tokenize.tokenize_split (read parquet, encode, write tokens and block table)
@@ -48,6 +51,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from benchmarks import sampler_scale as scale
 from lfr.config import ExperimentConfig, ProfileConfig, config_hash
 from lfr.data import BlockStore
 from lfr.files import write_csv
@@ -211,6 +215,22 @@ def bench_sampler_overhead(repeats: int, steps: int) -> Row:
     return row
 
 
+def bench_sampler_scale(blocks: int, steps: int) -> list[Row]:
+    step_s, per_token = scale.projected_step_s()
+    rows = []
+    for name in scale.SAMPLERS:
+        r = scale.measure(name, blocks, steps)
+        ours, reference = 1e3 * r.per_step_s, 1e3 * step_s
+        rows.append(Row(f"sampler_scale:{name}", scale.describe(r, blocks, step_s, per_token), "ms/step",
+                        "sampler ms per step (steady mean + largest boundary amortized over its phase or "
+                        "pass) / projected GPT-2 124M H100 step", f"<= {scale.GOAL}", [ours], [reference],
+                        [ours / reference]))
+        print(f"  sampler_scale:{name}: {ours:.3f} ms/step (steady {1e3 * r.steady_mean_s:.3f}, worst "
+              f"{1e3 * r.worst_s:.1f}) = {ours / reference:.3%} of {reference:.0f} ms; "
+              f"{r.state_bytes / blocks:.1f} bytes/block", flush=True)
+    return rows
+
+
 def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, batch: int) -> Row:
     from lfr.distributed import Dist
     from lfr.loader import StepBatch
@@ -315,7 +335,8 @@ def merge_into(out: Path, table: pd.DataFrame) -> pd.DataFrame:
 
 
 BENCHMARKS = [
-    "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "profile_vs_train", "tokenize", "smoke_dag",
+    "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "sampler_scale", "profile_vs_train", "tokenize",
+    "smoke_dag",
 ]
 
 
@@ -330,6 +351,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         "steps measured 0.965x, 60 steps 0.99-1.02x)")
     p.add_argument("--sampler-steps", type=int, default=10, help="steps per sampler run (3 are warm-up)")
     p.add_argument("--sampler-repeats", type=int, default=3, help="its ratio is far from the goal")
+    p.add_argument("--scale-blocks", type=int, default=scale.BLOCKS, help="blocks of sampler_scale")
+    p.add_argument("--scale-steps", type=int, default=200, help="timed steps per sampler_scale segment")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (on a shared 2-core machine 2 threads run ~5x slower than 1)")
     p.add_argument("--dag-threads", type=int, default=1, help="threads of the smoke DAG's train/eval jobs")
@@ -358,6 +381,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 rows.append(bench_model_vs_nanogpt(cfg, args.repeats, args.steps))
             elif name == "lfr_sampler_overhead":
                 rows.append(bench_sampler_overhead(args.sampler_repeats, args.sampler_steps))
+            elif name == "sampler_scale":
+                rows.extend(bench_sampler_scale(args.scale_blocks, args.scale_steps))
             elif name == "profile_vs_train":
                 rows.append(bench_profile(root, cfg, args.repeats, args.steps, args.profile_batch))
             elif name == "tokenize":

@@ -4,7 +4,7 @@ Runs real training steps of the demo model (micro: 4 layers, d=128, block 128, v
 batch 16) on synthetic tokens, with the sampler calls (batch_ids, observe, records) timed apart.
 Goal for LFR: total step time within 2% of random's.
 
-    .venv/bin/python benchmarks/sampler_overhead.py --blocks 20000 --steps 60
+    .venv/bin/python -m benchmarks.sampler_overhead --blocks 20000 --steps 60
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.sampler_scale import synthetic_scores
 from lfr.config import MODEL_PRESETS
 from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
 from lfr.sampling import SAMPLERS, RunFacts, build_sampler
@@ -25,7 +26,8 @@ def run(name: str, args: argparse.Namespace, tokens: torch.Tensor) -> tuple[list
     torch.manual_seed(0)
     model = build_model(gpt2_config(MODEL_PRESETS["micro"], args.vocab, args.block, 0))
     opt = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"))
-    facts = RunFacts(args.blocks, args.batch, args.block, 0, 4.0)
+    scores = synthetic_scores(args.blocks, 0) if SAMPLERS[name].needs_block_scores else None
+    facts = RunFacts(args.blocks, args.batch, args.block, 0, 4.0, scores)
     sampler = build_sampler(name, facts, {})
     # Start inside the last focus phase for LFR-like samplers (the selection just happened).
     steps = range(sampler.num_steps() - args.steps, sampler.num_steps())

@@ -19,7 +19,14 @@ After a block is trained, its box is updated from its loss (taken before the upd
   threshold;
 - otherwise it stays in its box.
 It is then due `intervals[box]` later. The run lasts as many steps as `random` (equal tokens).
-Selection is O(N) per step (argpartition over all blocks).
+
+A step costs O(K B log(K B)) for K boxes, whatever N: each box keeps its blocks in a FIFO queue in
+the order they were last seen (one step's blocks by rank). A block's due step is its last-seen
+step plus its box's interval, so within a box the due order is the queue order: the due blocks
+are a prefix of each queue, and once they are all drawn, the least recently seen blocks lead the
+queues too. A step merges the K queue heads by (due or last seen, rank) and moves the blocks it
+trains to the tails of their new boxes' queues. The queues derive from the per-block arrays
+(sorted when a state is loaded), so a checkpoint holds only those arrays.
 """
 
 from __future__ import annotations
@@ -40,6 +47,32 @@ from lfr.sampling.base import (
 )
 
 NEVER = np.iinfo(np.int64).max  # `due` of a block never seen
+
+
+class Fifo:
+    """A FIFO queue of at most `capacity` block ids in a fixed ring buffer (it never reallocates)."""
+
+    def __init__(self, capacity: int, items: np.ndarray) -> None:
+        self.buf = np.empty(max(1, capacity), dtype=np.int32 if capacity < 2**31 else np.int64)
+        self.head = self.size = 0
+        self.push(items)
+
+    def peek(self, start: int, count: int) -> np.ndarray:
+        """Items [start, start + count) from the head (fewer where the queue ends)."""
+        count = max(0, min(count, self.size - start))
+        return self.buf[(self.head + start + np.arange(count)) % len(self.buf)]
+
+    def pop(self, count: int) -> None:
+        self.head, self.size = (self.head + count) % len(self.buf), self.size - count
+
+    def push(self, items: np.ndarray) -> None:
+        self.buf[(self.head + self.size + np.arange(len(items))) % len(self.buf)] = items
+        self.size += len(items)
+
+    def remove(self, items: np.ndarray) -> None:
+        rest = self.peek(0, self.size)
+        self.head = self.size = 0
+        self.push(rest[~np.isin(rest, items)])
 
 
 class LeitnerOptions(RunLengthOptions):
@@ -76,32 +109,28 @@ class LeitnerSampler(Sampler):
         self.last_loss = np.full(N, np.nan, dtype=np.float32)
         self.next_new = 0  # new_order[next_new:] are the blocks never seen
         self.ema = np.nan
+        self._build_queues()
 
     def num_steps(self) -> int:
         return self.steps
 
-    def _smallest(self, candidates: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
-        """The k candidates with the smallest (key, rank), in that order."""
-        k = min(k, len(candidates))
-        if k <= 0:
-            return np.zeros(0, dtype=np.int64)
-        combined = key * self.num_blocks + self.rank[candidates]  # key <= steps: no overflow
-        part = np.argpartition(combined, k - 1)[:k] if k < len(combined) else np.arange(len(combined))
-        return candidates[part[np.argsort(combined[part])]].astype(np.int64)
+    def _first(self, heads: list[np.ndarray], key: np.ndarray, k: int) -> np.ndarray:
+        """The k blocks with the smallest (key, rank) among the queue heads, in that order."""
+        candidates = np.concatenate(heads)
+        order = np.lexsort((self.rank[candidates], key[candidates]))[:k]
+        return candidates[order].astype(np.int64)
 
     def batch_ids(self, step: int) -> np.ndarray:
         B = self.batch_blocks
-        due = np.flatnonzero(self.due <= step)
-        picked = self._smallest(due, self.due[due], B)
+        heads = [q.peek(0, B) for q in self.queues]  # a step draws at most B from one box
+        due = [h[: np.searchsorted(self.due[h], step, side="right")] for h in heads]
+        picked = self._first(due, self.due, B)
         new = self.new_order[self.next_new : self.next_new + B - len(picked)]
         self.next_new += len(new)
         stale = np.zeros(0, dtype=np.int64)
-        if len(picked) + len(new) < B:
-            eligible = self.box >= 0
-            eligible[picked] = False
-            eligible[new] = False
-            candidates = np.flatnonzero(eligible)
-            stale = self._smallest(candidates, self.last_seen[candidates], B - len(picked) - len(new))
+        if (rest := B - len(picked) - len(new)) > 0:  # every due block is in `picked`
+            after = [q.peek(len(d), rest) for q, d in zip(self.queues, due, strict=True)]
+            stale = self._first(after, self.last_seen, rest)
         ids = np.concatenate([picked, new, stale]).astype(np.int64)
         if len(ids) < B:  # fewer blocks than a batch: repeat (only in toy settings)
             ids = np.resize(ids, B)
@@ -123,10 +152,34 @@ class LeitnerSampler(Sampler):
         mean = float(losses.mean())
         self.ema = mean if np.isnan(self.ema) else self.options.ema_decay * self.ema + (
             1 - self.options.ema_decay) * mean
+        self._dequeue(ids)
         self.transition(ids, losses)
         self.last_loss[ids] = losses
         self.last_seen[ids] = step
         self.due[ids] = step + self.interval[self.box[ids]]
+        ids = ids[np.argsort(self.rank[ids])]  # queue order: last seen, then rank
+        box = self.box[ids]
+        for k, queue in enumerate(self.queues):
+            queue.push(ids[box == k])
+
+    def _dequeue(self, ids: np.ndarray) -> None:
+        """Take the seen blocks among `ids` (sorted) out of their boxes' queues: a prefix of each
+        queue when they are the blocks the last batch_ids drew, else a search (O(N))."""
+        box = self.box[ids]
+        for k, queue in enumerate(self.queues):
+            mine = ids[box == k]
+            if np.array_equal(np.sort(queue.peek(0, len(mine))), mine):
+                queue.pop(len(mine))
+            else:
+                queue.remove(mine)
+
+    def _build_queues(self) -> None:
+        """Each box's queue from the arrays: its blocks by (last seen, rank)."""
+        self.queues: list[Fifo] = []
+        for k in range(len(self.interval)):
+            members = np.flatnonzero(self.box == k)
+            order = np.lexsort((self.rank[members], self.last_seen[members]))
+            self.queues.append(Fifo(self.num_blocks, members[order]))
 
     def state_dict(self) -> dict[str, Any]:
         arrays = {k: getattr(self, k).copy() for k in ("box", "due", "last_seen", "last_loss")}
@@ -135,3 +188,4 @@ class LeitnerSampler(Sampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value.copy() if isinstance(value, np.ndarray) else value)
+        self._build_queues()

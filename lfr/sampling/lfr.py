@@ -20,7 +20,8 @@ selects among those. Controls: `lfr-random-drop` drops the same number
 of blocks at random, `lfr-reverse` drops the highest-scoring (hardest) blocks instead.
 
 State is compact numpy arrays: 33 bytes per block (`BYTES_PER_BLOCK`), i.e. 290 MB for
-OpenWebText's ~8.8M blocks of 1024 tokens.
+OpenWebText's ~8.8M blocks of 1024 tokens, plus the current pass's order (8 bytes per block of the
+active set, not checkpointed): 41 bytes per block in learn and review phases.
 """
 
 from __future__ import annotations
