@@ -43,6 +43,14 @@ def test_random_waits_for_the_device_only_at_log_rows_and_checkpoints(prepared, 
     assert syncs == len(logged | {s for s in range(6, steps, 6)})
 
 
+def recorded(method, name, calls):
+    """`method` that first appends (name, step) to `calls`."""
+    def wrapper(self, step, *args):
+        calls.append((name, step))
+        return method(self, step, *args)
+    return wrapper
+
+
 @pytest.fixture(scope="module")
 def lfr_calls(prepared, tmp_path_factory):
     """An LFR run with its calls to the sampler recorded in order, once with late losses and once
@@ -51,13 +59,11 @@ def lfr_calls(prepared, tmp_path_factory):
     cfg = cfg.model_copy(update={"method_options": {"lfr": {"schedule": SCHEDULE}}})
     runs = []
     for late in (True, False):
-        calls = []
+        calls: list[tuple[str, int]] = []
         mp = pytest.MonkeyPatch()
         mp.setattr(LFRSampler, "accepts_late_losses", late)
-        batch_ids, observe = LFRSampler.batch_ids, LFRSampler.observe
-        mp.setattr(LFRSampler, "batch_ids", lambda s, step: calls.append(("ids", step)) or batch_ids(s, step))
-        mp.setattr(LFRSampler, "observe",
-                   lambda s, step, ids, losses: calls.append(("observe", step)) or observe(s, step, ids, losses))
+        mp.setattr(LFRSampler, "batch_ids", recorded(LFRSampler.batch_ids, "ids", calls))
+        mp.setattr(LFRSampler, "observe", recorded(LFRSampler.observe, "observe", calls))
         out = tmp_path_factory.mktemp(f"late-{late}")
         try:
             runs.append((*counted(cfg, "lfr", root, out), out, calls))
