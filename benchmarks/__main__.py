@@ -16,6 +16,9 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   H100 step, with its memory per block (benchmarks/sampler_scale.py); rows `sampler_scale:<method>`.
 - `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
   the training step (lfr.train.optimizer_step).
+- `input_pipeline`: training steps fed by lfr.loader.BatchLoader (the next step's batch
+  prepared in a thread) against the same steps reading each batch inline: on a CPU nothing
+  overlaps, so it measures the thread's cost (on a GPU it hides the read behind the step).
 - `tokenize`: lfr.tokenize.tokenize_split (read parquet, encode, write tokens and block table)
   against the raw `tokenizers` Tokenizer.encode_batch on the same texts held in memory.
 - `smoke_dag`: wall time of the smoke config's whole DAG (config/smoke.yaml, snakemake `all`) in
@@ -263,6 +266,46 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
     return alternate(ours, training, repeats, row, lambda a, b: a / b)
 
 
+def bench_input_pipeline(root: Path, cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
+    from lfr.distributed import Dist
+    from lfr.loader import BatchLoader, StepBatch
+    from lfr.train import optimizer_step
+
+    store = BlockStore.open(root / "data", "train")
+    T, tc, cpu = store.block_size, cfg.train, torch.device("cpu")
+    torch.manual_seed(0)
+    model = demo_model(root, cfg)
+    opt = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), cpu)
+    order = np.random.default_rng(0).permutation(store.num_blocks)
+    ids = [order[(s * tc.batch_size) % len(order):][: tc.batch_size] for s in range(steps)]
+
+    def prefetched() -> float:  # as lfr.train's loop: the next step's batch in the loader's thread
+        loader = BatchLoader(store, tc.batch_size, 0, cpu)
+        t0 = time.perf_counter()
+        loader.prefetch(ids[0], None)
+        for step in range(steps):
+            batch = loader.get()
+            optimizer_step(model, opt, batch, tc, Dist())
+            if step + 1 < steps:
+                loader.prefetch(ids[step + 1], None)
+        dt = time.perf_counter() - t0
+        loader.close()
+        return steps * tc.batch_size * T / dt
+
+    def inline() -> float:  # each batch read in the loop, just before its step
+        t0 = time.perf_counter()
+        for step in range(steps):
+            optimizer_step(model, opt, StepBatch.load(store, ids[step]), tc, Dist())
+        return steps * tc.batch_size * T / (time.perf_counter() - t0)
+
+    prefetched(), inline()  # warm-up of both
+    row = Row("input_pipeline", f"optimizer steps fed by lfr.loader.BatchLoader (one gather per step, "
+              f"the next step's prepared in a thread) vs the same steps with each batch read inline "
+              f"(micro, batch {tc.batch_size}x{T}, float32, CPU: nothing to overlap, so this is the "
+              "thread's cost)", "tokens/s", "ours / reference", ">= 0.98")
+    return alternate(prefetched, inline, repeats, row, lambda a, b: a / b)
+
+
 def bench_tokenize(root: Path, cfg: ExperimentConfig, repeats: int) -> Row:
     from tokenizers import Tokenizer
 
@@ -335,8 +378,8 @@ def merge_into(out: Path, table: pd.DataFrame) -> pd.DataFrame:
 
 
 BENCHMARKS = [
-    "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "sampler_scale", "profile_vs_train", "tokenize",
-    "smoke_dag",
+    "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "sampler_scale", "profile_vs_train",
+    "input_pipeline", "tokenize", "smoke_dag",
 ]
 
 
@@ -369,7 +412,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:
         root = Path(tmp)
         cfg = validate_config(SETUP, "benchmarks")
-        if set(args.only) & {"train_loop", "profile_vs_train", "tokenize"}:
+        if set(args.only) & {"train_loop", "profile_vs_train", "input_pipeline", "tokenize"}:
             t0 = time.perf_counter()
             prepare(root, cfg)
             print(f"setup (corpus, tokenizer, tokens): {time.perf_counter() - t0:.1f} s", flush=True)
@@ -385,6 +428,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 rows.extend(bench_sampler_scale(args.scale_blocks, args.scale_steps))
             elif name == "profile_vs_train":
                 rows.append(bench_profile(root, cfg, args.repeats, args.steps, args.profile_batch))
+            elif name == "input_pipeline":
+                rows.append(bench_input_pipeline(root, cfg, args.repeats, args.steps))
             elif name == "tokenize":
                 rows.append(bench_tokenize(root, cfg, args.repeats))
             elif name == "smoke_dag":

@@ -48,3 +48,12 @@ def test_sampler_scale_gives_every_sampler_a_row_against_the_projected_step(tmp_
     assert not r.boundaries and len(r.steady_s) == 3
     # box, due, last_seen, last_loss, rank, new_order; 4 boxes' int32 queues; the 4 intervals
     assert r.state_bytes == 5000 * (1 + 8 + 8 + 4 + 8 + 8 + 4 * 4) + 4 * 8
+
+
+def test_input_pipeline_times_both_feeds_of_the_same_steps(tmp_path):
+    out = tmp_path / "benchmarks.csv"
+    main(["--only", "input_pipeline", "--repeats", "2", "--steps", "3", "--out", str(out),
+          "--demo-results", str(tmp_path / "no-demo")])
+    row = pd.read_csv(out).set_index("benchmark").loc["input_pipeline"]
+    assert row.repeats == 2 and row.ours > 0 and row.reference > 0 and row.goal == ">= 0.98"
+    assert row.ratio_min <= row.ratio_median <= row.ratio_max
