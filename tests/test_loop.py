@@ -109,6 +109,41 @@ def test_the_log_has_each_phases_kept_fraction(lfr_calls):
     assert set(rows.kept_fraction) >= {1.0} and rows.kept_fraction.min() < 0.1
 
 
+def test_a_sampler_that_takes_no_late_losses_observes_each_step_before_the_next(prepared, tmp_path,
+                                                                                monkeypatch):
+    from lfr.sampling.loss_prop import LossPropSampler
+
+    cfg, root = prepared
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(LossPropSampler, "batch_ids", recorded(LossPropSampler.batch_ids, "ids", calls))
+    monkeypatch.setattr(LossPropSampler, "observe", recorded(LossPropSampler.observe, "observe", calls))
+    half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.5})})
+    summary, syncs, _ = counted(half, "loss-prop", root, tmp_path)
+    steps = summary["steps"]
+    assert syncs == steps and calls == [(kind, s) for s in range(steps) for kind in ("ids", "observe")]
+
+
+def test_a_non_finite_loss_between_syncs_stops_the_run_at_the_next(prepared, tmp_path, monkeypatch):
+    """`random` sends no losses between log rows (every 5 steps): a NaN in step 3's losses is
+    flagged on the device and stops the run at step 5's sync."""
+    import torch
+
+    import lfr.train
+
+    cfg, root = prepared
+    step_of_run, calls = lfr.train.optimizer_step, []
+
+    def nan_in_the_third(*args):
+        calls.append(1)
+        losses = step_of_run(*args)
+        return losses * torch.nan if len(calls) == 3 else losses
+
+    monkeypatch.setattr(lfr.train, "optimizer_step", nan_in_the_third)
+    with pytest.raises(FloatingPointError, match=r"at a step after step 0, up to step 5; .*Lower train.lr"):
+        run_train(cfg, "random", root, tmp_path)
+    assert len(calls) == 5
+
+
 STOP_WORKER = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
