@@ -54,7 +54,9 @@ class BatchLoader:
         self.store, self.device = store, device
         self.part = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
         self.pin = device.type == "cuda"
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lfr-batches")
+        # Pinning in a thread whose current GPU is not this rank's would open a context on GPU 0.
+        init = (torch.cuda.set_device, (device,)) if self.pin else (None, ())
+        self.thread = ThreadPoolExecutor(1, "lfr-batches", *init)
         self.next: tuple[np.ndarray, Future[list[torch.Tensor]]] | None = None
 
     def prefetch(self, ids: np.ndarray, weights: np.ndarray | None) -> None:

@@ -2,8 +2,9 @@
 
 nanoGPT's loop, with fixed data blocks chosen by a sampler plug-in. Each step: set the LR, run
 grad_accum micro-batches (forward once, per-block losses, backward), clip, step, hand the
-per-block losses to the sampler, log (validating when due), checkpoint, stop if asked. The loop
-never names a method. Runs under torchrun (DDP): every rank draws the same global ids and trains
+per-block losses to the sampler (one step late for a sampler that accepts it, so the device
+never waits for the host), log (validating when due), checkpoint, stop if asked. The loop never
+names a method. Runs under torchrun (DDP): every rank draws the same global ids and trains
 its slice.
 """
 
@@ -315,6 +316,8 @@ class Loop:
     pending: Pending | None = None
     stop: str | None = None  # why the run stops before its end
     landed: int = 0  # the last step whose losses were checked on the host
+    bad: torch.Tensor | None = None  # on the device: a non-finite loss since the last sync
+    bar: Any = None  # the progress bar
 
     def run(self, step: int, num_steps: int, desc: str) -> None:
         tc, d, sampler, job = self.cfg.train, self.d, self.sampler, self.job
@@ -322,7 +325,7 @@ class Loop:
         self.num_steps, self.landed = num_steps, step
         self.bar = tqdm(total=num_steps, initial=step, desc=desc, disable=not d.main, unit="step",
                         mininterval=2.0)
-        self.bad = torch.zeros(1, device=d.device)  # a non-finite loss since the last sync
+        self.bad = torch.zeros(1, device=d.device)
         self.prefetch(step)
         while step < num_steps:
             if d.main:

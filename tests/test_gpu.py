@@ -54,6 +54,27 @@ def test_compiled_training_matches_eager(prepared, tmp_path):
     assert np.isfinite(b["train_tokens_per_s"])
 
 
+def test_on_cuda_random_waits_only_at_log_rows_and_late_losses_change_no_run(prepared, tmp_path,
+                                                                            monkeypatch):
+    """The host syncs of the CPU test hold on CUDA (pinned copies, events), the batches come
+    pinned from the loader's thread, and LFR's late losses give the run of on-time ones."""
+    import lfr.distributed
+    from lfr.sampling.lfr import LFRSampler
+
+    _, root = prepared
+    before = lfr.distributed.host_syncs
+    run_train(gpu_config(epochs=1), "random", root, tmp_path / "random")
+    rows = len(pd.read_parquet(tmp_path / "random/metrics.parquet")) - 1
+    assert lfr.distributed.host_syncs - before == rows
+    late = run_train(gpu_config(), "lfr", root, tmp_path / "late")
+    monkeypatch.setattr(LFRSampler, "accepts_late_losses", False)
+    now = run_train(gpu_config(), "lfr", root, tmp_path / "now")
+    a, b = (pd.read_parquet(tmp_path / f"{r}/metrics.parquet") for r in ("late", "now"))
+    pd.testing.assert_frame_equal(a[["step", "phase", "kept_fraction"]], b[["step", "phase", "kept_fraction"]])
+    assert np.allclose(a.train_loss, b.train_loss, rtol=1e-4, equal_nan=True)
+    assert late["steps"] == now["steps"]
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_nccl_ranks_hold_identical_sampler_state(prepared, tmp_path):
     _, root = prepared
