@@ -70,7 +70,8 @@ def test_on_cuda_random_waits_only_at_log_rows_and_late_losses_change_no_run(pre
     monkeypatch.setattr(LFRSampler, "accepts_late_losses", False)
     now = run_train(gpu_config(), "lfr", root, tmp_path / "now")
     a, b = (pd.read_parquet(tmp_path / f"{r}/metrics.parquet") for r in ("late", "now"))
-    pd.testing.assert_frame_equal(a[["step", "phase", "kept_fraction"]], b[["step", "phase", "kept_fraction"]])
+    cols = ["step", "phase", "kept_fraction"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
     assert np.allclose(a.train_loss, b.train_loss, rtol=1e-4, equal_nan=True)
     assert late["steps"] == now["steps"]
 
