@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata as md
 import os
 import re
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from packaging.requirements import Requirement
 
 from benchmarks.__main__ import main
 from benchmarks.gpu_check import COMES_WITH_TRANSFORMERS, DRY
-from lfr.config import MODEL_PRESETS
+from benchmarks.model_speed import NanoGPT
+from lfr.config import MODEL_PRESETS, ModelPreset
 from lfr.model import build_model, flops_per_token, gpt2_config
 
 
@@ -112,3 +115,20 @@ def test_gpu_flags(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match=r"none is visible; on a CPU, `python -m benchmarks --gpu --dry"):
             main(["--gpu"])
+
+
+def test_nanogpt_reference_frees_its_logits_and_matches_our_model():
+    """The model_vs_nanogpt reference: its output is freed when dropped (no cycle keeping every
+    step's logits for the garbage collector), its head is tied, its parameters are ours."""
+    model = NanoGPT(64, 16, 1, 2, 16)
+    gc.disable()
+    try:
+        out = model(torch.randint(0, 64, (2, 16)))
+        logits = weakref.ref(out.logits)
+        del out
+        assert logits() is None
+    finally:
+        gc.enable()
+    assert model.lm_head.weight is model.wte.weight
+    ours = build_model(gpt2_config(ModelPreset(n_layer=1, n_head=2, n_embd=16), 64, 16, 0))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ours.parameters())
