@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: demo test bench lint report dry-run schema clean
+.PHONY: demo test bench gpu-check lint report dry-run schema clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m benchmarks --out results/benchmarks.csv
+
+# On a GPU machine, with its own torch (not .venv's CPU wheel): GPU_PYTHON=/path/to/python to choose.
+GPU_PYTHON ?= python
+gpu-check:
+	$(OFFLINE) $(GPU_PYTHON) -m benchmarks --gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check lfr tests benchmarks scripts

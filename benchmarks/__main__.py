@@ -27,6 +27,7 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
 
     python -m benchmarks                       # everything, ~8 min on 2 idle cores
     python -m benchmarks --only train_loop tokenize --repeats 3
+    python -m benchmarks --gpu                 # the GPU check instead (benchmarks/gpu_check.py)
 
 `--out` (results/benchmarks.csv) is updated, not replaced: the rows of the benchmarks run now
 replace their earlier rows, and the other benchmarks' rows stay.
@@ -37,15 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,13 +53,14 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import sampler_scale as scale
-from lfr.config import ExperimentConfig, ProfileConfig, config_hash
+from benchmarks.table import Row, merge_into, show, table_of
+from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.files import write_csv
 from lfr.grid import validate_config
 from lfr.model import build_model, configure_optimizer, gpt2_config
 from lfr.profile import profile_losses
-from lfr.runtime import git_commit, setup_torch
+from lfr.runtime import setup_torch
 from lfr.tokenizer import tokenizer_meta
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,34 +75,6 @@ SETUP = {
     "train": {"batch_size": 16, "eval_every": 1_000_000, "eval_blocks": 16, "log_every": 10,
               "device": "cpu"},
 }
-
-
-@dataclass
-class Row:
-    benchmark: str
-    description: str
-    unit: str
-    ratio_is: str
-    goal: str  # e.g. ">= 1.0"; empty: informational
-    ours: list[float] = field(default_factory=list)
-    reference: list[float] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-
-    def record(self) -> dict:
-        def med(xs: list[float]) -> float:
-            return statistics.median(xs) if xs else float("nan")
-
-        ratio = med(self.ratios)
-        meets = ""
-        if self.goal and self.ratios:
-            op, value = self.goal.split()
-            meets = bool(ratio >= float(value)) if op == ">=" else bool(ratio <= float(value))
-        return {"benchmark": self.benchmark, "ours": med(self.ours), "reference": med(self.reference),
-                "unit": self.unit, "ratio_median": ratio,
-                "ratio_min": min(self.ratios, default=float("nan")),
-                "ratio_max": max(self.ratios, default=float("nan")), "repeats": len(self.ratios),
-                "ratio_is": self.ratio_is, "goal": self.goal, "meets_goal": meets,
-                "description": self.description}
 
 
 def alternate(ours: Callable[[], float], reference: Callable[[], float], repeats: int,
@@ -368,15 +339,6 @@ def bench_smoke_dag(threads: int) -> list[Row]:
 
 
 # -- driver ---------------------------------------------------------------------------------
-def merge_into(out: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """`table` plus the rows of an earlier `out` that this run did not measure again (each keeps
-    its own git_commit and host), so `--only` updates its rows and drops no others."""
-    if not out.is_file():
-        return table
-    old = pd.read_csv(out)
-    return pd.concat([table, old[~old.benchmark.isin(table.benchmark)]], ignore_index=True)
-
-
 BENCHMARKS = [
     "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "sampler_scale", "profile_vs_train",
     "input_pipeline", "tokenize", "smoke_dag",
@@ -385,7 +347,7 @@ BENCHMARKS = [
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("results/benchmarks.csv"))
+    p.add_argument("--out", type=Path, help="default: results/benchmarks.csv (--gpu: results/gpu_check.csv)")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
     p.add_argument("--repeats", type=int, default=5, help="side-by-side pairs per benchmark")
     p.add_argument("--steps", type=int, default=20, help="training steps per timed loop")
@@ -402,7 +364,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--profile-batch", type=int, default=ProfileConfig().batch_size)
     p.add_argument("--demo-results", type=Path, default=Path("results"),
                    help="a demo run's results folder: its benchmarks/**/*.tsv are reported as demo_job rows")
+    p.add_argument("--gpu", action="store_true",
+                   help="the GPU check instead (benchmarks/gpu_check.py): GPT-2 124M on one CUDA GPU, "
+                        "-> results/gpu_check.csv")
+    p.add_argument("--dry", action="store_true",
+                   help="with --gpu: the same code on the CPU, a tiny model, a few steps "
+                        "-> results/gpu_check_dry.csv")
+    p.add_argument("--peak-tflops", type=float, help="with --gpu: the GPU's dense bf16 peak, if not detected")
     args = p.parse_args(argv)
+    if args.gpu:
+        from benchmarks.gpu_check import default_out, run_check
+
+        return run_check(args.out or default_out(args.dry), args.dry, args.peak_tflops)
+    if args.dry or args.peak_tflops:
+        p.error("--dry and --peak-tflops go with --gpu")
+    args.out = args.out or Path("results/benchmarks.csv")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
@@ -437,18 +413,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows.extend(job_rows(args.demo_results / "benchmarks", "demo_job",
                          f"one job of a demo run, read from {args.demo_results}/benchmarks (not run by this "
                          "command)"))
-    table = pd.DataFrame([row.record() for row in rows])
     wall = time.perf_counter() - t_start
-    table["git_commit"] = git_commit()
-    table["config_hash"] = config_hash({"setup": SETUP, "args": {k: str(v) for k, v in vars(args).items()}})
-    table["host"] = (f"{socket.gethostname()} {platform.machine()}, {os.cpu_count()} cores, "
-                     f"torch {torch.__version__} {torch.get_num_threads()} threads, "
-                     f"load avg {load[0]:.1f} at start")
-    table["suite_wall_s"] = round(wall, 1)
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("gpu", "dry", "peak_tflops")}
+    table = table_of(rows, {"setup": SETUP, "args": settings}, wall, load[0])
     write_csv(args.out, merge_into(args.out, table))
-    with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-        print(table[["benchmark", "ours", "reference", "unit", "ratio_median", "ratio_min", "ratio_max",
-                     "goal", "meets_goal"]].to_string(index=False))
+    show(table)
     print(f"updated {args.out}: these rows, and earlier ones of other benchmarks kept ({wall:.0f} s); "
           f"{json.dumps(table['host'].iloc[0])}")
     return table

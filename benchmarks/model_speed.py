@@ -1,8 +1,10 @@
 """Training-step speed of our model (transformers' GPT2LMHeadModel) against a nanoGPT-style module.
 
 Justifies using the HF module: if the ratio is ~1.0, nothing is lost by training the HF class
-directly, and checkpoints need no export. Both models have the same shape, init scheme, tied
-head, SDPA attention and AdamW; the step is forward + per-block loss + backward + update.
+directly, and checkpoints need no export. The reference is nanoGPT's model.py in brief: the same
+shape, init scheme, tied `nn.Linear` head, SDPA attention and tanh GELU (HF's `gelu_new`); both
+train with nanoGPT's `configure_optimizers` (lfr.model.configure_optimizer: AdamW, decay on
+matrices only). The step is forward + per-block loss + backward + update.
 
     .venv/bin/python benchmarks/model_speed.py --size micro --block 128 --batch 16 --vocab 8192
 """
@@ -13,13 +15,14 @@ import argparse
 import math
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lfr.config import MODEL_PRESETS
-from lfr.model import block_losses, build_model, gpt2_config
+from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
 
 
 class NanoBlock(nn.Module):
@@ -39,26 +42,36 @@ class NanoBlock(nn.Module):
         return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
 
 
+class Output(NamedTuple):
+    """What block_losses reads (`.logits`), as HF's output has it. A plain tuple: freed as soon
+    as the step drops it (a class made per call, as this once was, sits in a reference cycle
+    and kept every step's logits alive until the garbage collector ran)."""
+
+    logits: torch.Tensor
+
+
 class NanoGPT(nn.Module):
-    """nanoGPT's model.py in brief (pre-LN, tied head, SDPA)."""
+    """nanoGPT's model.py in brief (pre-LN, tied nn.Linear head, SDPA)."""
 
     def __init__(self, vocab: int, block: int, n_layer: int, n_head: int, d: int) -> None:
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
         self.h = nn.ModuleList(NanoBlock(d, n_head) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight  # tied, as nanoGPT ties them
         self.apply(lambda m: nn.init.normal_(m.weight, std=0.02) if isinstance(m, nn.Linear | nn.Embedding)
                    else None)
 
-    def forward(self, input_ids: torch.Tensor):
-        x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1]))
+    def forward(self, input_ids: torch.Tensor) -> Output:
+        x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
         for block in self.h:
             x = block(x)
-        return type("Out", (), {"logits": self.ln_f(x) @ self.wte.weight.T})
+        return Output(self.lm_head(self.ln_f(x)))
 
 
 def time_steps(model: nn.Module, batch: int, block: int, vocab: int, steps: int) -> list[float]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"))
     x = torch.randint(0, vocab, (batch, block))
     y = torch.randint(0, vocab, (batch, block))
     times = []

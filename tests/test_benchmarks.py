@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata as md
+import os
+import re
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import REPO
+from packaging.requirements import Requirement
 
 from benchmarks.__main__ import main
+from benchmarks.gpu_check import COMES_WITH_TRANSFORMERS, DRY
+from benchmarks.model_speed import NanoGPT
+from lfr.config import MODEL_PRESETS, ModelPreset
+from lfr.model import build_model, flops_per_token, gpt2_config
 
 
 def test_only_replaces_its_own_rows_and_keeps_the_others(tmp_path):
@@ -57,3 +74,99 @@ def test_input_pipeline_times_both_feeds_of_the_same_steps(tmp_path):
     row = pd.read_csv(out).set_index("benchmark").loc["input_pipeline"]
     assert row.repeats == 2 and row.ours > 0 and row.reference > 0 and row.goal == ">= 0.98"
     assert row.ratio_min <= row.ratio_median <= row.ratio_max
+
+
+BASE = ["torch", "transformers", "numpy", "pandas", "pyarrow"]  # all a GPU machine is assumed to have
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def with_dependencies(names: list[str]) -> set[str]:
+    """The installed distributions that pip installs for `names` (their dependencies, no extras)."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = canonical(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:  # a dependency for another platform or Python
+            continue
+        seen.add(name)
+        for req in map(Requirement, dist.requires or []):
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def only_these(names: set[str], site: Path) -> Path:
+    """A site folder that holds only the distributions `names` (links to their files)."""
+    site.mkdir()
+    for dist in md.distributions():
+        if canonical(dist.metadata["Name"]) not in names:
+            continue
+        for top in {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
+            if not (site / top).exists():
+                (site / top).symlink_to(dist.locate_file(top))
+    return site
+
+
+def test_gpu_check_dry_runs_with_only_torch_transformers_numpy_pandas_pyarrow(tmp_path):
+    """`python -m benchmarks --gpu --dry` in a Python that sees only the five packages and their
+    dependencies (-S: no site-packages) writes every row of the GPU check, with consistent figures."""
+    allowed = with_dependencies(BASE)
+    assert {canonical(n) for n in COMES_WITH_TRANSFORMERS} <= allowed
+    site = only_these(allowed, tmp_path / "site")
+    out = tmp_path / "gpu_check.csv"
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}"}
+    r = subprocess.run([sys.executable, "-S", "-m", "benchmarks", "--gpu", "--dry", "--out", str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = pd.read_csv(out).set_index("benchmark")
+    assert list(t.index) == ["gpu_mfu", "gpu_train_loop", "gpu_fused_loss", "gpu_fixed_cost", "gpu_lfr_loop",
+                             "gpu_lfr_sampler_overhead", "gpu_profile_vs_train", "gpu_profile_memory",
+                             "gpu_check_wall"]
+    assert t.host.str.endswith("dry run on the CPU").all()
+    ours, minimal = t.loc["gpu_train_loop", ["ours", "reference"]]
+    assert ours > 0 and t.loc["gpu_train_loop", "ratio_median"] == pytest.approx(ours / minimal)
+    # MFU: our tokens/s x FLOPs per token of nano with the padded vocabulary / the nominal 1 TFLOP/s
+    model = build_model(gpt2_config(MODEL_PRESETS[DRY.size], DRY.vocab, DRY.block, 0))
+    assert t.loc["gpu_mfu", "reference"] == 1.0
+    assert t.loc["gpu_mfu", "ours"] == pytest.approx(ours * flops_per_token(model) / 1e12)
+    assert t.loc["gpu_mfu", "ratio_median"] == pytest.approx(t.loc["gpu_mfu", "ours"])
+    for row in ("gpu_lfr_loop", "gpu_profile_vs_train"):  # against our random run
+        assert t.loc[row, "reference"] == pytest.approx(ours)
+    assert t.loc["gpu_lfr_sampler_overhead", "reference"] == pytest.approx(1e3 * DRY.tokens_per_step / ours)
+    assert 0 < t.loc["gpu_lfr_sampler_overhead", "ours"] < t.loc["gpu_lfr_sampler_overhead", "reference"]
+    assert np.isnan(t.loc["gpu_profile_memory", "ours"])  # CUDA only
+    assert t.loc["gpu_check_wall", "meets_goal"] == True  # noqa: E712 (read back as a bool)
+    assert t.loc[["gpu_mfu", "gpu_train_loop", "gpu_lfr_loop"], "goal"].tolist() == [">= 0.45", ">= 0.95",
+                                                                                    ">= 0.98"]
+
+
+def test_gpu_flags(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--dry"])
+    assert err.value.code == 2 and "--dry and --peak-tflops go with --gpu" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match=r"none is visible; on a CPU, `python -m benchmarks --gpu --dry"):
+            main(["--gpu"])
+
+
+def test_nanogpt_reference_frees_its_logits_and_matches_our_model():
+    """The model_vs_nanogpt reference: its output is freed when dropped (no cycle keeping every
+    step's logits for the garbage collector), its head is tied, its parameters are ours."""
+    model = NanoGPT(64, 16, 1, 2, 16)
+    gc.disable()
+    try:
+        out = model(torch.randint(0, 64, (2, 16)))
+        logits = weakref.ref(out.logits)
+        del out
+        assert logits() is None
+    finally:
+        gc.enable()
+    assert model.lm_head.weight is model.wte.weight
+    ours = build_model(gpt2_config(ModelPreset(n_layer=1, n_head=2, n_embd=16), 64, 16, 0))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ours.parameters())

@@ -77,3 +77,14 @@ def test_too_small_corpus_for_vocab_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="lower it"):
         prepare_tokenizer(TokenizerConfig(vocab_size=5000), tmp_path / "train.parquet", tmp_path / "t")
     assert not (tmp_path / "t").exists()
+
+
+def test_padded_tokenizer_encodes_the_same_ids_and_pads_are_unused(gpt2_dir, tmp_path):
+    out = tmp_path / "padded"
+    meta = prepare_tokenizer(TokenizerConfig(kind="gpt2"), tmp_path / "unused", out, pad_to=50304)
+    assert meta["vocab_size"] == 50304 and len(load_hf_tokenizer(out)) == 50304
+    assert batch_encoder(out)([SAMPLE]) == batch_encoder(gpt2_dir)([SAMPLE])
+    lengths, plain = token_byte_lengths(out), token_byte_lengths(gpt2_dir)
+    assert lengths.shape == (50304,) and (lengths[:50257] == plain).all() and not lengths[50257:].any()
+    with pytest.raises(ValueError, match="pad_to=50000 is smaller than the tokenizer's 50257"):
+        prepare_tokenizer(TokenizerConfig(kind="gpt2"), tmp_path / "unused", tmp_path / "t", pad_to=50000)
