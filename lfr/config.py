@@ -154,13 +154,24 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 
 
 class SizeResources(Section):
+    nodes: Annotated[int, Field(ge=1)] = 1
+    """Nodes per training job; more than 1 needs SLURM (the cluster profile): srun starts one
+    torchrun per node, which meet at a rendezvous on the job's first node."""
     gpus: Annotated[int, Field(ge=0)] = 0
-    """GPUs per training job; more than 1 launches torchrun (DDP on one node)."""
+    """GPUs per node of a training job; more than 1 GPU in all launches torchrun (DDP)."""
     runtime_min: Annotated[int, Field(ge=1)] | None = None
     """Wall-time limit of a training job in minutes (SLURM -t): the run checkpoints and stops
     shortly before it, and the retry resumes. None: no limit of ours (under SLURM the partition's
     limit still applies, announced by the profile's SIGUSR1 warning)."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
+    """Memory per node (SLURM --mem)."""
+
+    @model_validator(mode="after")
+    def _nodes_have_gpus(self) -> SizeResources:
+        if self.nodes > 1 and self.gpus < 1:
+            raise key_error(f"nodes={self.nodes} needs gpus >= 1 (GPUs per node): training across "
+                            "nodes is DDP over GPUs; set gpus, or nodes: 1", "gpus")
+        return self
 
 
 class TrainConfig(Section):

@@ -172,3 +172,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pip_requirements(args, cwd=REPO):
+    """What `pip install ARGS` (run in `cwd`) asks for, as packaging Requirements: the -r and -c
+    files (and theirs, relative to each file), `-e .`'s project dependencies, and requirements
+    given by name; a file that is not there is an error, as in pip."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    found, words = [], list(args)
+    while words:
+        word = words.pop(0)
+        if word in ("-r", "-c", "--requirement", "--constraint"):
+            path = Path(cwd) / words.pop(0)
+            for line in path.read_text().splitlines():
+                line = line.split(" #")[0].strip()
+                if line and not line.startswith("#"):
+                    found += pip_requirements(line.split() if line.startswith("-") else [line], path.parent)
+        elif word in ("-e", "--editable"):
+            project = tomllib.loads((Path(cwd) / words.pop(0) / "pyproject.toml").read_text())["project"]
+            found += [Requirement(r) for r in project["dependencies"]]
+        elif not word.startswith("-"):
+            found.append(Requirement(word))
+    return found

@@ -17,7 +17,8 @@ root with outputs in a temporary folder, and only as far as it can without side 
 
 Placeholders map to real values: `my.yaml` to a small unnamed config, `DIR` to a fresh folder,
 `<stage>` to every stage. A command that needs the network ends with the comment
-`# needs network` and is skipped by name.
+`# needs network` and is skipped by name, except `pip install`, whose files are read instead:
+each one exists, and every torch it asks for admits a cluster's CUDA build (it keeps that torch).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, pip_requirements
 
 DOCS = ["README.md", "config/README.md", "results/README.md", "results/tables/README.md"]
 PREFIXES = ("snakemake", "make", "python -m lfr", "python -m benchmarks", "lm_eval")
 NETWORK = "needs network"
+CLUSTER_TORCH = "2.6.0+cu124"  # a CUDA build of torch that a cluster's environment may have
 # Placeholders the cluster section's `export` would set; dummies are enough for a dry run.
 CLUSTER_ENV = {"LFR_SLURM_ACCOUNT": "dummy", "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
 # Runs a Python program until its argument parser has read the arguments (exit 2 on bad ones).
@@ -212,7 +214,11 @@ def test_the_docs_show_commands():
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: f"{c.doc}: {c.text}")
 def test_a_printed_command_works_as_printed(cmd, tmp_path):
+    words, env = argv_of(cmd.text)
+    if cmd.network and words[:2] == ["pip", "install"]:
+        torch = [r for r in pip_requirements(words[2:]) if r.name == "torch"]
+        assert torch and all(r.specifier.contains(CLUSTER_TORCH) for r in torch), (cmd.text, torch)
+        return
     if cmd.network:
         pytest.skip(f"{NETWORK}: {cmd.text}")
-    words, env = argv_of(cmd.text)
     run_words(words, dict(cmd.env) | env, tmp_path, f"{cmd.doc}: {cmd.text}")

@@ -103,7 +103,7 @@ def test_light_modules_do_not_import_torch():
     """At run time too: a top-level import of a library that imports torch (transformers, lm_eval)
     is not in the contracts' graph, which stops at the libraries that lfr imports."""
     code = ("import sys, lfr.config, lfr.grid, lfr.report.summarize, lfr.report.figures, lfr.sampling, "
-            "lfr.corpus, lfr.eval_tasks, lfr.report.plot; assert 'torch' not in sys.modules")
+            "lfr.corpus, lfr.eval_tasks, lfr.report.plot, lfr.launch; assert 'torch' not in sys.modules")
     r = run(REPO, sys.executable, "-c", code)
     assert r.returncode == 0, r.stderr
 

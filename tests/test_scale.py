@@ -31,14 +31,17 @@ FAKE = {
 
 
 @pytest.mark.slow
-def test_slurm_profile_submits_training_with_partition_gpus_time_and_memory(tmp_path):
+def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memory(tmp_path):
+    """One size on one node with 2 GPUs, one on 2 nodes with 4 GPUs each (as the config says)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in FAKE.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-    cfg["resources"] = {"nano": {"gpus": 2, "runtime_min": 90, "mem_mb": 12000}}
+    cfg["models"] = ["nano", "micro"]
+    cfg["resources"] = {"nano": {"gpus": 2, "runtime_min": 90, "mem_mb": 12000},
+                        "micro": {"nodes": 2, "gpus": 4, "runtime_min": 60, "mem_mb": 9000}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     upstream = ["results/corpus/train.parquet", "results/corpus/val.parquet",
@@ -54,14 +57,25 @@ def test_slurm_profile_submits_training_with_partition_gpus_time_and_memory(tmp_
            "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
                     "results/runs/nano/random/budget1/seed0/run.json",
+                    "results/runs/micro/random/budget1/seed0/run.json",
                     "--configfile", str(tmp_path / "cfg.yaml"),
                     "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
                     "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime"],
                    capture_output=True, text=True, env=env, timeout=300)
-    line = (tmp_path / "sbatch.log").read_text()
-    assert "-p gpu" in line and "--gpus=2" in line and "-t 90" in line and "--mem 12000" in line, line
-    # every job step is warned (B: would signal only the batch shell, not the srun step)
-    assert "--signal=USR1@300" in line and "B:USR1" not in line and "-A myacct" in line
+    lines = (tmp_path / "sbatch.log").read_text().splitlines()
+    one, two = (next(line.split() for line in lines if f"size={size}" in line) for size in ("nano", "micro"))
+    for flags in (one, two):  # every job step is warned (B: would signal only the batch shell)
+        assert "--signal=USR1@300" in flags and not any("B:USR1" in f for f in flags), flags
+        assert "-A myacct" in " ".join(flags) and "-p gpu" in " ".join(flags)
+        assert "--cpus-per-gpu=8" in flags and not any(f.startswith("--ntasks-per-gpu") for f in flags)
+    # one node: the job's 2 GPUs on it, one task (the plugin's srun step around the rule)
+    assert {"--nodes=1", "--gpus=2"} <= set(one) and "-t 90" in " ".join(one)
+    assert "--mem 12000" in " ".join(one)
+    assert not any(f.startswith(("--ntasks", "--gres")) for f in one), one
+    # 2 nodes: one task on each (lfr.launch's torchrun) and 4 GPUs on each (gres: per node)
+    assert {"--nodes=2", "--ntasks=2", "--gres=gpu:4"} <= set(two), two
+    assert not any(f.startswith("--gpus") for f in two) and "-t 60" in " ".join(two)
+    assert "--mem 9000" in " ".join(two)  # per node
 
 
 def start_training(tmp_path, root, epochs):

@@ -123,22 +123,37 @@ def all_reference_bpb():
 
 
 def train_gpus(wildcards):
+    """GPUs per node of a training job."""
     return grid.size_resources(CFG, wildcards.size).gpus
 
 
-def train_runtime(wildcards):
-    """Minutes per job, if the config asks for a limit (None: no `runtime` resource)."""
-    return grid.size_resources(CFG, wildcards.size).runtime_min
+def train_slurm(size):
+    """A training job's resources (None: unset), in the SLURM plugin's terms where it reads them;
+    `node_gpus`, GPUs per node, is lfr.launch's. `runtime` only if the config asks for a limit.
+    One node: `gpu`, sbatch's --gpus (the job's total). Several nodes: a task and `gres` G GPUs on
+    each (gres counts per node), and `mpi`, so that the rule's shell runs in the job itself, not
+    inside a one-task srun step, and starts its own step across the nodes (lfr/launch.py);
+    tasks_per_gpu 0 keeps the plugin from also passing `tasks` as --ntasks-per-gpu."""
+    r = grid.size_resources(CFG, size)
+    if r.nodes == 1:
+        placement = {"gpu": r.gpus}
+    else:
+        placement = {"gres": f"gpu:{r.gpus}", "tasks": r.nodes, "tasks_per_gpu": 0, "mpi": "srun"}
+    return {"nodes": r.nodes, "node_gpus": r.gpus, **placement, "runtime": r.runtime_min,
+            "mem_mb": r.mem_mb}
+
+
+# The train rule's resources, each looked up per size (resources, unlike params, rerun nothing).
+TRAIN_RESOURCES = {
+    key: lambda wildcards, key=key: train_slurm(wildcards.size).get(key)
+    for key in ("nodes", "node_gpus", "gpu", "gres", "tasks", "tasks_per_gpu", "mpi", "runtime", "mem_mb")
+}
 
 
 def time_limit_arg(wildcards, resources):
     """`--time-limit-min` only where the job has a limit (the config's runtime_min, or
     --set-resources): the run then checkpoints and stops before it, and the retry resumes."""
     return f"--time-limit-min {resources.runtime}" if "runtime" in resources.keys() else ""
-
-
-def train_mem_mb(wildcards):
-    return grid.size_resources(CFG, wildcards.size).mem_mb
 
 
 def profiled_runs():

@@ -28,21 +28,18 @@ rule train:
         time_limit=time_limit_arg,
     threads: 1  # on a CPU, jobs side by side beat threads (README: Demo budget); SLURM: set-threads
     resources:
-        gpu=train_gpus,
-        runtime=train_runtime,
-        mem_mb=train_mem_mb,
+        **TRAIN_RESOURCES,  # nodes, GPUs, runtime and memory per size (config resources:)
     conda:
         "../envs/lfr.yaml"
     message:
         "--- Training {wildcards.size} with {wildcards.method}, budget {wildcards.budget}, seed {wildcards.seed}."
     shell:
-        # One process, or torchrun with one process per GPU (DDP on one node). On its time limit or
-        # SIGTERM the run checkpoints to resume_dir and exits 3; a retry resumes. A failed job
-        # repeats its log's last line (why it stopped, how to go on) in Snakemake's output.
-        "if [ {resources.gpu} -gt 1 ]; then "
-        "launch='torchrun --standalone --nproc_per_node={resources.gpu}'; "
-        "else launch=python; fi; "
-        "$launch -m lfr train --config-json {params.config:q} --size {wildcards.size} "
+        # lfr.launch runs python, torchrun on one node, or srun with one torchrun per node. On its
+        # time limit or SIGTERM the run checkpoints to resume_dir and exits 3 (under torchrun,
+        # torchrun's failure status); a retry resumes. A failed job repeats its log's last line
+        # (why it stopped, how to go on) in Snakemake's output.
+        "python -m lfr.launch {resources.nodes} {resources.node_gpus} {threads} "
+        "-m lfr train --config-json {params.config:q} --size {wildcards.size} "
         "--method {wildcards.method} --seed {wildcards.seed} --budget {wildcards.budget} --data {params.data_dir} "
         "--tokenizer {input.tokenizer} --out {params.out_dir} --resume-dir {params.resume_dir} "
         "--threads {threads} {params.time_limit} {params.snapshots} {params.block_scores} "
