@@ -12,6 +12,7 @@ root with outputs in a temporary folder, and only as far as it can without side 
 - python -m lfr STAGE: `--help` (a bare STAGE names a stage: it must exist);
 - python -m benchmarks, benchmarks/*.py, scripts/*.py, lm_eval: the program's own argument parser
   reads the arguments, and the program stops there (they time, evaluate or train for minutes);
+  ours in this process, lm_eval in its own;
 - `cd DIR`: DIR is a folder the workflow writes (a dry run of it as a target);
 - export: sets the variables for the rest of its block.
 
@@ -176,6 +177,29 @@ def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -
     check(run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args], env), what)
 
 
+def parse_in_process(args: list[str], what: str) -> None:
+    """PARSE_ONLY in this process: run the program (`-m MODULE ARGS` or `FILE ARGS`) until its
+    argument parser has read the arguments."""
+    import runpy
+    from unittest import mock
+
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, *a, **k):
+        parse(self, *a, **k)
+        raise SystemExit(0)
+
+    module = args[0] == "-m"
+    argv = args[1:] if module else args
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
+            mock.patch.object(sys, "argv", list(argv)), pytest.raises(SystemExit) as stop:
+        if module:
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(REPO / argv[0]), run_name="__main__")
+    assert stop.value.code in (0, None), f"{what}\nexit {stop.value.code}"
+
+
 def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> None:
     prog = " ".join(words[:3])
     if words[0] == "snakemake":
@@ -190,10 +214,11 @@ def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> No
     elif prog == "python -m lfr":
         assert "--help" in words, f"{what}\nonly `python -m lfr STAGE --help` runs without data"
         check(run([sys.executable, *words[1:]], env), what)
-    elif prog == "python -m benchmarks" or words[0] == "lm_eval" or \
-            (words[0] == "python" and words[1].startswith(("benchmarks/", "scripts/"))):
-        target = ["-m", "lm_eval", *words[1:]] if words[0] == "lm_eval" else words[1:]
-        check(run([sys.executable, "-c", PARSE_ONLY, *target], env), what)
+    elif prog == "python -m benchmarks" or (words[0] == "python" and
+                                            words[1].startswith(("benchmarks/", "scripts/"))):
+        parse_in_process(words[1:], what)  # our programs: torch is imported here already
+    elif words[0] == "lm_eval":
+        check(run([sys.executable, "-c", PARSE_ONLY, "-m", "lm_eval", *words[1:]], env), what)
     elif words[0] == "cd":
         run_snakemake(["snakemake", "--cores", "1", words[1]], env, tmp, what)
     elif words[0] == "export":
