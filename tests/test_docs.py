@@ -178,8 +178,9 @@ def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -
 
 
 def parse_in_process(args: list[str], what: str) -> None:
-    """PARSE_ONLY in this process: run the program (`-m MODULE ARGS` or `FILE ARGS`) until its
-    argument parser has read the arguments."""
+    """PARSE_ONLY in this process: run the program (`-m MODULE ARGS`: its `__main__.main(ARGS)`;
+    `FILE ARGS`: the file as a script) until its argument parser has read the arguments."""
+    import importlib
     import runpy
     from unittest import mock
 
@@ -194,7 +195,7 @@ def parse_in_process(args: list[str], what: str) -> None:
     with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
             mock.patch.object(sys, "argv", list(argv)), pytest.raises(SystemExit) as stop:
         if module:
-            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+            importlib.import_module(f"{argv[0]}.__main__").main(argv[1:])
         else:
             runpy.run_path(str(REPO / argv[0]), run_name="__main__")
     assert stop.value.code in (0, None), f"{what}\nexit {stop.value.code}"
