@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
+from benchmarks.sampler_scale import timed_step
 from benchmarks.table import Row, show, table_of
 from lfr.config import ExperimentConfig
 from lfr.data import BlockStore, data_meta
@@ -234,19 +235,12 @@ def profile_pass(run_dir: Path, data_dir: Path, shape: Shape) -> tuple[float, fl
 
 
 def bookkeeping_s(name: str, facts: RunFacts) -> float:
-    """Mean seconds per step of a sampler's calls in the loop (batch_ids, observe if it reads
-    losses, records) over its whole default plan, phase boundaries included; synthetic losses."""
-    sampler = build_sampler(name, facts, {})
-    rng, total = np.random.default_rng(0), 0.0
-    for step in range(sampler.num_steps()):
-        losses = rng.random(facts.batch_blocks, dtype=np.float32)
-        t0 = time.perf_counter()
-        ids = sampler.batch_ids(step)
-        if sampler.reads_losses:
-            sampler.observe(step, ids, losses)
-        sampler.records()
-        total += time.perf_counter() - t0
-    return total / sampler.num_steps()
+    """Mean seconds per step of a sampler's calls in the loop (sampler_scale.timed_step) over its
+    whole default plan, phase boundaries included; synthetic losses."""
+    sampler, rng = build_sampler(name, facts, {}), np.random.default_rng(0)
+    times = [timed_step(sampler, step, rng.random(facts.batch_blocks, dtype=np.float32))
+             for step in range(sampler.num_steps())]
+    return sum(times) / len(times)
 
 
 def rows_of(shape: Shape, cfg: ExperimentConfig, root: Path) -> list[Row]:
