@@ -52,9 +52,7 @@ class MetricsLog:
 
     def first(self, phase: str, val: dict[str, float]) -> None:
         """The row before the first step; `val`: its validation metrics (val_loss, val_bpb)."""
-        self.rows.append({"step": 0, "tokens": 0, "phase": phase, "elapsed_s": 0.0, **val})
-        if self.tensorboard:
-            self.tensorboard.write(self.rows[-1])
+        self.append({"step": 0, "tokens": 0, "phase": phase, "elapsed_s": 0.0, **val})
         self.window = time.perf_counter()
 
     def add(self, step: int, phase: str, train_loss: float, lr: float, kept_fraction: float = 1.0,
@@ -70,11 +68,14 @@ class MetricsLog:
         if validate is not None:
             row |= validate()
         row["elapsed_s"] = self.elapsed()
+        self.append(row)
+        self.window = time.perf_counter()
+        return row
+
+    def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         if self.tensorboard:
             self.tensorboard.write(row)
-        self.window = time.perf_counter()
-        return row
 
     def train_tokens_per_s(self, steps: int) -> float:
         return steps * self.tokens_per_step / max(self.train_time, 1e-9)
