@@ -112,8 +112,13 @@ class Sampler(ABC):
     the state: the loop may then call `observe` one step late, after queuing the next step (and
     prepare that step's batch while the device works). It hands every loss over before a phase's
     first `batch_ids` and before saving a checkpoint."""
+    scores_candidates: ClassVar[bool] = False
+    """Before each step the loop scores the blocks `candidate_ids` proposes (a no-grad forward of
+    the model being trained) and hands their losses to `observe_candidates`; the loop charges
+    those tokens as `forward_only_tokens`."""
     forward_only_tokens: int = 0
-    """Tokens this method runs through a model outside training steps (scoring passes)."""
+    """Tokens this method runs through a model outside training steps (scoring passes) other
+    than the candidates the loop scores (which the loop counts itself)."""
     reference_train_tokens: int = 0
     """Optimizer-step tokens spent training a reference model for this method."""
     reference_scoring_tokens: int = 0
@@ -140,6 +145,16 @@ class Sampler(ABC):
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         """Per-block training losses (mean token CE) of the blocks just trained (called only when
         `reads_losses`). Default: ignore."""
+
+    def candidate_ids(self, step: int) -> np.ndarray | None:
+        """Global block ids (int64) to score before `batch_ids(step)`, or None when the step's
+        batch can be chosen (called only when `scores_candidates`). The loop asks again after
+        each `observe_candidates`, so a method may score several rounds per step."""
+        return None
+
+    def observe_candidates(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        """Per-block losses (mean token CE; no-grad, eval mode, after step - 1's update) of the
+        ids the last `candidate_ids(step)` returned, in their order, the same on every rank."""
 
     def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
         """Per-block loss weights for the next step; None means all ones."""
