@@ -3,9 +3,10 @@
 nanoGPT's loop, with fixed data blocks chosen by a sampler plug-in. Each step: set the LR, run
 grad_accum micro-batches (forward once, per-block losses, backward), clip, step, hand the
 per-block losses to the sampler (one step late for a sampler that accepts it, so the device
-never waits for the host), log (validating when due), checkpoint, stop if asked. The loop never
-names a method. Runs under torchrun (DDP): every rank draws the same global ids and trains
-its slice.
+never waits for the host), log (validating when due), checkpoint, stop if asked. A sampler that
+scores candidates first gets their no-grad losses from the updated model, then picks the next
+batch; those tokens are charged as forward-only. The loop never names a method. Runs under
+torchrun (DDP): every rank draws the same global ids and trains its slice.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from lfr import checkpoint
 from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
 from lfr.data import BlockStore, target_bytes
-from lfr.distributed import Dist, InFlight, all_sum, finish, send_to_host, setup_dist
+from lfr.distributed import FLAGS, Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
 from lfr.loader import BatchLoader, StepBatch
 from lfr.metrics import MetricsLog, TensorBoard, peak_flops
@@ -125,6 +126,20 @@ def estimate_val_loss(model: torch.nn.Module, store: BlockStore, ids: np.ndarray
         total += torch.stack([losses.double().sum(), torch.tensor(len(losses), device=d.device)])
     total = all_sum(total, d)
     return (total[0] / total[1]).item()
+
+
+def score_candidates(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
+                     d: Dist, dtype: str) -> np.ndarray:
+    """Per-block losses of `ids` from the model as it is (no-grad, eval mode, the training
+    autocast), for a sampler that scores candidates: each rank scores a contiguous share, one
+    all_gather puts them back in `ids`' order on every rank."""
+    share = -(-len(ids) // d.world)
+    local = torch.zeros(share, device=d.device)
+    mine = ids[d.rank * share : (d.rank + 1) * share]
+    for where, losses in scored_batches(model, store, mine, batch_size, d.device, dtype):
+        local[where] = losses.float()
+    losses, _ = send_to_host(local, torch.zeros(FLAGS, device=d.device), d).wait()
+    return losses[: len(ids)]
 
 
 def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
@@ -237,12 +252,13 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     if (num_steps := sampler.num_steps()) < 1:
         raise ValueError(f"{method.name}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
                          f"{train_store.num_blocks} blocks. Lower train.batch_size or add data")
-    step, rows, elapsed = 0, [], 0.0
+    step, rows, elapsed, scored = 0, [], 0.0, 0
     if (state := checkpoint.load_latest(job.resume_dir)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
         step, rows, elapsed = state["step"], state["metrics"], state["elapsed_s"]
+        scored = state.get("scored_blocks", 0)
         log.info("resumed from %s at step %d", job.resume_dir, step)
     stepped = torch.compile(model) if tc.compile else model
     if d.world > 1:
@@ -268,14 +284,15 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         metrics.first(sampler.phase(0), validate())
     loader = BatchLoader(train_store, tc.batch_size * tc.grad_accum, d.rank, d.device)
     loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, loader, metrics, snaps, ends,
-                records, validate, stopper)
+                records, validate, stopper, scored_blocks=scored)
     try:
         loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
     finally:
         loader.close()
         if live:
             live.close()
-    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta)
+    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
+                      loop.scored_blocks)
 
 
 @dataclass
@@ -312,6 +329,7 @@ class Loop:
     records_dir: Path
     validate: Callable[[], dict[str, float]]  # val_loss and val_bpb
     stopper: StopRequest
+    scored_blocks: int = 0  # candidates scored so far (sampler.scores_candidates), in the checkpoint
     num_steps: int = 0
     pending: Pending | None = None
     stop: str | None = None  # why the run stops before its end
@@ -348,7 +366,7 @@ class Loop:
                 checkpoint.save(job.resume_dir, step, {
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "sampler": sampler.state_dict(), "metrics": self.metrics.rows,
-                    "elapsed_s": self.metrics.elapsed()})
+                    "elapsed_s": self.metrics.elapsed(), "scored_blocks": self.scored_blocks})
             if self.stop and step < num_steps:
                 self.bar.close()  # so the message below is the log's last line
                 raise TrainingInterrupted(
@@ -360,8 +378,18 @@ class Loop:
         self.bar.close()
 
     def prefetch(self, step: int) -> None:
-        ids = self.sampler.batch_ids(step)
-        self.loader.prefetch(ids, self.sampler.loss_weights(ids))
+        """Choose step `step`'s batch (scoring the sampler's candidates first, with the model as
+        updated by step - 1) and start loading it."""
+        sampler, tc = self.sampler, self.cfg.train
+        # DDP's own forward may sync buffers: a collective that ranks with fewer candidates skip
+        scorer = self.stepped.module if isinstance(self.stepped, DDP) else self.stepped
+        while sampler.scores_candidates and (candidates := sampler.candidate_ids(step)) is not None:
+            losses = score_candidates(scorer, self.loader.store, candidates, tc.batch_size, self.d,
+                                      tc.dtype)
+            sampler.observe_candidates(step, candidates, losses)
+            self.scored_blocks += len(candidates)
+        ids = sampler.batch_ids(step)
+        self.loader.prefetch(ids, sampler.loss_weights(ids))
 
     def needed_now(self, step: int) -> bool:
         """Whether this step's losses must reach the host before the next step starts."""
@@ -410,9 +438,10 @@ class Loop:
 
 def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: torch.nn.Module,
                sampler: Sampler, metrics: MetricsLog, snaps: SnapshotWriter, records: Path,
-               steps: int, T: int, meta: dict[str, Any]) -> dict[str, Any]:
+               steps: int, T: int, meta: dict[str, Any], scored_blocks: int = 0) -> dict[str, Any]:
     """The run's last snapshot, HF model folder, metrics, records, snapshots and run.json (the
-    returned summary); the resume folder goes."""
+    returned summary); the resume folder goes. `scored_blocks`: the candidates the loop scored,
+    charged as forward-only tokens."""
     tokens_per_step = sampler.batch_blocks * T
     summary = {
         "size": job.size, "method": method.name, "budget": job.budget, "seed": job.seed,
@@ -422,7 +451,8 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         "val_loss": metrics.rows[-1]["val_loss"], "val_bpb": metrics.rows[-1]["val_bpb"],
         "wall_s": metrics.elapsed(), "device": str(d.device),
         "train_tokens_per_s": metrics.train_tokens_per_s(steps), "flops_per_token": flops_per_token(model),
-        "forward_only_tokens": sampler.forward_only_tokens,
+        "forward_only_tokens": sampler.forward_only_tokens + scored_blocks * T,
+        "candidate_tokens": scored_blocks * T,
         "reference_train_tokens": sampler.reference_train_tokens,
         "reference_scoring_tokens": sampler.reference_scoring_tokens,
         "reference_flops_per_token": sampler.reference_flops_per_token,

@@ -1,0 +1,87 @@
+"""Candidate scoring: the loop's no-grad pass over the blocks a sampler proposes before it picks
+a step's batch, charged as forward-only tokens."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+import lfr.distributed
+from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
+from lfr.train import Job, Method, train
+
+
+class ScoresItsBatch(Sampler):
+    """Proposes step s's batch in rounds of `rounds` sizes (the last round what is left), trains on
+    it, and records the candidates' and the training pass's losses."""
+
+    scores_candidates: ClassVar[bool] = True
+    rounds: ClassVar[tuple[int, ...]] = ()
+
+    def __init__(self, run: RunFacts, options: SamplerOptions) -> None:
+        super().__init__(run, options)
+        self.scored: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.trained: dict[int, np.ndarray] = {}
+
+    def num_steps(self) -> int:
+        return self.num_blocks // self.batch_blocks
+
+    def ids(self, step: int) -> np.ndarray:
+        start = step * self.batch_blocks
+        return epoch_draws(np.arange(self.num_blocks), start, start + self.batch_blocks,
+                           lambda e: epoch_permutation(self.num_blocks, self.seed, e))
+
+    def candidate_ids(self, step: int) -> np.ndarray | None:
+        done = sum(len(ids) for ids, _ in self.scored.get(step, []))
+        if done == self.batch_blocks:
+            return None
+        size = self.rounds[len(self.scored.get(step, []))] if self.rounds else self.batch_blocks
+        return self.ids(step)[done : done + size]
+
+    def observe_candidates(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        self.scored.setdefault(step, []).append((ids, losses))
+
+    def batch_ids(self, step: int) -> np.ndarray:
+        return np.concatenate([ids for ids, _ in self.scored[step]])
+
+    def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        self.trained[step] = losses
+
+
+class InRounds(ScoresItsBatch):
+    rounds = (3, 5)  # sizes the ranks and the scoring batches (8) do not divide
+
+
+@pytest.mark.parametrize("kind", [ScoresItsBatch, InRounds])
+def test_candidates_are_scored_by_the_model_the_step_trains_and_their_tokens_are_charged(
+        prepared, tmp_path, kind):
+    """Scoring step s's batch just before training on it gives the training forward's losses (the
+    same weights, no dropout); every scored block is charged once, at the block size."""
+    cfg, root = prepared
+    half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.5})})
+    samplers: list[ScoresItsBatch] = []
+
+    def build(facts: RunFacts) -> Sampler:
+        samplers.append(kind(facts, SamplerOptions()))
+        return samplers[-1]
+
+    before = lfr.distributed.host_syncs
+    summary = train(half, Job("nano", 0, root / "data", root / "tokenizer", tmp_path),
+                    Method("scores-its-batch", {}, build))
+    syncs, sampler, steps = lfr.distributed.host_syncs - before, samplers[0], summary["steps"]
+    assert steps > 5 and sorted(sampler.trained) == list(range(steps))
+    for step in range(steps):
+        ids, losses = (np.concatenate(parts) for parts in zip(*sampler.scored[step], strict=True))
+        assert np.array_equal(ids, sampler.ids(step))
+        np.testing.assert_allclose(losses, sampler.trained[step], rtol=1e-5)
+        assert len(sampler.scored[step]) == max(1, len(kind.rounds))
+    scored = steps * sampler.batch_blocks * summary["block_size"]
+    assert summary["candidate_tokens"] == summary["forward_only_tokens"] == scored == summary["tokens"]
+    assert syncs == steps * (1 + max(1, len(kind.rounds)))  # each round, then the step's losses
+
+
+def test_a_run_without_candidates_charges_no_scoring(trained):
+    summary = trained[3]
+    assert summary["candidate_tokens"] == summary["forward_only_tokens"] == 0
