@@ -115,6 +115,7 @@ def test_the_flops_speedup_of_a_method_with_a_small_reference(tmp_path):
     assert row.compute_tokens == 1800 and row.compute_flops == 648_000
     assert row.iso_speedup == pytest.approx(2000 / 1800)  # random's 2000 tokens reach 4.2
     assert row.iso_speedup_flops == pytest.approx(2000 * F / 648_000)
+    assert row.iso_speedup_uncharged == pytest.approx(2000 / 1000)  # the ablation: steps only
 
 
 def test_seed_noise_is_pooled_none_without_replicates_and_rows_do_not_depend_on_each_other(tmp_path):
@@ -156,7 +157,8 @@ def coverage(n_seeds: int, repeats: int, n_boot: int = N_BOOT, truth: float = 2.
         seeds = np.arange(n_seeds) + (0 if shared or method == "random" else 100)
         return pd.DataFrame({"size": "s", "method": method, "budget": budget, "seed": seeds,
                              "val_loss": loss + effect[seeds % 100] + rng.normal(0, sigma, n_seeds),
-                             "compute_tokens": tokens, "compute_flops": 6 * tokens})
+                             "compute_tokens": tokens, "compute_flops": 6 * tokens,
+                             "tokens": tokens})
 
     covered = 0
     for _ in range(repeats):
@@ -226,7 +228,7 @@ def test_equal_budget_verdicts_from_welchs_interval_or_the_paired_one_on_shared_
 
 def test_iso_speedups_wants_a_baseline_at_the_size():
     runs = pd.DataFrame({"size": "s", "method": "lfr", "budget": 1.0, "val_loss": [4.0, 4.1],
-                         "compute_tokens": 1000.0, "compute_flops": 6e5})
+                         "compute_tokens": 1000.0, "compute_flops": 6e5, "tokens": 1000.0})
     assert iso_speedups(runs).empty
 
 

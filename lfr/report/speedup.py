@@ -74,8 +74,10 @@ N_BOOT = 2000
 BOOT_SEED = 20
 """Seed of every bootstrap generator (with the row's size, method and budget)."""
 LEVEL = 0.95
-COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops"}
-"""Speed-up column prefix -> the runs' compute column it divides."""
+COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops",
+         "iso_speedup_uncharged": "tokens"}
+"""Speed-up column prefix -> the runs' compute column it divides. `iso_speedup_uncharged` counts
+optimizer-step tokens only: an ablation that leaves scoring passes and reference models free."""
 GROUP = ["size", "method", "budget"]
 ISO_COLUMNS = ["frontier_budgets", *[f"{name}{suffix}" for name in COSTS
                                      for suffix in ("", "_lo", "_hi", "_bound")], "iso_interval"]

@@ -18,8 +18,9 @@ Definitions (also in results/tables/README.md):
   size of the reference (an upper bound when the reference is smaller than the model).
 - `compute_flops`: the same total in FLOPs, each model at its own size (`compute_flops` below).
 - The iso-loss speed-up against `random`'s frontier (`frontier_budgets`, `iso_speedup`,
-  `iso_speedup_flops`, each with `_lo`, `_hi`, `_bound`) and the equal-budget comparison
-  (`baseline_val_loss`, `baseline_n_seeds`, `delta_val_loss` with `_lo`, `_hi`, `verdict`): see
+  `iso_speedup_flops`, `iso_speedup_uncharged` (an ablation), each with `_lo`, `_hi`, `_bound`)
+  and the equal-budget comparison (`baseline_val_loss`, `baseline_n_seeds`, `delta_val_loss` with
+  `_lo`, `_hi`, `verdict`): see
   lfr/report/speedup.py. These are the headline comparison: final, fully decayed losses of whole
   runs.
 - Secondary, *within-run crossing* columns (they compare a point in the middle of one run, not
