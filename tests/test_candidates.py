@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+from conftest import run_train
 
 import lfr.distributed
 from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
@@ -85,3 +88,44 @@ def test_candidates_are_scored_by_the_model_the_step_trains_and_their_tokens_are
 def test_a_run_without_candidates_charges_no_scoring(trained):
     summary = trained[3]
     assert summary["candidate_tokens"] == summary["forward_only_tokens"] == 0
+
+
+SCORED = ["rho-loss", "selective-backprop"]
+
+
+def scores_of(method, reference):
+    """rho-loss's irreducible losses: the conftest reference model's block scores."""
+    return reference[1] / "block_scores.parquet" if method == "rho-loss" else None
+
+
+@pytest.mark.parametrize("method", SCORED)
+def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, tmp_path, method):
+    """Stopped mid-run, the sampler's state and the charged candidates resume with the checkpoint,
+    and the candidates are scored again by the restored model: the same run, bit for bit."""
+    from safetensors.torch import load_file
+
+    from lfr.train import TrainingInterrupted
+
+    cfg, root = prepared
+    scores = scores_of(method, reference)
+    whole = run_train(cfg, method, root, tmp_path / "a", block_scores=scores)
+    with pytest.raises(TrainingInterrupted):
+        run_train(cfg, method, root, tmp_path / "b", block_scores=scores, resume_dir=tmp_path / "resume",
+                  stop_at_step=whole["steps"] // 2 + 1)
+    resumed = run_train(cfg, method, root, tmp_path / "b", block_scores=scores,
+                        resume_dir=tmp_path / "resume")
+    for key in ("sampler_state_sha256", "candidate_tokens", "forward_only_tokens", "val_loss", "tokens"):
+        assert resumed[key] == whole[key], key
+    cols = ["step", "tokens", "train_loss", "val_loss", "lr", "kept_fraction"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a/metrics.parquet")[cols],
+                                  pd.read_parquet(tmp_path / "b/metrics.parquet")[cols])
+    a, b = (load_file(tmp_path / f"{run}/model/model.safetensors") for run in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    batch, T = whole["batch_blocks"], whole["block_size"]
+    assert whole["candidate_tokens"] % (batch * T) == 0 and whole["tokens"] == whole["steps"] * batch * T
+    if method == "rho-loss":  # 10 x the batch a step, plus the reference's pass over the pool
+        assert whole["candidate_tokens"] == 10 * whole["tokens"]
+        assert whole["forward_only_tokens"] == whole["candidate_tokens"] + reference[2]["scoring_tokens"]
+    else:  # p^1 keeps half the candidates on average: about 2 batches scored per batch trained
+        assert 1.6 < whole["candidate_tokens"] / whole["tokens"] < 2.6
+        assert whole["forward_only_tokens"] == whole["candidate_tokens"]

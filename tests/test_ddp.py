@@ -66,3 +66,45 @@ def test_two_ranks_train_the_same_lfr_run_as_one_process(profiled, tmp_path):
     cols = ["step", "tokens", "phase", "train_loss", "val_loss"]
     metrics = (pd.read_parquet(d / "metrics.parquet")[cols] for d in (prof / "run", tmp_path / "ddp"))
     pd.testing.assert_frame_equal(*metrics, rtol=1e-4)
+
+
+CANDIDATES_WORKER = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from conftest import run_train, tiny_config
+
+    root, out, scores = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    cfg = tiny_config(train={{"batch_size": 2, "grad_accum": 2}})
+    for method in ("rho-loss", "selective-backprop"):
+        summary = run_train(cfg, method, root, out / method,
+                            block_scores=scores if method == "rho-loss" else None)
+        (out / method / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
+""")
+
+
+@pytest.mark.slow
+def test_candidate_scoring_methods_stay_identical_across_two_ranks(prepared, reference, tmp_path):
+    """Each rank scores half of every candidate pool and the all-gather gives both ranks all the
+    losses in the candidates' order: rho-loss and selective backprop (which draws from its own RNG
+    on every rank) pick the same batches on both ranks and as one process with the same global
+    batch (8 = 2 ranks x 2 micro-batches x 2), and train the same run."""
+    from conftest import run_train
+
+    cfg, root = prepared
+    scores = reference[1] / "block_scores.parquet"
+    worker = tmp_path / "worker.py"
+    worker.write_text(CANDIDATES_WORKER.format(tests=str(Path(__file__).parent)))
+    torchrun(worker, str(root), str(tmp_path / "ddp"), str(scores))
+    for method in ("rho-loss", "selective-backprop"):
+        one = run_train(cfg, method, root, tmp_path / "one" / method,
+                        block_scores=scores if method == "rho-loss" else None)
+        ranks = [json.loads((tmp_path / f"ddp/{method}/rank{i}.json").read_text()) for i in (0, 1)]
+        assert ranks[0]["world_size"] == 2 and ranks[0]["batch_blocks"] == one["batch_blocks"] == 8
+        digests = {r["sampler_state_sha256"] for r in ranks}
+        assert digests == {one["sampler_state_sha256"]}, method
+        assert ranks[0]["candidate_tokens"] == one["candidate_tokens"] > 0
+        cols = ["step", "tokens", "train_loss", "val_loss"]
+        metrics = (pd.read_parquet(d / method / "metrics.parquet")[cols] for d in (tmp_path / "one",
+                                                                                 tmp_path / "ddp"))
+        pd.testing.assert_frame_equal(*metrics, rtol=1e-4, obj=method)
