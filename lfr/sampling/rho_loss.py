@@ -52,7 +52,7 @@ class RhoLossSampler(Sampler):
     def __init__(self, run: RunFacts, options: RhoLossOptions) -> None:
         super().__init__(run, options)
         scores, self.pool = reference_pool(self, "rho-loss")
-        self.irreducible = scores.score.astype(np.float64)
+        self.irreducible = scores.score  # float32 per block, NaN in the shard
         self.steps = equal_token_steps(run, options.epochs)
         self.num_candidates = options.pool_factor * self.batch_blocks
         self.order = EpochOrder(len(self.pool), self.seed, CANDIDATE_STREAM)
@@ -74,7 +74,7 @@ class RhoLossSampler(Sampler):
     def batch_ids(self, step: int) -> np.ndarray:
         if self.scored_step != step:
             raise RuntimeError(f"rho-loss: batch_ids({step}) before its candidates were scored")
-        reducible = self.losses - self.irreducible[self.ids]
+        reducible = self.losses - self.irreducible[self.ids].astype(np.float64)
         return self.ids[np.lexsort((self.ids, -reducible))[: self.batch_blocks]]
 
     def kept_fraction(self) -> float:
