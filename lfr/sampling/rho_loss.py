@@ -69,7 +69,8 @@ class RhoLossSampler(Sampler):
         return epoch_draws(self.pool, start, start + self.num_candidates, self.order)
 
     def observe_candidates(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
-        self.scored_step, self.ids, self.losses = step, ids, losses.astype(np.float64)
+        self.scored_step, self.ids = step, np.array(ids, dtype=np.int64)  # a copy: the loop may reuse
+        self.losses = np.array(losses, dtype=np.float64)
 
     def batch_ids(self, step: int) -> np.ndarray:
         if self.scored_step != step:
