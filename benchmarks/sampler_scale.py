@@ -3,7 +3,8 @@
 numpy only, no model: 8.8M blocks of 1024 tokens (OpenWebText's ~9B tokens), 480 blocks per
 optimizer step and 4 epochs (config/paper.yaml), synthetic losses. Each registered method is put
 in a state a real run reaches (synthesised: random losses, scores, boxes) and the loop's calls of
-each step are timed (batch_ids, loss_weights, observe, records):
+each step are timed (candidate_ids and observe_candidates where a method scores candidates,
+batch_ids, loss_weights, observe, records):
 - the steady mean per step;
 - the work of a step that starts a phase or a pass (LFR's selection, InfoBatch's pruned epoch, a
   pass's permutation), amortized over that phase or pass; the figure per step is the steady mean
@@ -12,7 +13,7 @@ each step are timed (batch_ids, loss_weights, observe, records):
 The projected step is FLOPs per step / (peak x MFU): 480 x 1024 tokens x lfr.model's
 flops_per_token of GPT-2 124M (nanoGPT's 6N + 12 L T C), an H100 SXM's dense bf16 peak and 40%
 MFU. Memory per block: the sampler's numpy arrays after each segment, the largest (each buffer
-once; the run's inputs, such as ppl-prune's block scores, not), and the peak of what setup and
+once; the run's inputs, such as ppl-prune's and rho-loss's block scores, not), and the peak of what setup and
 boundary steps allocate (tracemalloc).
 
     python -m benchmarks --only sampler_scale          # rows sampler_scale:<method>
@@ -39,6 +40,8 @@ from lfr.sampling.leitner import LeitnerSampler
 from lfr.sampling.lfr import LFRSampler
 from lfr.sampling.loss_prop import LossPropSampler
 from lfr.sampling.ppl_prune import reference_shard
+from lfr.sampling.rho_loss import RhoLossSampler
+from lfr.sampling.selective_backprop import SelectiveBackpropSampler
 
 BLOCKS = 8_800_000  # OpenWebText's ~9B GPT-2 tokens in blocks of 1024
 BLOCK_SIZE = 1024
@@ -69,7 +72,7 @@ class Segment:
 
 
 def synthetic_scores(num_blocks: int, seed: int) -> BlockScores:
-    """ppl-prune's input: uniform scores, the reference shard unscored."""
+    """ppl-prune's and rho-loss's input: uniform scores, the reference shard unscored."""
     shard = reference_shard(num_blocks, 0.1, seed)
     score = np.random.default_rng([seed, 1]).uniform(2, 6, num_blocks).astype(np.float32)
     reference = np.zeros(num_blocks, dtype=bool)
@@ -119,6 +122,10 @@ def scenario(sampler: Sampler, rng: np.random.Generator) -> Iterator[Segment]:
                                  "last_seen": last_seen, "last_loss": loss(), "next_new": N,
                                  "ema": 4.0})
         yield Segment(start)
+    elif isinstance(sampler, RhoLossSampler):  # step 0 permutes the candidates' first pass
+        yield Segment(0, lambda s: len(s.pool) / s.num_candidates, "a pass's permutation of the pool")
+    elif isinstance(sampler, SelectiveBackpropSampler):  # a step streams B / (keep rate) candidates
+        yield Segment(0, lambda s: N * s.kept_fraction() / B, "a pass's permutation of the blocks")
     elif isinstance(sampler, PoolSampler):  # random, ppl-prune: step 0 permutes the first pass
         yield Segment(0, lambda s: len(s.pool) / B, "a pass's permutation of its pool")
     else:
@@ -126,8 +133,11 @@ def scenario(sampler: Sampler, rng: np.random.Generator) -> Iterator[Segment]:
 
 
 def timed_step(sampler: Sampler, step: int, losses: np.ndarray) -> float:
-    """Seconds of the loop's sampler calls of one step."""
+    """Seconds of the loop's sampler calls of one step; candidates (rho-loss, selective-backprop)
+    get `losses` repeated to their length (the scoring pass itself is the model's time)."""
     t0 = time.perf_counter()
+    while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+        sampler.observe_candidates(step, c, np.resize(losses, len(c)))
     ids = sampler.batch_ids(step)
     sampler.loss_weights(ids)
     if sampler.reads_losses:
@@ -225,8 +235,9 @@ def measure(name: str, blocks: int = BLOCKS, steps: int = 200, seed: int = 0) ->
 def describe(r: Result, blocks: int, step_s: float, per_token: float) -> str:
     """The row's description: what was timed, the split of the figure, memory, the projection."""
     ms = lambda s: f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s * 1e3:,.0f} ms"  # noqa: E731
-    parts = [f"{r.name}: the sampler's calls per optimizer step (batch_ids, loss_weights, observe, "
-             f"records) at {blocks:,} blocks x {BLOCK_SIZE} tokens, {BATCH_BLOCKS} blocks/step, "
+    calls = "candidates, " if SAMPLERS[r.name].scores_candidates else ""
+    parts = [f"{r.name}: the sampler's calls per optimizer step ({calls}batch_ids, loss_weights, "
+             f"observe, records) at {blocks:,} blocks x {BLOCK_SIZE} tokens, {BATCH_BLOCKS} blocks/step, "
              f"synthetic losses, numpy only; steady mean {ms(r.steady_mean_s)} over "
              f"{len(r.steady_s)} steps"]
     for what, dt, period in r.boundaries:

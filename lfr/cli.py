@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
     p.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
     p.add_argument("--block-scores", type=Path,
-                   help="reference scores (score-reference) for methods that need them (ppl-prune)")
+                   help="reference scores (score-reference) for methods that need them (ppl-prune, rho-loss)")
     p = stage("score-reference", "train a method's reference model on its shard and score every other block")
     p.add_argument("--method", required=True, help="the method whose options hold the reference's")
     p.add_argument("--seed", type=int, required=True, help=SEED)

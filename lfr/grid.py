@@ -83,7 +83,7 @@ def smallest_model(cfg: ExperimentConfig) -> str:
 
 
 def reference_size(cfg: ExperimentConfig, method: str) -> str:
-    """The size of the reference model of a method that needs reference scores (ppl-prune): its
+    """The size of the reference model of a method that needs reference scores (ppl-prune, rho-loss): its
     option `reference_size`, else the smallest size in `models`, the cheapest to train."""
     if not SAMPLERS[method].needs_block_scores:
         raise ValueError(f"method {method!r} uses no reference model")
@@ -165,7 +165,7 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
             if name not in known:
                 problem(f"{name!r} is not run; choose from {known}", "profile", key, i)
     sizes = {**MODEL_PRESETS, **cfg.custom_models}
-    references = set()  # e.g. ppl-prune's reference model, trained by a job of its own
+    references = set()  # e.g. ppl-prune's or rho-loss's reference model, trained by a job of its own
     for method, raw in cfg.method_options.items():
         size = getattr(method_options(method, raw), "reference_size", None)
         if size is not None and size not in sizes:

@@ -1,4 +1,5 @@
-"""Stage `score-reference`: the reference model of reference-scored methods (`ppl-prune`).
+"""Stage `score-reference`: the reference model of reference-scored methods (`ppl-prune`,
+`rho-loss`: every method with `needs_block_scores`, whose options are `ReferenceOptions`).
 
 1. Train a model of the reference size on a seeded shard of the training blocks (the same loop,
    optimizer and LR schedule as every run, `reference_epochs` passes over the shard), into
@@ -27,7 +28,7 @@ from lfr.grid import reference_size
 from lfr.model import scored_batches
 from lfr.runtime import git_commit, resolve_device
 from lfr.sampling import BlockScores, method_options
-from lfr.sampling.ppl_prune import ShardSampler, reference_shard
+from lfr.sampling.ppl_prune import ReferenceOptions, ShardSampler, reference_shard
 from lfr.train import Job, Method, train
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
                     run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the reference model and score the pool; return reference.json's content."""
     opts, size = method_options(method, cfg.method_options.get(method, {})), reference_size(cfg, method)
+    assert isinstance(opts, ReferenceOptions), f"{method}'s options must subclass ReferenceOptions"
     out_dir = Path(out_dir)
     store = BlockStore.open(data_dir, "train")
     shard = reference_shard(store.num_blocks, opts.reference_fraction, seed)

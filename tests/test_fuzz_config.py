@@ -147,10 +147,11 @@ def test_mutated_smoke_config_validates_or_names_a_key(raw):
 
 
 @settings(FAST, max_examples=150)
-@given(st.sampled_from(sorted(set(SAMPLERS) - {"ppl-prune"})), st.data(), st.integers(1, 200),
-       st.integers(1, 16))
+@given(st.sampled_from(sorted(m for m, s in SAMPLERS.items() if not s.needs_block_scores)), st.data(),
+       st.integers(1, 200), st.integers(1, 16))
 def test_accepted_method_options_plan_and_run_a_sampler(method, data, num_blocks, batch_blocks):
-    """Options that validate must not fail inside a run (ppl-prune needs reference scores)."""
+    """Options that validate must not fail inside a run (ppl-prune and rho-loss need reference
+    scores)."""
     options = data.draw(from_schema(SAMPLERS[method].Options.model_json_schema()))
     raw = {**SMOKE, "methods": [method], "method_options": {method: options}}
     cfg = check(raw)
@@ -162,6 +163,8 @@ def test_accepted_method_options_plan_and_run_a_sampler(method, data, num_blocks
         return
     rng = np.random.default_rng(0)
     for step in range(min(sampler.num_steps(), 20)):
+        while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+            sampler.observe_candidates(step, c, rng.uniform(0, 12, len(c)).astype(np.float32))
         ids = sampler.batch_ids(step)
         sampler.loss_weights(ids)
         sampler.observe(step, ids, rng.uniform(0, 12, len(ids)).astype(np.float32))

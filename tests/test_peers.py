@@ -1,6 +1,7 @@
 """The peer methods together (InfoBatch, perplexity pruning, loss-proportional sampling, Leitner
-spaced repetition): exact resume, equal tokens through the real training loop, compute accounting,
-config errors and config/peers.yaml. Each one's selection rule: tests/test_<method>.py."""
+spaced repetition, RHO-LOSS, selective backprop): exact resume, equal tokens through the real
+training loop, compute accounting, config errors and config/peers.yaml. Each one's selection rule:
+tests/test_<method>.py."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, random_tokens, run_train, tiny_config
-from test_lfr import drive
-from test_sampling import make
+from test_sampling import make, step_ids
 
 from lfr.config import ConfigError
 from lfr.grid import load_config, runs, validate_config
+from lfr.sampling import SAMPLERS
 
-PEERS = ["infobatch", "ppl-prune", "loss-prop", "leitner"]
+PEERS = ["infobatch", "ppl-prune", "loss-prop", "leitner", "rho-loss", "selective-backprop"]
 
 
 @pytest.mark.parametrize("name", PEERS)
@@ -29,17 +30,19 @@ def test_state_round_trip_gives_the_same_ids(name):
     full = make(name, 97, 8, epochs=5, **kw)
     ref_ids, ref_w = [], []
     for step in range(full.num_steps()):
-        ids = full.batch_ids(step)
+        ids, _ = step_ids(full, step, loss)
         ref_ids.append(ids)
         ref_w.append(full.loss_weights(ids))
         full.observe(step, ids, loss(ids, step).astype(np.float32))
     for cut in (1, 13, 29, 45, full.num_steps() - 2):
         a = make(name, 97, 8, epochs=5, **kw)
-        drive(a, loss, until=cut)
+        for step in range(cut):
+            ids, _ = step_ids(a, step, loss)
+            a.observe(step, ids, loss(ids, step).astype(np.float32))
         b = make(name, 97, 8, epochs=5, **kw)
         b.load_state_dict(a.state_dict())
         for step in range(cut, b.num_steps()):
-            ids = b.batch_ids(step)
+            ids, _ = step_ids(b, step, loss)
             np.testing.assert_array_equal(ids, ref_ids[step], err_msg=f"{name} cut {cut} step {step}")
             w = b.loss_weights(ids)
             assert (w is None and ref_w[step] is None) or np.array_equal(w, ref_w[step])
@@ -71,8 +74,11 @@ def test_peers_config_is_valid_and_plans_references(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     n_runs = len(runs(cfg))
     assert counts["train"] == counts["evaluate"] == str(n_runs)
-    assert counts["score_reference"] == str(len(cfg.size_seeds.get("nano", cfg.seeds)))
-    assert "results/scores/ppl-prune/nano/seed0/block_scores.parquet" in r.stdout
+    n_reference = sum(SAMPLERS[m].needs_block_scores for m in cfg.methods)  # ppl-prune, rho-loss
+    assert n_reference == 2
+    assert counts["score_reference"] == str(n_reference * len(cfg.size_seeds.get("nano", cfg.seeds)))
+    for method in ("ppl-prune", "rho-loss"):
+        assert f"results/scores/{method}/nano/seed0/block_scores.parquet" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["ppl-prune", "loss-prop", "leitner"])

@@ -23,16 +23,36 @@ def make(name, num_blocks, batch_blocks, seed=0, epochs=1.0, block_scores=None, 
     return build_sampler(name, facts, options)
 
 
+def step_ids(sampler, step, loss_of):
+    """The loop's calls for step `step`'s ids: score the candidates of a `scores_candidates`
+    method with loss_of(ids, step) (float32) until it has a batch, then batch_ids; the scored
+    candidates come back in the second value."""
+    scored = []
+    while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+        assert c.dtype == np.int64 and len(c) > 0
+        sampler.observe_candidates(step, c, loss_of(c, step).astype(np.float32))
+        scored.append(c)
+    return sampler.batch_ids(step), scored
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_sampler_contract(name):
     a, b = make(name, 103, 8, seed=3, epochs=2), make(name, 103, 8, seed=3, epochs=2)
     steps = a.num_steps()
     assert steps > 0
+    candidate_loss = lambda ids, step: 2 + np.cos(ids + 0.3 * step)  # noqa: E731
+    scored_ids: set[int] = set()
     for step in range(steps):
-        ids = a.batch_ids(step)
+        ids, scored = step_ids(a, step, candidate_loss)
+        ids_b, scored_b = step_ids(b, step, candidate_loss)
         assert ids.dtype == np.int64 and len(ids) == 8
         assert ids.min() >= 0 and ids.max() < 103
-        np.testing.assert_array_equal(ids, b.batch_ids(step))
+        np.testing.assert_array_equal(ids, ids_b)
+        assert len(scored) == len(scored_b) and all(map(np.array_equal, scored, scored_b))
+        assert a.scores_candidates or not scored
+        scored_ids.update(np.concatenate(scored or [np.zeros(0, np.int64)]).tolist())
+        if a.scores_candidates:  # it trains on blocks scored for this step or an earlier one
+            assert set(ids.tolist()) <= scored_ids
         losses = (ids % 7).astype(np.float32)
         a.observe(step, ids, losses)
         b.observe(step, ids, losses)
@@ -47,3 +67,33 @@ def test_unknown_method_and_option_fail_clearly():
         make("nope", 10, 2)
     with pytest.raises(ValueError, match="epochz"):
         make("random", 10, 2, epochz=1)
+
+
+def check_resume(new, loss_of, cut, ckpt_dir):
+    """Sampler new() through its whole plan, and again cut after step cut - 1 with its state
+    through a checkpoint round trip (lfr.checkpoint, as the loop: after the update, before the
+    next step's candidates) into a fresh new(): every later step's ids and the final state's
+    digest agree. Returns the uninterrupted run's ids per step."""
+    from lfr.checkpoint import load_latest, save
+    from lfr.train import state_digest
+
+    def run(sampler, steps):
+        out = []
+        for step in steps:
+            ids, _ = step_ids(sampler, step, loss_of)
+            if sampler.reads_losses:
+                sampler.observe(step, ids, loss_of(ids, step).astype(np.float32))
+            out.append(ids)
+        return out
+
+    full = new()
+    ref = run(full, range(full.num_steps()))
+    a = new()
+    run(a, range(cut))
+    save(ckpt_dir, cut, {"sampler": a.state_dict()})
+    b = new()
+    b.load_state_dict(load_latest(ckpt_dir)["sampler"])
+    for step, ids in zip(range(cut, b.num_steps()), run(b, range(cut, b.num_steps())), strict=True):
+        np.testing.assert_array_equal(ids, ref[step], err_msg=f"cut {cut}, step {step}")
+    assert state_digest(b.state_dict()) == state_digest(full.state_dict())
+    return ref

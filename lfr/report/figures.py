@@ -26,7 +26,7 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.font
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
 COLORS = {"random": "#444444", "lfr": "#d62728", "lfr-random-drop": "#1f77b4", "lfr-reverse": "#2ca02c",
           "reference": "#9467bd", "infobatch": "#ff7f0e", "ppl-prune": "#8c564b", "loss-prop": "#e377c2",
-          "leitner": "#17becf"}
+          "leitner": "#17becf", "rho-loss": "#bcbd22", "selective-backprop": "#393b79"}
 PHASE_COLORS = {"learn": "#fdd0a2", "focus": "#c6dbef", "review": "#c7e9c0"}
 
 

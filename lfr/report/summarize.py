@@ -12,7 +12,7 @@ Definitions (also in results/tables/README.md):
   counts, 0 bytes), comparable across tokenizers; a reference model's: its own tokenizer's on
   the same text (lfr/reference_bpb.py).
 - `tokens`: optimizer-step tokens; `forward_only_tokens`: tokens of extra scoring passes;
-  `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune);
+  `reference_train_tokens`: optimizer-step tokens of a reference model (ppl-prune, rho-loss);
   `compute_tokens` = tokens + reference_train_tokens + forward_only_tokens / 3: the total in
   training-token units (a forward pass is ~1/3 of a training step's FLOPs), whatever the model
   size of the reference (an upper bound when the reference is smaller than the model).
@@ -116,10 +116,11 @@ def compute_flops(info: dict) -> float:
         + F_ref x reference_train_tokens + F_ref / 3 x reference_scoring_tokens
 
     F = run.json's `flops_per_token` (the model), F_ref = its `reference_flops_per_token` (the
-    reference model, ppl-prune's), `reference_scoring_tokens` = the part of `forward_only_tokens`
-    that ran through the reference model (ppl-prune: all of it), so the rest are forward passes of
-    the model itself. A run.json without F_ref (or 0) charges the reference at F, which is then
-    exactly F x compute_tokens (compute_tokens' convention); without F, NaN."""
+    reference model, ppl-prune's or rho-loss's), `reference_scoring_tokens` = the part of
+    `forward_only_tokens` that ran through the reference model (ppl-prune: all of it), so the rest
+    are forward passes of the model itself (rho-loss's and selective-backprop's candidates). A
+    run.json without F_ref (or 0) charges the reference at F, which is then exactly
+    F x compute_tokens (compute_tokens' convention); without F, NaN."""
     f = info.get("flops_per_token", math.nan)
     f_ref = info.get("reference_flops_per_token") or f
     scoring = info.get("reference_scoring_tokens", 0)

@@ -14,6 +14,8 @@ from lfr.sampling.lfr import LFRRandomDropSampler, LFRReverseSampler, LFRSampler
 from lfr.sampling.loss_prop import LossPropSampler
 from lfr.sampling.ppl_prune import PplPruneSampler
 from lfr.sampling.random import RandomSampler
+from lfr.sampling.rho_loss import RhoLossSampler
+from lfr.sampling.selective_backprop import SelectiveBackpropSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "random": RandomSampler,
@@ -25,6 +27,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "ppl-prune": PplPruneSampler,
     "loss-prop": LossPropSampler,
     "leitner": LeitnerSampler,
+    "rho-loss": RhoLossSampler,
+    "selective-backprop": SelectiveBackpropSampler,
 }
 
 

@@ -25,10 +25,12 @@ import numpy as np
 from pydantic import Field
 
 from lfr.sampling.base import (
+    BlockScores,
     Epochs,
     PoolSampler,
     RunFacts,
     RunLengthOptions,
+    Sampler,
     SamplerOptions,
     equal_token_steps,
 )
@@ -36,17 +38,23 @@ from lfr.sampling.base import (
 SHARD_STREAM = 0x5EF  # keeps the shard's generator apart from the epoch permutations
 
 
-class PplPruneOptions(RunLengthOptions):
-    keep: Annotated[float, Field(gt=0, le=1)] = 0.5
-    """Fraction of the pool kept."""
-    band: Literal["low", "middle", "high"] = "middle"
-    """Which scores to keep: the lowest, the middle (Marion et al.'s best) or the highest."""
+class ReferenceOptions(RunLengthOptions):
+    """Options of a method with `needs_block_scores`: its reference model, which the
+    `score_reference` stage trains and scores the other blocks with."""
+
     reference_size: str | None = None
     """Model size of the reference model; default: the smallest size in `models`."""
     reference_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     """Fraction of the training blocks (seeded) the reference trains on; excluded from the pool."""
     reference_epochs: Epochs | None = None
     """Passes of the reference model over its shard; default train.epochs."""
+
+
+class PplPruneOptions(ReferenceOptions):
+    keep: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Fraction of the pool kept."""
+    band: Literal["low", "middle", "high"] = "middle"
+    """Which scores to keep: the lowest, the middle (Marion et al.'s best) or the highest."""
 
 
 def band_ids(score: np.ndarray, pool: np.ndarray, keep: float, band: str) -> np.ndarray:
@@ -63,6 +71,26 @@ def reference_shard(num_blocks: int, fraction: float, seed: int) -> np.ndarray:
     """Sorted ids of the reference model's training shard: round(fraction * N) blocks (>= 1)."""
     size = max(1, int(np.floor(fraction * num_blocks + 0.5)))
     return np.sort(np.random.default_rng([seed, SHARD_STREAM]).permutation(num_blocks)[:size])
+
+
+def reference_pool(sampler: Sampler, method: str) -> tuple[BlockScores, np.ndarray]:
+    """The run's block scores, checked against the corpus, and the sorted ids of the blocks the
+    reference model scored (outside its shard); charges `sampler` with the reference's compute:
+    its training and its scoring pass."""
+    scores = sampler.run.block_scores
+    if scores is None:
+        raise ValueError(f"{method} needs reference-model scores: the workflow's score_reference "
+                         "rule writes them; by hand pass `python -m lfr train --block-scores FILE`")
+    if len(scores.score) != sampler.num_blocks:
+        raise ValueError(f"the block scores cover {len(scores.score)} blocks, the corpus has "
+                         f"{sampler.num_blocks}: they come from another tokenization")
+    scored = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
+    if not len(scored):
+        raise ValueError("no scored block outside the reference shard")
+    sampler.forward_only_tokens = sampler.reference_scoring_tokens = scores.scoring_tokens
+    sampler.reference_train_tokens = scores.reference_train_tokens
+    sampler.reference_flops_per_token = scores.reference_flops_per_token
+    return scores, scored
 
 
 class ShardSampler(PoolSampler):
@@ -85,21 +113,9 @@ class PplPruneSampler(PoolSampler):
 
     def __init__(self, run: RunFacts, options: PplPruneOptions) -> None:
         super().__init__(run, options)
-        scores = run.block_scores
-        if scores is None:
-            raise ValueError("ppl-prune needs reference-model scores: the workflow's score_reference "
-                             "rule writes them; by hand pass `python -m lfr train --block-scores FILE`")
-        if len(scores.score) != self.num_blocks:
-            raise ValueError(f"the block scores cover {len(scores.score)} blocks, the corpus has "
-                             f"{self.num_blocks}: they come from another tokenization")
-        scored = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
-        if not len(scored):
-            raise ValueError("no scored block outside the reference shard")
+        scores, scored = reference_pool(self, "ppl-prune")
         self.kept = self.pool = band_ids(scores.score, scored, options.keep, options.band)
         self.steps = equal_token_steps(run, options.epochs)
-        self.forward_only_tokens = self.reference_scoring_tokens = scores.scoring_tokens
-        self.reference_train_tokens = scores.reference_train_tokens
-        self.reference_flops_per_token = scores.reference_flops_per_token
 
     def num_steps(self) -> int:
         return self.steps

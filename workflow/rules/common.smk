@@ -79,7 +79,7 @@ def run_config(size, method):
     another method's options, changes no param of this job and retrains nothing."""
     dump = CFG.model_dump(mode="json")
     options = method_options(method, CFG.method_options.get(method, {})).model_dump(mode="json")
-    sizes = {size, options.get("reference_size")}  # ppl-prune's reference may be a custom size
+    sizes = {size, options.get("reference_size")}  # a reference (ppl-prune, rho-loss) may be custom
     job = {key: dump[key] for key in ("corpus", "tokenizer", "data", "train", "offline")}
     job |= {"models": [size], "methods": [method], "method_options": {method: options},
             "custom_models": {k: v for k, v in dump["custom_models"].items() if k in sizes}}
@@ -174,7 +174,7 @@ def snapshot_arg(wildcards):
 
 
 def block_scores_input(wildcards):
-    """The reference scores of a method that needs them (ppl-prune), else nothing."""
+    """The reference scores of a method that needs them (ppl-prune, rho-loss), else nothing."""
     if not SAMPLERS[wildcards.method].needs_block_scores:
         return []
     ref_size = grid.reference_size(CFG, wildcards.method)

@@ -1,5 +1,5 @@
 # Stage `score-reference` (lfr/score_reference.py): the reference model of reference-scored
-# methods (ppl-prune), trained on its shard, and its scores of every other block.
+# methods (ppl-prune, rho-loss), trained on its shard, and its scores of every other block.
 # -------------------------------------------------------------------------------------------
 
 
