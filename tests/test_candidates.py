@@ -107,6 +107,7 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     from lfr.train import TrainingInterrupted
 
     cfg, root = prepared
+    cfg = cfg.model_copy(update={"method_options": {"selective-backprop": {"history": 64}}})
     scores = scores_of(method, reference)
     whole = run_train(cfg, method, root, tmp_path / "a", block_scores=scores)
     with pytest.raises(TrainingInterrupted):
@@ -126,6 +127,7 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     if method == "rho-loss":  # 10 x the batch a step, plus the reference's pass over the pool
         assert whole["candidate_tokens"] == 10 * whole["tokens"]
         assert whole["forward_only_tokens"] == whole["candidate_tokens"] + reference[2]["scoring_tokens"]
-    else:  # p^1 keeps half the candidates on average: about 2 batches scored per batch trained
-        assert 1.6 < whole["candidate_tokens"] / whole["tokens"] < 2.6
+    else:  # p^1 keeps half of stationary losses: 2 batches scored per batch; a falling loss ranks
+        # low in a window of the last 8 steps' losses, so a few more
+        assert 2.0 < whole["candidate_tokens"] / whole["tokens"] < 3.0, whole["candidate_tokens"]
         assert whole["forward_only_tokens"] == whole["candidate_tokens"]

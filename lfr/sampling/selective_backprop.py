@@ -62,6 +62,7 @@ class SelectiveBackpropSampler(Sampler):
     options: SelectiveBackpropOptions
     reads_losses: ClassVar[bool] = False  # it reads the candidates' losses only
     scores_candidates: ClassVar[bool] = True
+
     def __init__(self, run: RunFacts, options: SelectiveBackpropOptions) -> None:
         super().__init__(run, options)
         self.steps = equal_token_steps(run, options.epochs)
