@@ -9,7 +9,7 @@ import torch
 
 from lfr.data import BlockStore
 from lfr.metrics import peak_flops
-from lfr.model import block_losses, build_model, flops_per_token, gpt2_config, scored_batches
+from lfr.model import block_losses, build_model, flops_per_token, model_config, scored_batches
 
 
 def test_checkpoint_uses_gpt2s_gelu_in_its_fused_form(trained):
@@ -28,7 +28,7 @@ def test_checkpoint_uses_gpt2s_gelu_in_its_fused_form(trained):
 def test_mfu_arithmetic_follows_nanogpt():
     from lfr.config import MODEL_PRESETS
 
-    model = build_model(gpt2_config(MODEL_PRESETS["gpt2"], 50257, 1024, 50256))
+    model = build_model(model_config(MODEL_PRESETS["gpt2"], 50257, 1024, 50256))
     n = sum(p.numel() for p in model.parameters()) - 1024 * 768
     assert n == pytest.approx(123.6e6, rel=0.01)  # GPT-2 small without position embeddings
     assert flops_per_token(model) == 6 * n + 12 * 12 * 1024 * 768
