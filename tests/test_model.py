@@ -58,3 +58,23 @@ def test_scored_batches_give_each_blocks_loss_in_eval_mode(trained):
                      for i in range(len(ids))]
         model.train()
         np.testing.assert_allclose(losses, torch.cat(alone).numpy(), rtol=1e-5)
+
+
+def test_llama_flops_count_an_untied_head_and_grouped_kv_heads_by_shape():
+    """6N + 12LTC for Llama: no position embeddings to remove; untying adds the V x d head to N
+    once; one KV head of 2 makes k_proj and v_proj d x d/2 (V 100, d 32, L 1, FFN 256, T 16)."""
+    from lfr.config import ModelPreset
+
+    def built(**keys):
+        return build_model(model_config(ModelPreset(arch="llama", n_layer=1, n_head=2, n_embd=32, **keys),
+                                        100, 16, 0))
+
+    tied = 100 * 32 + (2 * 32 * 32 + 2 * 32 * 16) + 3 * 32 * 256 + 3 * 32  # embed, q o k v, mlp, norms
+    gqa = built(n_kv_head=1)
+    assert sum(p.numel() for p in gqa.parameters()) == tied
+    assert gqa.model.layers[0].self_attn.k_proj.weight.shape == (16, 32)
+    assert flops_per_token(gqa) == 6 * tied + 12 * 1 * 16 * 32
+    untied = built(n_kv_head=1, tie_embeddings=False)
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+    assert flops_per_token(untied) == 6 * (tied + 100 * 32) + 12 * 1 * 16 * 32
+    assert built(intermediate_size=48).model.layers[0].mlp.up_proj.weight.shape == (48, 32)
