@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import run_train
 
-from lfr.config import EvalConfig
+from lfr.config import EvalConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.distributed import Dist
 from lfr.train import TrainingInterrupted, estimate_val_loss, val_subset
@@ -21,15 +21,19 @@ SIZE = "llama-nano"  # 2 layers, d 64, 2 heads, SwiGLU 256, tied embeddings
 
 
 def short(cfg):
-    """Half an epoch of the tiny config (235 steps; checkpoints every 10)."""
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.5})})
+    """A quarter epoch of the tiny config (117 steps; checkpoints every 10)."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.25})})
+
+
+SNAPSHOTS = ProfileConfig(every_tokens=10_000, sample_blocks=48, batch_size=16)
 
 
 @pytest.fixture(scope="module")
 def llama_run(prepared, tmp_path_factory):
+    """(config, prepared dir, run dir, summary) of a short `random` llama-nano run with snapshots."""
     cfg, root = prepared
     out = tmp_path_factory.mktemp("llama")
-    return short(cfg), root, out, run_train(short(cfg), "random", root, out, size=SIZE)
+    return short(cfg), root, out, run_train(short(cfg), "random", root, out, size=SIZE, snapshots=SNAPSHOTS)
 
 
 def test_a_tiny_llama_trains_and_exports_an_hf_llama(llama_run):
@@ -74,6 +78,27 @@ def test_a_llama_run_resumes_bit_exactly(llama_run, tmp_path):
                                   pd.read_parquet(tmp_path / "b/metrics.parquet")[cols])
     wa, wb = load_file(out / "model/model.safetensors"), load_file(tmp_path / "b/model/model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_profiling_a_llama_run_scores_its_snapshots(llama_run, tmp_path):
+    """The profile stage on the run's weight snapshots: the last one's losses are the exported
+    model's, the first one's an untrained model's (near ln 512)."""
+    from transformers import AutoModelForCausalLM
+
+    from lfr.model import block_losses
+    from lfr.profile import profile_run
+
+    _, root, out, summary = llama_run
+    info = profile_run(out, root / "data", SNAPSHOTS, tmp_path / "losses.parquet", tmp_path / "s.json", "cpu")
+    table = pd.read_parquet(tmp_path / "losses.parquet")
+    assert info["snapshots"] >= 3 and len(table) == info["snapshots"] * 48
+    last = table[table.checkpoint_step == summary["steps"]].sort_values("block_id")
+    model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    with torch.no_grad():
+        want = block_losses(model, *(torch.from_numpy(a) for a in BlockStore.open(
+            root / "data", "train").batch(last.block_id.to_numpy()))).numpy()
+    np.testing.assert_allclose(last.loss.to_numpy(), want, atol=1e-5)
+    assert abs(table[table.checkpoint_step == 0].loss.mean() - math.log(512)) < 0.3
 
 
 def test_lm_eval_loads_the_llama_folder(llama_run, tmp_path):
