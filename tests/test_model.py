@@ -1,5 +1,5 @@
-"""lfr/model.py: GPT-2 as transformers' module, its per-block losses, the one scoring pass and the
-FLOPs estimate; lfr/metrics.py's peak FLOP/s."""
+"""lfr/model.py: GPT-2 and Llama as transformers' modules, their per-block losses, the one scoring
+pass and the FLOPs estimate; lfr/metrics.py's peak FLOP/s."""
 
 from __future__ import annotations
 
