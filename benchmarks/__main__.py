@@ -58,7 +58,7 @@ from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.files import write_csv
 from lfr.grid import validate_config
-from lfr.model import build_model, configure_optimizer, gpt2_config
+from lfr.model import build_model, configure_optimizer, model_config
 from lfr.profile import profile_losses
 from lfr.runtime import setup_torch
 from lfr.tokenizer import tokenizer_meta
@@ -108,7 +108,7 @@ def prepare(root: Path, cfg: ExperimentConfig) -> None:
 
 def demo_model(root: Path, cfg: ExperimentConfig) -> torch.nn.Module:
     meta = tokenizer_meta(root / "tokenizer")
-    return build_model(gpt2_config(cfg.model_preset("micro"), meta["vocab_size"], cfg.data.block_size,
+    return build_model(model_config(cfg.model_preset("micro"), meta["vocab_size"], cfg.data.block_size,
                                    meta["eot_id"]))
 
 
@@ -154,7 +154,7 @@ def bench_model_vs_nanogpt(cfg: ExperimentConfig, repeats: int, steps: int) -> R
 
     preset, B, T, V = cfg.model_preset("micro"), cfg.train.batch_size, cfg.data.block_size, 8192
     torch.manual_seed(0)
-    ours_model = build_model(gpt2_config(preset, V, T, 0))
+    ours_model = build_model(model_config(preset, V, T, 0))
     nano_model = NanoGPT(V, T, preset.n_layer, preset.n_head, preset.n_embd)
 
     def speed(model: torch.nn.Module) -> float:

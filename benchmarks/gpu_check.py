@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 from benchmarks.sampler_scale import timed_step
 from benchmarks.table import Row, show, table_of
@@ -57,7 +57,7 @@ from lfr.data import BlockStore, data_meta
 from lfr.files import write_csv
 from lfr.grid import validate_config
 from lfr.metrics import peak_flops
-from lfr.model import build_model, gpt2_config
+from lfr.model import build_model, model_config
 from lfr.profile import profile_losses, sample_blocks
 from lfr.runtime import setup_torch
 from lfr.sampling import RunFacts, build_sampler
@@ -177,7 +177,7 @@ def minimal_loop(cfg: ExperimentConfig, data_dir: Path, shape: Shape,
     tokens = np.memmap(data_dir / "train.bin", dtype=meta["dtype"], mode="r")
     t_start = time.perf_counter()
     torch.manual_seed(0)
-    model = build_model(gpt2_config(cfg.model_preset(shape.size), shape.vocab, T, meta["eot_id"]))
+    model = build_model(model_config(cfg.model_preset(shape.size), shape.vocab, T, meta["eot_id"]))
     model = model.to(device)
     params = list(model.parameters())
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
@@ -221,7 +221,7 @@ def profile_pass(run_dir: Path, data_dir: Path, shape: Shape) -> tuple[float, fl
     """Tokens/s of the profiling pass on the run's saved model, loaded as the profile stage
     loads it, its peak GPU memory in GiB (NaN on a CPU) and the blocks it scored."""
     device = torch.device(shape.device)
-    model = GPT2LMHeadModel.from_pretrained(run_dir / "model").to(device)
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(device)
     store = BlockStore.open(data_dir, "train")
     ids = sample_blocks(store.num_blocks, shape.profile_blocks, 0)
     profile_losses(model, store, ids[: shape.profile_batch], shape.profile_batch, device, "bfloat16")  # warm

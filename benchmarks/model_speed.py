@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lfr.config import MODEL_PRESETS
-from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
+from lfr.model import block_losses, build_model, configure_optimizer, model_config
 
 
 class NanoBlock(nn.Module):
@@ -97,7 +97,7 @@ def main() -> None:
     torch.manual_seed(0)
     preset = MODEL_PRESETS[args.size]
     models = {
-        "hf": build_model(gpt2_config(preset, args.vocab, args.block, 0)),
+        "hf": build_model(model_config(preset, args.vocab, args.block, 0)),
         "nanogpt": NanoGPT(args.vocab, args.block, preset.n_layer, preset.n_head, preset.n_embd),
     }
     times: dict[str, list[float]] = {name: [] for name in models}

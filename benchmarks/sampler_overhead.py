@@ -18,13 +18,13 @@ import torch
 
 from benchmarks.sampler_scale import synthetic_scores
 from lfr.config import MODEL_PRESETS
-from lfr.model import block_losses, build_model, configure_optimizer, gpt2_config
+from lfr.model import block_losses, build_model, configure_optimizer, model_config
 from lfr.sampling import SAMPLERS, RunFacts, build_sampler
 
 
 def run(name: str, args: argparse.Namespace, tokens: torch.Tensor) -> tuple[list[float], list[float]]:
     torch.manual_seed(0)
-    model = build_model(gpt2_config(MODEL_PRESETS["micro"], args.vocab, args.block, 0))
+    model = build_model(model_config(MODEL_PRESETS["micro"], args.vocab, args.block, 0))
     opt = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"))
     scores = synthetic_scores(args.blocks, 0) if SAMPLERS[name].needs_block_scores else None
     facts = RunFacts(args.blocks, args.batch, args.block, 0, 4.0, scores)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lfr.config import MODEL_PRESETS
-from lfr.model import build_model, flops_per_token, gpt2_config
+from lfr.model import build_model, flops_per_token, model_config
 from lfr.sampling import SAMPLERS, BlockScores, RunFacts, Sampler, build_sampler
 from lfr.sampling.base import PoolSampler
 from lfr.sampling.infobatch import InfoBatchSampler
@@ -56,7 +56,7 @@ def projected_step_s() -> tuple[float, float]:
     """(seconds, FLOPs per token) of a GPT-2 124M optimizer step of BATCH_BLOCKS x BLOCK_SIZE
     tokens at MFU of the H100's peak."""
     with torch.device("meta"):  # shapes only: no memory, no init
-        model = build_model(gpt2_config(MODEL_PRESETS["gpt2"], 50257, BLOCK_SIZE, 50256))
+        model = build_model(model_config(MODEL_PRESETS["gpt2"], 50257, BLOCK_SIZE, 50256))
     per_token = flops_per_token(model)
     return BATCH_BLOCKS * BLOCK_SIZE * per_token / (H100_BF16_FLOPS * MFU), per_token
 

@@ -28,9 +28,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -129,15 +131,57 @@ class DataConfig(Section):
 
 
 class ModelPreset(Section):
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    """`gpt2`: transformers' GPT2LMHeadModel (learned positions, LayerNorm, GELU MLP); `llama`:
+    LlamaForCausalLM (RoPE, RMSNorm, SwiGLU MLP, no biases)."""
     n_layer: Annotated[int, Field(ge=1)]
     n_head: Annotated[int, Field(ge=1)]
     n_embd: Annotated[int, Field(ge=8)]
+    n_kv_head: Annotated[int, Field(ge=1)] | None = None
+    """llama only: key/value heads (grouped-query attention), a divisor of n_head; None: n_head."""
+    intermediate_size: Annotated[int, Field(ge=1)] | None = None
+    """llama only: SwiGLU hidden width; None: Llama's rule, 8/3 n_embd rounded up to a multiple of 256."""
+    tie_embeddings: bool = True
+    """The output layer shares the input embedding's weights; gpt2 always does (GPT-2's design),
+    llama by choice (Llama 1/2 untie theirs; small models often tie)."""
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ModelPreset:
+    def _shape(self) -> ModelPreset:
         if self.n_embd % self.n_head:
             raise key_error(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}", "n_embd")
+        if self.arch == "gpt2":
+            for key in ("n_kv_head", "intermediate_size"):
+                if getattr(self, key) is not None:
+                    raise key_error(f"{key} is a llama key; remove it or set arch: llama", key)
+            if not self.tie_embeddings:
+                raise key_error("gpt2 always ties its embeddings; remove tie_embeddings or set "
+                                "arch: llama", "tie_embeddings")
+        elif self.n_head % self.kv_heads:
+            raise key_error(f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}",
+                            "n_kv_head")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A gpt2 preset dumps its three keys only, as before `arch` existed: its runs keep their
+        `config_hash` and their jobs' params, so adding the keys retrains nothing."""
+        dump = handler(self)
+        return {k: dump[k] for k in ("n_layer", "n_head", "n_embd")} if self.arch == "gpt2" else dump
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def ffn_size(self) -> int:
+        """The MLP's hidden width: gpt2 4 n_embd; llama `intermediate_size` or Llama's rule."""
+        if self.arch == "gpt2":
+            return 4 * self.n_embd
+        return self.intermediate_size or -(-(8 * self.n_embd // 3) // 256) * 256
+
+
+def llama(n_layer: int, n_head: int, n_embd: int, **keys: Any) -> ModelPreset:
+    return ModelPreset(arch="llama", n_layer=n_layer, n_head=n_head, n_embd=n_embd, **keys)
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {
@@ -150,6 +194,15 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     "gpt2-medium": ModelPreset(n_layer=24, n_head=16, n_embd=1024),
     "gpt2-large": ModelPreset(n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": ModelPreset(n_layer=48, n_head=25, n_embd=1600),
+    # Llama at nano's and micro's shapes, for tests and CPU runs.
+    "llama-nano": llama(2, 2, 64),
+    "llama-micro": llama(4, 4, 128),
+    # The LFR paper v2's Llama sizes (config/paper-v2.yaml). Its shapes are known only second-hand,
+    # by their names: these are ours, heads of 64, Llama's MLP rule, tied embeddings, the depth
+    # chosen (even) to land near the name at vocab 32000 (README: Llama on SlimPajama).
+    "llama-120m": llama(14, 12, 768),
+    "llama-300m": llama(20, 16, 1024),
+    "llama-500m": llama(22, 20, 1280),
 }
 
 

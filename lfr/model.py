@@ -1,9 +1,11 @@
-"""GPT-2 as transformers' `GPT2LMHeadModel`, so every checkpoint is a plain HF folder.
+"""GPT-2 and Llama as transformers' `GPT2LMHeadModel` and `LlamaForCausalLM`, so every checkpoint
+is a plain HF folder.
 
-We use the HF module rather than a hand-written one: on CPU it trains at the speed of a
-nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`, README: Speed) and it
-removes the export step that lm-eval would otherwise need. Shapes: B batch, T time (block_size),
-V vocab.
+We use the HF modules rather than hand-written ones: on CPU GPT-2's trains at the speed of a
+nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`, README: Speed) and they
+remove the export step that lm-eval would otherwise need. The loop sees only `model(input_ids)`
+and `.logits`, so the architecture (`ModelPreset.arch`) is this module's business alone.
+Shapes: B batch, T time (block_size), V vocab.
 """
 
 from __future__ import annotations
@@ -16,16 +18,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedModel
 
 from lfr.config import ModelPreset
 from lfr.data import BlockStore
 
 
-def gpt2_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: int,
-                dropout: float = 0.0) -> GPT2Config:
+def model_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: int,
+                 dropout: float = 0.0) -> PretrainedConfig:
+    """The HF config of a size; the end-of-text token is also BOS/EOS (one separator token)."""
+    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": eot_id, "eos_token_id": eot_id,
+                              "tie_word_embeddings": preset.tie_embeddings}
+    if preset.arch == "llama":
+        return LlamaConfig(
+            hidden_size=preset.n_embd,
+            num_hidden_layers=preset.n_layer,
+            num_attention_heads=preset.n_head,
+            num_key_value_heads=preset.kv_heads,
+            intermediate_size=preset.ffn_size,
+            max_position_embeddings=block_size,  # RoPE: a length for lm-eval, no parameters
+            attention_dropout=dropout,  # Llama has no residual or embedding dropout
+            **common,
+        )
     return GPT2Config(
-        vocab_size=vocab_size,
         n_positions=block_size,
         n_embd=preset.n_embd,
         n_layer=preset.n_layer,
@@ -33,16 +48,15 @@ def gpt2_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: i
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,
-        bos_token_id=eot_id,
-        eos_token_id=eot_id,
-        tie_word_embeddings=True,
         activation_function="gelu_pytorch_tanh",  # GPT-2's gelu_new, as one fused kernel
+        **common,
     )
 
 
-def build_model(config: GPT2Config) -> GPT2LMHeadModel:
-    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
-    return model
+
+
+def build_model(config: PretrainedConfig) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
 
 
 def num_params(model: torch.nn.Module) -> int:
@@ -50,11 +64,13 @@ def num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_token(model: torch.nn.Module) -> float:
-    """Training FLOPs per token, nanoGPT's estimate: 6N + 12 L T C (N without position embeddings)."""
+def flops_per_token(model: PreTrainedModel) -> float:
+    """Training FLOPs per token, nanoGPT's estimate: 6N + 12 L T C, N without position embeddings
+    (GPT-2's learned ones; Llama's RoPE has none) and an untied output layer counted in N."""
     cfg = model.config
-    n = num_params(model) - model.transformer.wpe.weight.numel()
-    return 6 * n + 12 * cfg.n_layer * cfg.n_positions * cfg.n_embd
+    positions = model.transformer.wpe.weight.numel() if cfg.model_type == "gpt2" else 0
+    n = num_params(model) - positions
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.max_position_embeddings * cfg.hidden_size
 
 
 def autocast(device: torch.device, dtype: str) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 from lfr.config import ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
@@ -61,7 +61,7 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     info = json.loads((run_dir / "run.json").read_text())
     snaps = read_index(run_dir)
     dev = resolve_device(device, "train.device")
-    model = GPT2LMHeadModel.from_pretrained(run_dir / "model").to(dev)
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(dev)
     store = BlockStore.open(data_dir, "train")
     ids = sample_blocks(store.num_blocks, cfg.sample_blocks, cfg.sample_seed)
     domains = pd.read_parquet(Path(data_dir) / "train_blocks.parquet", columns=["domain"])["domain"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 from lfr.config import ExperimentConfig
 from lfr.data import BlockStore
@@ -50,7 +50,7 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
                              run_info or {}), reference)
 
     device = resolve_device(cfg.train.device, "train.device")
-    model = GPT2LMHeadModel.from_pretrained(out_dir / "reference/model").to(device)
+    model = AutoModelForCausalLM.from_pretrained(out_dir / "reference/model").to(device)
     in_shard = np.zeros(store.num_blocks, dtype=bool)
     in_shard[shard] = True
     pool = np.flatnonzero(~in_shard)

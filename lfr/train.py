@@ -1,4 +1,4 @@
-"""Stage `train`: pretrain one GPT-2 (size x method x seed) from scratch.
+"""Stage `train`: pretrain one model (GPT-2 or Llama; size x method x seed) from scratch.
 
 nanoGPT's loop, with fixed data blocks chosen by a sampler plug-in. Each step: set the LR, run
 grad_accum micro-batches (forward once, per-block losses, backward), clip, step, hand the
@@ -45,7 +45,7 @@ from lfr.model import (
     build_model,
     configure_optimizer,
     flops_per_token,
-    gpt2_config,
+    model_config,
     num_params,
     scored_batches,
 )
@@ -243,7 +243,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         seed_rng(job.seed)
     train_store, val_store = BlockStore.open(job.data_dir, "train"), BlockStore.open(job.data_dir, "val")
     T, meta = train_store.block_size, tokenizer_meta(job.tok_dir)
-    model = build_model(gpt2_config(cfg.model_preset(job.size), meta["vocab_size"], T, meta["eot_id"],
+    model = build_model(model_config(cfg.model_preset(job.size), meta["vocab_size"], T, meta["eot_id"],
                                     tc.dropout)).to(d.device)
     optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), d.device)
     batch_blocks = tc.batch_size * tc.grad_accum * d.world

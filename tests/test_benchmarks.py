@@ -22,7 +22,7 @@ from benchmarks.__main__ import main
 from benchmarks.gpu_check import COMES_WITH_TRANSFORMERS, DRY
 from benchmarks.model_speed import NanoGPT
 from lfr.config import MODEL_PRESETS, ModelPreset
-from lfr.model import build_model, flops_per_token, gpt2_config
+from lfr.model import build_model, flops_per_token, model_config
 
 
 def test_only_replaces_its_own_rows_and_keeps_the_others(tmp_path):
@@ -132,7 +132,7 @@ def test_gpu_check_dry_runs_with_only_torch_transformers_numpy_pandas_pyarrow(tm
     ours, minimal = t.loc["gpu_train_loop", ["ours", "reference"]]
     assert ours > 0 and t.loc["gpu_train_loop", "ratio_median"] == pytest.approx(ours / minimal)
     # MFU: our tokens/s x FLOPs per token of nano with the padded vocabulary / the nominal 1 TFLOP/s
-    model = build_model(gpt2_config(MODEL_PRESETS[DRY.size], DRY.vocab, DRY.block, 0))
+    model = build_model(model_config(MODEL_PRESETS[DRY.size], DRY.vocab, DRY.block, 0))
     assert t.loc["gpu_mfu", "reference"] == 1.0
     assert t.loc["gpu_mfu", "ours"] == pytest.approx(ours * flops_per_token(model) / 1e12)
     assert t.loc["gpu_mfu", "ratio_median"] == pytest.approx(t.loc["gpu_mfu", "ours"])
@@ -168,5 +168,5 @@ def test_nanogpt_reference_frees_its_logits_and_matches_our_model():
     finally:
         gc.enable()
     assert model.lm_head.weight is model.wte.weight
-    ours = build_model(gpt2_config(ModelPreset(n_layer=1, n_head=2, n_embd=16), 64, 16, 0))
+    ours = build_model(model_config(ModelPreset(n_layer=1, n_head=2, n_embd=16), 64, 16, 0))
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ours.parameters())

@@ -160,3 +160,38 @@ def test_a_config_error_gives_back_its_problems():
     assert err.problems == ["train.lr: too big", "seeds[1]: listed twice\n  (a second line)"]
     assert ConfigError("c.yaml: the top level must be a mapping").problems == [
         "c.yaml: the top level must be a mapping"]
+
+
+def test_llama_presets_shapes_and_llama_only_keys():
+    from lfr.config import MODEL_PRESETS, ModelPreset, config_hash
+
+    # Llama's MLP rule: 8/3 d rounded up to a multiple of 256; gpt2's 4 d
+    assert [MODEL_PRESETS[s].ffn_size for s in ("llama-nano", "llama-120m", "llama-300m", "llama-500m")] \
+        == [256, 2048, 2816, 3584]
+    assert ModelPreset(arch="llama", n_layer=1, n_head=2, n_embd=64, intermediate_size=100).ffn_size == 100
+    assert MODEL_PRESETS["gpt2"].ffn_size == 3072
+    # a gpt2 preset dumps as before `arch` existed, so its runs keep their config_hash
+    assert MODEL_PRESETS["nano"].model_dump(mode="json") == {"n_layer": 2, "n_head": 2, "n_embd": 64}
+    assert config_hash(MODEL_PRESETS["nano"].model_dump(mode="json")) == "ee34981aae21"  # as before arch
+    llama = MODEL_PRESETS["llama-nano"].model_dump(mode="json")
+    assert llama["arch"] == "llama" and ModelPreset.model_validate(llama) == MODEL_PRESETS["llama-nano"]
+    gqa = {"arch": "llama", "n_layer": 1, "n_head": 4, "n_embd": 32, "n_kv_head": 2}
+    cfg = validate_config({"models": ["w"], "custom_models": {"w": gqa}})
+    assert validate_config(cfg.model_dump(mode="json")) == cfg  # a job's JSON validates back
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "hint"),
+    [
+        ({"n_kv_head": 1}, "n_kv_head", "n_kv_head is a llama key; remove it or set arch: llama"),
+        ({"intermediate_size": 64}, "intermediate_size", "a llama key"),
+        ({"tie_embeddings": False}, "tie_embeddings", "gpt2 always ties its embeddings"),
+        ({"arch": "llama", "n_kv_head": 3}, "n_kv_head", "n_kv_head=3 does not divide n_head=4"),
+        ({"arch": "bert"}, "arch", "'gpt2' or 'llama'"),
+    ],
+)
+def test_a_bad_model_shape_names_the_key(model, key, hint):
+    raw = {"custom_models": {"w": {"n_layer": 1, "n_head": 4, "n_embd": 32, **model}}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw, "my.yaml")
+    assert f"  - custom_models.w.{key}: " in str(err.value) and hint in str(err.value), str(err.value)

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from conftest import REPO
 
 from lfr.cli import main
 from lfr.config import CorpusConfig
@@ -200,6 +202,32 @@ def test_dotted_fields_reach_nested_values(tmp_path):
         _, docs = run(tmp_path, [tmp_path / name], text_field="content.body", domain_field="meta.src")
         assert sorted(docs.text) == sorted(TEXTS) and set(docs.domain) == {"flat key"}
     fails_naming(tmp_path / "n.jsonl", tmp_path, "holds an object", text_field="content")
+
+
+SLIMPAJAMA_SETS = ["RedPajamaCommonCrawl", "RedPajamaC4", "RedPajamaGithub", "RedPajamaBook",
+                   "RedPajamaArXiv", "RedPajamaWikipedia", "RedPajamaStackExchange"]
+
+
+def test_config_paper_v2_reads_slimpajamas_sources_as_domains(tmp_path):
+    """config/paper-v2.yaml's corpus section on local shards laid out and shaped like SlimPajama's
+    (train/chunk1/example_train_N.jsonl.zst, records {text, meta: {redpajama_set_name}}), through
+    the `corpus` stage: every document gets its source set as its domain."""
+    corpus = yaml.safe_load((REPO / "config/paper-v2.yaml").read_text())["corpus"]
+    assert corpus["domain_field"] == "meta.redpajama_set_name"
+    del corpus["hf"]
+    corpus |= {"source": "files", "paths": [str(tmp_path / "train")], "fraction": 1.0, "val_fraction": 0.2}
+    chunk = tmp_path / "train/chunk1"
+    chunk.mkdir(parents=True)
+    for shard in range(2):
+        records = [{"text": f"{name} document {shard}.{i}: " + "words " * i,
+                    "meta": {"redpajama_set_name": name}} for i in range(6) for name in SLIMPAJAMA_SETS]
+        (chunk / f"example_train_{shard}.jsonl.zst").write_bytes(compress(jsonl_bytes(records), "zstd"))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"corpus": corpus}))
+    main(["corpus", "--config", str(tmp_path / "c.yaml"), "--train-out", str(tmp_path / "out/train.parquet"),
+          "--val-out", str(tmp_path / "out/val.parquet")])
+    docs = pd.concat(pd.read_parquet(tmp_path / f"out/{s}.parquet") for s in ("train", "val"))
+    assert len(docs) == 84 and docs.domain.value_counts().to_dict() == dict.fromkeys(SLIMPAJAMA_SETS, 12)
+    assert (docs.text.str.split(" ").str[0] == docs.domain).all()  # each record's own set
 
 
 def test_a_mixed_folder_reads_corpus_files_and_lists_the_rest(tmp_path):

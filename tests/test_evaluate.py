@@ -182,7 +182,7 @@ def test_exported_checkpoint_matches_the_training_model(trained):
 
     from lfr.data import BlockStore
     from lfr.distributed import Dist
-    from lfr.model import build_model, gpt2_config
+    from lfr.model import build_model, model_config
     from lfr.tokenizer import tokenizer_meta
     from lfr.train import estimate_val_loss, val_subset
 
@@ -190,7 +190,7 @@ def test_exported_checkpoint_matches_the_training_model(trained):
     hf = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     tok = AutoTokenizer.from_pretrained(out / "model")
     meta = tokenizer_meta(root / "tokenizer")
-    ours = build_model(gpt2_config(cfg.model_preset("nano"), meta["vocab_size"], cfg.data.block_size,
+    ours = build_model(model_config(cfg.model_preset("nano"), meta["vocab_size"], cfg.data.block_size,
                                    meta["eot_id"]))
     ours.load_state_dict(load_file(out / "model/model.safetensors"), strict=False)
     ours.eval()

@@ -213,14 +213,14 @@ def one_step_gradients(prepared, weights, batch_size=8, grad_accum=1, blocks=8):
     from lfr.data import BlockStore
     from lfr.distributed import Dist
     from lfr.loader import StepBatch
-    from lfr.model import build_model, gpt2_config
+    from lfr.model import build_model, model_config
     from lfr.tokenizer import tokenizer_meta
     from lfr.train import optimizer_step
 
     cfg, root = prepared
     meta = tokenizer_meta(root / "tokenizer")
     torch.manual_seed(0)
-    model = build_model(gpt2_config(cfg.model_preset("nano"), meta["vocab_size"], 32, meta["eot_id"]))
+    model = build_model(model_config(cfg.model_preset("nano"), meta["vocab_size"], 32, meta["eot_id"]))
     model = model.double()
     before = [p.detach().clone() for p in model.parameters()]
     sgd = torch.optim.SGD(model.parameters(), lr=1.0)
