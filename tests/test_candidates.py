@@ -125,8 +125,18 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     batch, T = whole["batch_blocks"], whole["block_size"]
     assert whole["candidate_tokens"] % (batch * T) == 0 and whole["tokens"] == whole["steps"] * batch * T
     if method == "rho-loss":  # 10 x the batch a step, plus the reference's pass over the pool
+        from lfr.report.summarize import compute_flops, compute_tokens
+
         assert whole["candidate_tokens"] == 10 * whole["tokens"]
         assert whole["forward_only_tokens"] == whole["candidate_tokens"] + reference[2]["scoring_tokens"]
+        ref, f = whole["reference_train_tokens"], whole["flops_per_token"]
+        f_ref = whole["reference_flops_per_token"]
+        assert ref > 0 and f_ref > 0
+        assert compute_tokens(whole) == pytest.approx(whole["tokens"] + ref
+                                                      + whole["forward_only_tokens"] / 3)
+        assert compute_flops(whole) == pytest.approx(  # the candidates at this model's forward cost
+            f * (whole["tokens"] + whole["candidate_tokens"] / 3)
+            + f_ref * (ref + reference[2]["scoring_tokens"] / 3))
     else:  # p^1 keeps half of stationary losses: 2 batches scored per batch; a falling loss ranks
         # low in a window of the last 8 steps' losses, so a few more
         assert 2.0 < whole["candidate_tokens"] / whole["tokens"] < 3.0, whole["candidate_tokens"]

@@ -74,12 +74,10 @@ CANDIDATES_WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import run_train, tiny_config
 
-    root, out, scores = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-    cfg = tiny_config(train={{"batch_size": 2, "grad_accum": 2}})
-    for method in ("rho-loss", "selective-backprop"):
-        summary = run_train(cfg, method, root, out / method,
-                            block_scores=scores if method == "rho-loss" else None)
-        (out / method / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
+    root, out, method, scores = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
+    cfg = tiny_config(train={{"batch_size": 2, "grad_accum": 2, "epochs": 0.5}})
+    summary = run_train(cfg, method, root, out, block_scores=Path(scores[0]) if scores else None)
+    (out / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
 """)
 
 
@@ -87,23 +85,26 @@ CANDIDATES_WORKER = textwrap.dedent("""
 def test_candidate_scoring_methods_stay_identical_across_two_ranks(prepared, reference, tmp_path):
     """Each rank scores half of every candidate pool and the all-gather gives both ranks all the
     losses in the candidates' order: rho-loss and selective backprop (which draws from its own RNG
-    on every rank) pick the same batches on both ranks and as one process with the same global
-    batch (8 = 2 ranks x 2 micro-batches x 2), and train the same run."""
-    from conftest import run_train
+    on every rank) pick the same batches on both ranks (the same state: selective backprop's
+    holds the losses, which differ from one process's in the last bits) and as one process with
+    the same global batch (8 = 2 ranks x 2 micro-batches x 2), and train the same run."""
+    from conftest import run_train, tiny_config
 
-    cfg, root = prepared
+    _, root = prepared
+    cfg = tiny_config(train={"epochs": 0.5})
     scores = reference[1] / "block_scores.parquet"
     worker = tmp_path / "worker.py"
     worker.write_text(CANDIDATES_WORKER.format(tests=str(Path(__file__).parent)))
-    torchrun(worker, str(root), str(tmp_path / "ddp"), str(scores))
     for method in ("rho-loss", "selective-backprop"):
-        one = run_train(cfg, method, root, tmp_path / "one" / method,
-                        block_scores=scores if method == "rho-loss" else None)
+        given = [scores] if method == "rho-loss" else []
+        torchrun(worker, str(root), str(tmp_path / "ddp" / method), method, *map(str, given))
+        one = run_train(cfg, method, root, tmp_path / "one" / method, block_scores=(given or [None])[0])
         ranks = [json.loads((tmp_path / f"ddp/{method}/rank{i}.json").read_text()) for i in (0, 1)]
         assert ranks[0]["world_size"] == 2 and ranks[0]["batch_blocks"] == one["batch_blocks"] == 8
-        digests = {r["sampler_state_sha256"] for r in ranks}
-        assert digests == {one["sampler_state_sha256"]}, method
-        assert ranks[0]["candidate_tokens"] == one["candidate_tokens"] > 0
+        assert ranks[0]["sampler_state_sha256"] == ranks[1]["sampler_state_sha256"], method
+        if method == "rho-loss":  # its state is its pool; selective backprop's holds the losses
+            assert ranks[0]["sampler_state_sha256"] == one["sampler_state_sha256"]
+        assert ranks[0]["candidate_tokens"] == one["candidate_tokens"] > 0  # the same keep draws
         cols = ["step", "tokens", "train_loss", "val_loss"]
         metrics = (pd.read_parquet(d / method / "metrics.parquet")[cols] for d in (tmp_path / "one",
                                                                                  tmp_path / "ddp"))

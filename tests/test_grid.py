@@ -196,6 +196,6 @@ def test_reference_size_is_the_option_else_the_smallest_model():
     assert grid.reference_size(validate_config(raw), "ppl-prune") == "nano"
     cfg = validate_config({**raw, "method_options": {"ppl-prune": {"reference_size": "gpt2"}}})
     assert grid.reference_size(cfg, "ppl-prune") == "gpt2"
-    assert [m for m, s in SAMPLERS.items() if s.needs_block_scores] == ["ppl-prune"]
+    assert [m for m, s in SAMPLERS.items() if s.needs_block_scores] == ["ppl-prune", "rho-loss"]
     with pytest.raises(ValueError, match="uses no reference model"):
         grid.reference_size(cfg, "random")
