@@ -53,8 +53,6 @@ def model_config(preset: ModelPreset, vocab_size: int, block_size: int, eot_id: 
     )
 
 
-
-
 def build_model(config: PretrainedConfig) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
 

@@ -107,7 +107,8 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     from lfr.train import TrainingInterrupted
 
     cfg, root = prepared
-    cfg = cfg.model_copy(update={"method_options": {"selective-backprop": {"history": 64}}})
+    cfg = cfg.model_copy(update={"method_options": {"selective-backprop": {"history": 64},
+                                                    "rho-loss": {"pool_factor": 4}}})
     scores = scores_of(method, reference)
     whole = run_train(cfg, method, root, tmp_path / "a", block_scores=scores)
     with pytest.raises(TrainingInterrupted):
@@ -124,10 +125,10 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     assert all(torch.equal(a[k], b[k]) for k in a)
     batch, T = whole["batch_blocks"], whole["block_size"]
     assert whole["candidate_tokens"] % (batch * T) == 0 and whole["tokens"] == whole["steps"] * batch * T
-    if method == "rho-loss":  # 10 x the batch a step, plus the reference's pass over the pool
+    if method == "rho-loss":  # 4 x the batch a step, plus the reference's pass over the pool
         from lfr.report.summarize import compute_flops, compute_tokens
 
-        assert whole["candidate_tokens"] == 10 * whole["tokens"]
+        assert whole["candidate_tokens"] == 4 * whole["tokens"]
         assert whole["forward_only_tokens"] == whole["candidate_tokens"] + reference[2]["scoring_tokens"]
         ref, f = whole["reference_train_tokens"], whole["flops_per_token"]
         f_ref = whole["reference_flops_per_token"]
