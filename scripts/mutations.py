@@ -51,6 +51,10 @@ DOMAIN_ROWS = ("tests/test_evaluate.py::"
 NOT_AN_OBJECT = ("tests/test_corpus_formats.py::"
                  "test_a_line_that_is_not_a_json_object_stops_the_cli_naming_file_and_line")
 UNDECODABLE = "tests/test_corpus_formats.py::test_undecodable_bytes_are_counted_per_file"
+CANDIDATES = "tests/test_candidates.py::"
+SCORED_AND_CHARGED = (CANDIDATES + "test_candidates_are_scored_by_the_model_the_step_trains_and_their_"
+                      "tokens_are_charged")
+CANDIDATE_DDP = "tests/test_ddp.py::test_candidate_scoring_methods_stay_identical_across_two_ranks"
 MUTATIONS = [
     Mutation("resume does not restore the RNGs", "lfr/checkpoint.py",
              '            set_rng_state(state["rng"])', "            pass",
@@ -202,6 +206,29 @@ MUTATIONS = [
              "        for line in f: yield line; _report_undecodable(path, _undecodable[0] - before, "
              "encoding, stats)",
              UNDECODABLE),
+    Mutation("the scored candidates are not charged", "lfr/train.py",
+             "            self.scored_blocks += len(candidates)", "            pass", SCORED_AND_CHARGED),
+    Mutation("each rank scores the same share of the candidates", "lfr/train.py",
+             "    mine = ids[d.rank * share : (d.rank + 1) * share]", "    mine = ids[:share]",
+             CANDIDATE_DDP),
+    Mutation("the charged candidates are not in the checkpoint", "lfr/train.py",
+             '        scored = state.get("scored_blocks", 0)', "        scored = 0",
+             CANDIDATES + "test_candidate_scoring_methods_resume_to_the_same_run"),
+    Mutation("rho-loss keeps the smallest reducible loss", "lfr/sampling/rho_loss.py",
+             "np.lexsort((self.ids, -reducible))", "np.lexsort((self.ids, reducible))",
+             "tests/test_rho_loss.py"),
+    Mutation("rho-loss ignores the irreducible loss", "lfr/sampling/rho_loss.py",
+             "        reducible = self.losses - self.irreducible[self.ids].astype(np.float64)",
+             "        reducible = self.losses", "tests/test_rho_loss.py"),
+    Mutation("selective backprop ignores beta", "lfr/sampling/selective_backprop.py",
+             "        keep = u < p**self.options.beta", "        keep = u < p",
+             "tests/test_selective_backprop.py"),
+    Mutation("selective backprop keeps the low-loss candidates", "lfr/sampling/selective_backprop.py",
+             "        keep = u < p**self.options.beta", "        keep = u < (1 - p) ** self.options.beta",
+             "tests/test_selective_backprop.py"),
+    Mutation("selective backprop's queue is not restored", "lfr/sampling/selective_backprop.py",
+             '        self.queue = state["queue"].astype(np.int64)', "        pass",
+             "tests/test_selective_backprop.py"),
     Mutation("AdamW is never fused", "lfr/model.py", 'fused=device.type == "cuda")', "fused=False)",
              "tests/test_gpu.py::test_training_on_cuda_uses_fused_adamw", gpu=True),
 ]
