@@ -107,7 +107,8 @@ def test_candidate_scoring_methods_resume_to_the_same_run(prepared, reference, t
     from lfr.train import TrainingInterrupted
 
     cfg, root = prepared
-    cfg = cfg.model_copy(update={"method_options": {"selective-backprop": {"history": 64},
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.5}),
+                                 "method_options": {"selective-backprop": {"history": 64},
                                                     "rho-loss": {"pool_factor": 4}}})
     scores = scores_of(method, reference)
     whole = run_train(cfg, method, root, tmp_path / "a", block_scores=scores)

@@ -144,24 +144,6 @@ def test_report_holds_the_figures(smoke_run):
         assert name in html
 
 
-@pytest.mark.slow
-def test_user_txt_folder_runs_by_changing_only_corpus(tmp_path):
-    folder = tmp_path / "my_corpus"
-    folder.mkdir()
-    rng = random.Random(0)
-    words = ["".join(rng.choices("etaoinshrdlucmfwypvbgk", k=rng.randint(2, 9))) for _ in range(3000)]
-    for i in range(60):
-        (folder / f"doc{i:03d}.txt").write_text(" ".join(rng.choices(words, k=400)) + ".\n")
-    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-    cfg["corpus"] = {"source": "files", "paths": [str(folder)], "val_fraction": 0.1}
-    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake("results/smoke/tables/main.csv", "--cores", "2", "--configfile", str(tmp_path / "mine.yaml"),
-              cwd=tmp_path, check=True)
-    docs = pd.read_parquet(tmp_path / "results/corpus/train.parquet")
-    assert docs.doc_id.str.contains("my_corpus").all()
-    assert pd.read_csv(tmp_path / "results/smoke/tables/main.csv").val_loss.notna().all()
-
-
 def smoke_with(tmp_path, file="variant.yaml", **changes):
     """The smoke config with some top-level keys replaced, written to tmp_path/file."""
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text()) | changes
@@ -275,8 +257,9 @@ ODD = "wörk dir $HOME (1) 'q' \"dq\" ~x"  # space, $VAR, parentheses, quotes, ~
 
 @pytest.mark.slow
 def test_the_whole_dag_survives_odd_paths(tmp_path):
-    """Working folder, corpus folder and config file whose names hold what shells and libraries
-    like to interpret; every rule runs, and the documents are the corpus's."""
+    """A user's folder of .txt files, by changing only `corpus` in the smoke config, with a
+    working folder, corpus folder and config file whose names hold what shells and libraries
+    like to interpret: every rule runs, and the documents are the folder's."""
     work = tmp_path / ODD
     folder = work / f"corpus {ODD}"
     folder.mkdir(parents=True)
