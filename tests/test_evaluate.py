@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lfr.config import EvalConfig
+from lfr.data import BlockStore
 from lfr.eval_tasks import build_items, prepare_eval_tasks, task_config
 from lfr.tokenizer import batch_encoder
 
@@ -141,31 +142,16 @@ def test_rolling_perplexity_agrees_with_our_val_loss(trained, tmp_path):
     0.05 nats/token; 0.01 bits/byte, of which the EOTs' losses are ~0.004 here (1 per document
     of ~1.7 kB at ~5 nats): without them the two agree within 0.002 (measured: 0.0006).
     """
-    from lfr.data import BlockStore, target_bytes
-    from lfr.distributed import Dist
-    from lfr.evaluate import evaluate
-    from lfr.train import bits_per_byte, estimate_val_loss
-
-    cfg, root, out, _ = trained
-    docs = pd.read_parquet(root / "corpus/val.parquet")
-    evcfg = EvalConfig(local_items=len(docs), ppl_tokens=10**6, tasks=["lfr_ppl"], bootstrap_iters=0)
-    prepare_eval_tasks(root / "corpus/val.parquet", root / "tokenizer", evcfg, cfg.data.block_size,
-                       tmp_path / "tasks")
-    table = evaluate(evcfg, str(out / "model"), tmp_path / "tasks", tmp_path / "r.json",
-                     tmp_path / "r.parquet", {"size": "nano", "method": "random", "seed": 0})
-    bpb = table.query("domain == 'all' and metric == 'bits_per_byte'").value.item()
-    encode = batch_encoder(root / "tokenizer")
-    n_bytes = sum(len(t.encode("utf-8")) for t in docs.text)
-    n_tokens = sum(len(ids) for ids in encode(docs.text.tolist()))
-    lm_eval_nats = bpb * math.log(2) * n_bytes / n_tokens
-
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(out / "model")
-    store = BlockStore.open(root / "data", "val")
-    ours = estimate_val_loss(model, store, np.arange(store.num_blocks), 16, Dist())
+    from lfr.data import target_bytes
+    from lfr.train import bits_per_byte
+
+    cfg, root, out, _ = trained
+    lm_eval_nats, ours, bpb = lm_eval_vs_our_nats(root, out / "model", cfg.data.block_size, tmp_path)
     assert abs(lm_eval_nats - ours) < 0.05, (lm_eval_nats, ours)
-    val_bytes = target_bytes(root / "data", "val").sum()
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    store, val_bytes = BlockStore.open(root / "data", "val"), target_bytes(root / "data", "val").sum()
     ours_bpb = bits_per_byte(ours, store.num_blocks * store.block_size, val_bytes)
     assert abs(ours_bpb - bpb) < 0.01, (ours_bpb, bpb)
     _, y = store.batch(np.arange(store.num_blocks))  # below: the blocks with an EOT target
@@ -218,3 +204,26 @@ def test_paper_task_names_are_known_to_lm_eval():
 
     known = set(TaskManager().all_tasks)
     assert [t for t in PAPER_TASKS if t not in known] == []
+
+
+def lm_eval_vs_our_nats(root, model_dir, block_size, tmp_path, size="nano"):
+    """(lm-eval's lfr_ppl over every held-out document in nats per token, our loss over all val
+    blocks, lm-eval's bits per byte) of the model folder `model_dir`."""
+    from transformers import AutoModelForCausalLM
+
+    from lfr.distributed import Dist
+    from lfr.evaluate import evaluate
+    from lfr.train import estimate_val_loss
+
+    docs = pd.read_parquet(root / "corpus/val.parquet")
+    evcfg = EvalConfig(local_items=len(docs), ppl_tokens=10**6, tasks=["lfr_ppl"], bootstrap_iters=0)
+    prepare_eval_tasks(root / "corpus/val.parquet", root / "tokenizer", evcfg, block_size, tmp_path / "tasks")
+    table = evaluate(evcfg, str(model_dir), tmp_path / "tasks", tmp_path / "r.json",
+                     tmp_path / "r.parquet", {"size": size, "method": "random", "seed": 0})
+    bpb = table.query("domain == 'all' and metric == 'bits_per_byte'").value.item()
+    n_bytes = sum(len(t.encode("utf-8")) for t in docs.text)
+    n_tokens = sum(len(ids) for ids in batch_encoder(root / "tokenizer")(docs.text.tolist()))
+    store = BlockStore.open(root / "data", "val")
+    ours = estimate_val_loss(AutoModelForCausalLM.from_pretrained(model_dir), store,
+                             np.arange(store.num_blocks), 16, Dist())
+    return bpb * math.log(2) * n_bytes / n_tokens, ours, bpb

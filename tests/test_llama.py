@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_train
+from test_evaluate import lm_eval_vs_our_nats
 
-from lfr.config import EvalConfig, ProfileConfig
+from lfr.config import ProfileConfig
 from lfr.data import BlockStore
 from lfr.distributed import Dist
 from lfr.train import TrainingInterrupted, estimate_val_loss, val_subset
@@ -105,23 +106,6 @@ def test_lm_eval_loads_the_llama_folder(llama_run, tmp_path):
     """lm-eval's HF model on the exported folder, offline, on the local perplexity task over every
     held-out document: its bits per byte agree with our validation loss's (as for GPT-2 in
     tests/test_evaluate.py, within 0.05 nats per token: lm-eval scores each document alone)."""
-    from lfr.eval_tasks import prepare_eval_tasks
-    from lfr.evaluate import evaluate
-    from lfr.tokenizer import batch_encoder
-
     cfg, root, out, _ = llama_run
-    docs = pd.read_parquet(root / "corpus/val.parquet")
-    evcfg = EvalConfig(local_items=len(docs), ppl_tokens=10**6, tasks=["lfr_ppl"], bootstrap_iters=0)
-    prepare_eval_tasks(root / "corpus/val.parquet", root / "tokenizer", evcfg, cfg.data.block_size,
-                       tmp_path / "tasks")
-    table = evaluate(evcfg, str(out / "model"), tmp_path / "tasks", tmp_path / "r.json",
-                     tmp_path / "r.parquet", {"size": SIZE, "method": "random", "seed": 0})
-    bpb = table.query("domain == 'all' and metric == 'bits_per_byte'").value.item()
-    n_bytes = sum(len(t.encode("utf-8")) for t in docs.text)
-    n_tokens = sum(len(ids) for ids in batch_encoder(root / "tokenizer")(docs.text.tolist()))
-    from transformers import AutoModelForCausalLM
-
-    store = BlockStore.open(root / "data", "val")
-    ours = estimate_val_loss(AutoModelForCausalLM.from_pretrained(out / "model"), store,
-                             np.arange(store.num_blocks), 16, Dist())
-    assert abs(bpb * math.log(2) * n_bytes / n_tokens - ours) < 0.05
+    lm_eval_nats, ours, _ = lm_eval_vs_our_nats(root, out / "model", cfg.data.block_size, tmp_path, SIZE)
+    assert abs(lm_eval_nats - ours) < 0.05, (lm_eval_nats, ours)
