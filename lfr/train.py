@@ -381,9 +381,9 @@ class Loop:
         """Choose step `step`'s batch (scoring the sampler's candidates first, with the model as
         updated by step - 1) and start loading it."""
         sampler, tc = self.sampler, self.cfg.train
-        # DDP's own forward may sync buffers: a collective that ranks with fewer candidates skip
-        scorer = self.stepped.module if isinstance(self.stepped, DDP) else self.stepped
         while sampler.scores_candidates and (candidates := sampler.candidate_ids(step)) is not None:
+            # DDP's own forward may sync buffers: a collective that ranks with fewer candidates skip
+            scorer = self.stepped.module if isinstance(self.stepped, DDP) else self.stepped
             losses = score_candidates(scorer, self.loader.store, candidates, tc.batch_size, self.d,
                                       tc.dtype)
             sampler.observe_candidates(step, candidates, losses)
