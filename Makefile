@@ -53,7 +53,7 @@ schema: $(STAMP)
 
 # Keeps results/benchmarks.csv (`make bench`: a measurement of the code, not a pipeline output).
 clean:
-	rm -rf results/corpus results/tokenizer results/data results/runs results/resume \
+	rm -rf results/corpora results/corpus results/tokenizer results/data results/runs results/resume \
 	  results/profiles results/scores results/eval results/eval_tasks results/tables/*.csv \
 	  results/figures results/logs results/benchmarks results/report.html \
 	  results/*/tables results/*/figures .snakemake

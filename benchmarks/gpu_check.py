@@ -261,7 +261,8 @@ def rows_of(shape: Shape, cfg: ExperimentConfig, root: Path) -> list[Row]:
     profile, memory, profiled = profile_pass(root / "runs/random", data, shape)
     release()
     print("sampler bookkeeping ...", flush=True)
-    facts = RunFacts(shape.sampler_blocks, shape.batch * shape.grad_accum, shape.block, 0, cfg.train.epochs)
+    # both over paper-v1's default plan: 4 epochs of random's (LFR scales its schedule to it)
+    facts = RunFacts(shape.sampler_blocks, shape.batch * shape.grad_accum, shape.block, 0, 4.0)
     lfr_s, random_s = bookkeeping_s("lfr", facts), bookkeeping_s("random", facts)
     step_s = shape.tokens_per_step / ours
     peak = (peak_flops(shape.peak_tflops, device) or math.nan) / 1e12

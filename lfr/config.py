@@ -428,7 +428,7 @@ def check_names(names: list[str], known: Iterable[str]) -> list[str]:
     return names
 
 
-RESULTS_FOLDERS = {"corpus", "tokenizer", "data", "runs", "resume", "scores", "profiles", "eval",
+RESULTS_FOLDERS = {"corpora", "corpus", "tokenizer", "data", "runs", "resume", "scores", "profiles", "eval",
                    "eval_tasks", "tables", "figures", "logs", "benchmarks"}
 
 
@@ -436,7 +436,8 @@ class ExperimentConfig(Section):
     name: Annotated[str, Field(pattern=f"^({FOLDER[1:-1]})?$")] = ""
     """Name of this result set: its tables and figures go to results/<name>/ (empty: results/tables
     and results/figures), so configs sharing a working folder keep their own tables. Runs,
-    profiles and evaluations stay in results/runs etc., shared by every config that has them."""
+    profiles and evaluations are shared by every config of the same corpus, tokenizer and data
+    (results/runs etc.; another data setting's under results/corpora/<key>/: lfr/folders.py)."""
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig = DataConfig()

@@ -91,6 +91,25 @@ def reference_size(cfg: ExperimentConfig, method: str) -> str:
     return getattr(opts, "reference_size", None) or smallest_model(cfg)
 
 
+def unequal_lengths(cfg: ExperimentConfig) -> list[str]:
+    """A line for each method that the config gives another run length than random's (its
+    `epochs` option): its runs train other tokens at every budget, so the tables leave it out of
+    the equal-budget comparison (iso_speedup still compares it, at its own compute)."""
+    def epochs(method: str) -> float:
+        return getattr(method_options(method, cfg.method_options.get(method, {})), "epochs",
+                       None) or cfg.train.epochs
+
+    if "random" not in cfg.methods:
+        return []
+    base = epochs("random")
+    random_key = ("method_options.random.epochs" if "epochs" in cfg.method_options.get("random", {})
+                  else "train.epochs")
+    return [f"method_options.{m}.epochs={epochs(m):g} but {random_key}={base:g}: {m} trains "
+            f"{epochs(m) / base:.2f}x random's tokens at every budget, so its rows have no "
+            "equal-budget comparison (delta_val_loss, verdict); remove the option for equal tokens"
+            for m in cfg.methods if epochs(m) != base]
+
+
 # -- validation -------------------------------------------------------------------------------------
 def validate_config(raw: Any, source: str = "config", whole: bool = False) -> ExperimentConfig:
     """Validate a raw config mapping: the schema, the methods, then the checks across the grid's

@@ -19,6 +19,16 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset cach
 REPO = Path(__file__).resolve().parent.parent
 
 
+def data_root(config_path=None) -> str:
+    """Where a config file's corpus, data and runs go (lfr/folders.py): `results` for the data of
+    the embedded default (config/config.yaml), `results/corpora/<key>` for any other."""
+    from lfr.folders import data_root as root_of
+    from lfr.grid import load_config
+
+    home = load_config(REPO / "config/config.yaml")
+    return root_of(load_config(config_path) if config_path else home, home)
+
+
 def tiny_config(**overrides):
     """A config small enough for unit tests: ~200 KB of the bundled corpus, 2-layer model."""
     from lfr.grid import validate_config

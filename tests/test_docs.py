@@ -160,9 +160,22 @@ def argv_of(text: str) -> tuple[list[str], dict[str, str]]:
     return words, env
 
 
+def link_corpus_files(config: str, tmp: Path) -> None:
+    """A shipped config's relative corpus paths are read from the working folder, the repository
+    root when a command runs as printed: the same files from the test's working folder `tmp`."""
+    raw = yaml.safe_load((REPO / config).read_text()) if (REPO / config).is_file() else {}
+    for path in (raw.get("corpus") or {}).get("paths", []):
+        top = Path(path).parts[0]
+        if not Path(path).is_absolute() and not (tmp / top).exists():
+            (tmp / top).symlink_to(REPO / top)
+
+
 def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -> None:
     args = [str(small_config(tmp)) if w == "my.yaml" else str(tmp / "DIR") if w == "DIR" else w
             for w in words[1:]]
+    for i, word in enumerate(args[:-1]):
+        if word == "--configfile":
+            link_corpus_files(args[i + 1], tmp)
     if "--report" in args:  # the report needs finished outputs: plan them
         i = args.index("--report")
         del args[i:i + 2]

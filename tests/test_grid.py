@@ -11,7 +11,7 @@ from conftest import REPO
 
 from lfr import grid
 from lfr.config import ConfigError, SizeResources, schema_problems
-from lfr.grid import load_config, validate_config
+from lfr.grid import load_config, unequal_lengths, validate_config
 from lfr.sampling import SAMPLERS
 
 
@@ -199,3 +199,18 @@ def test_reference_size_is_the_option_else_the_smallest_model():
     assert [m for m, s in SAMPLERS.items() if s.needs_block_scores] == ["ppl-prune", "rho-loss"]
     with pytest.raises(ValueError, match="uses no reference model"):
         grid.reference_size(cfg, "random")
+
+
+def test_a_method_given_another_run_length_is_noted_naming_both_keys():
+    """LFR's own `epochs` against train.epochs, and a peer's against random's own option: each a
+    line naming both keys; equal lengths (the default) are no note."""
+    cfg = validate_config({"methods": ["random", "lfr", "infobatch"], "train": {"epochs": 4},
+                           "method_options": {"lfr": {"epochs": 2}}})
+    assert unequal_lengths(cfg) == [
+        "method_options.lfr.epochs=2 but train.epochs=4: lfr trains 0.50x random's tokens at every "
+        "budget, so its rows have no equal-budget comparison (delta_val_loss, verdict); remove the "
+        "option for equal tokens"]
+    cfg = validate_config({"methods": ["random", "leitner"], "method_options": {"random": {"epochs": 3}}})
+    assert unequal_lengths(cfg)[0].startswith(
+        "method_options.leitner.epochs=4 but method_options.random.epochs=3: leitner trains 1.33x")
+    assert unequal_lengths(validate_config({"methods": ["random", "lfr", "rho-loss"]})) == []

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_sampling import make
 
@@ -30,7 +28,7 @@ def phase_ids(sampler, served, name):
 
 
 def test_paper_v1_plan_and_step_count():
-    s = make("lfr", 100, 10, reps=5)
+    s = make("lfr", 100, 10, epochs=4, reps=5)
     assert [(p.kind, p.active_size, p.num_steps) for p in s.plan] == [
         ("learn", 100, 10), ("focus", 50, 5), ("review", 100, 10)] + [("focus", 30, 3)] * 5
     assert s.num_steps() == 40  # 4.0 epochs of all blocks, as random with epochs=4
@@ -39,28 +37,31 @@ def test_paper_v1_plan_and_step_count():
 
 
 def test_a_budget_scales_every_phase():
-    """Budget 2 doubles every phase (2 x random's 4 epochs); budget 0.5 halves them, so the learn
-    phase scores half of the blocks and the first focus keeps half of those."""
-    double = build_sampler("lfr", RunFacts(100, 10, 16, 0, 1.0, budget=2.0), {"reps": 5})
+    """Budget 2 doubles every phase (2 x random's 4 epochs). Budget 0.5 at scale 0.5 would plan
+    too few draws (its learn phase scores half of the blocks, and focus keeps a share of those),
+    so the scale is solved for: the phases keep their order and drops and fill random's steps."""
+    double = build_sampler("lfr", RunFacts(100, 10, 16, 0, 4.0, budget=2.0), {"reps": 5})
     assert [(p.kind, p.active_size, p.num_steps) for p in double.plan] == [
         ("learn", 100, 20), ("focus", 50, 10), ("review", 100, 20)] + [("focus", 30, 6)] * 5
     assert double.num_steps() == 80 == build_sampler(
         "random", RunFacts(100, 10, 16, 0, 4.0, budget=2.0), {}).num_steps()
-    half = build_sampler("lfr", RunFacts(100, 10, 16, 0, 1.0, budget=0.5), {"reps": 5})
-    assert [(p.kind, p.active_size, p.num_steps) for p in half.plan[:3]] == [
-        ("learn", 100, 5), ("focus", 25, 2), ("review", 100, 5)]
+    half = build_sampler("lfr", RunFacts(1000, 10, 16, 0, 4.0, budget=0.5), {"reps": 5})
+    assert [p.kind for p in half.plan] == [p.kind for p in double.plan]
+    assert half.num_steps() == 200 == make("random", 1000, 10, epochs=2).num_steps()
+    learn, focus, review = half.plan[:3]
+    assert learn.num_steps == review.num_steps > 50 and focus.active_size < 500  # scale > 0.5
     served = drive(half, lambda ids, step: ids * 1.0)
-    assert len(np.unique(phase_ids(half, served, "0:learn"))) == 50
+    scored = len(np.unique(phase_ids(half, served, "0:learn")))
+    assert scored == learn.num_steps * 10 and focus.active_size == scored // 2
 
 
 def test_the_last_phase_absorbs_the_rounding():
-    """The demo's shape: 1336 blocks, 16 a step. Every phase but the last rounds up; the run is
-    floor(planned draws / 16) steps, so the round-ups of seven phases do not add up."""
-    s = make("lfr", 1336, 16, reps=5)
+    """The shape of an earlier demo: 1336 blocks, 16 a step. Every phase but the last rounds up;
+    the run is random's floor(4 x 1336 / 16) = 334 steps, and the last phase takes the rest."""
+    s = make("lfr", 1336, 16, epochs=4, reps=5)
     # keep 1336 - round(0.5 * 1336) = 668 and 1336 - round(0.7 * 1336) = 401 blocks
     assert [p.active_size for p in s.plan] == [1336, 668, 1336] + [401] * 5
-    # ceil(1336/16) = 84, ceil(668/16) = 42, ceil(401/16) = 26: 84 + 42 + 84 + 4 * 26 = 314 steps,
-    # then 1336 + 668 + 1336 + 5 * 401 = 5345 draws -> 334 steps, the last phase 334 - 314 = 20
+    # ceil(1336/16) = 84, ceil(668/16) = 42, ceil(401/16) = 26: 84 + 42 + 84 + 4 * 26 = 314 steps
     assert [p.num_steps for p in s.plan] == [84, 42, 84, 26, 26, 26, 26, 20]
     assert [p.start_step for p in s.plan] == [0, 84, 126, 210, 236, 262, 288, 314]
     assert s.num_steps() == 334 == make("random", 1336, 16, epochs=4).num_steps()
@@ -68,45 +69,66 @@ def test_the_last_phase_absorbs_the_rounding():
     assert len(served) == 334 and set(phase_ids(s, served, "2:review")) == set(range(1336))
 
 
-@pytest.mark.parametrize(("num_blocks", "batch_blocks"), [
-    (1336, 16), (100, 10), (103, 8), (1000, 7), (5000, 64), (88_000, 480), (997, 12)])
-def test_paper_v1_matches_randoms_step_count(num_blocks, batch_blocks):
-    s = make("lfr", num_blocks, batch_blocks, reps=5)
-    assert s.num_steps() == make("random", num_blocks, batch_blocks, epochs=4).num_steps()
-
-
-@pytest.mark.parametrize(("num_blocks", "batch_blocks", "lfr_plan", "random_steps"), [
-    # 128 blocks, 8 a step: keeps 64 and 128 - round(89.6) = 38; 128 + 64 + 128 + 5 * 38 = 510
-    # draws, 2 fewer than random's 4 * 128 = 512, and floor(510 / 8) = 63 < floor(512 / 8) = 64
-    (128, 8, [16, 8, 16, 5, 5, 5, 5, 3], 64),
-    # 100 blocks, 30 a step: 4 + 2 + 4 + 4 * 1 = 14 steps before the last, floor(400 / 30) = 13,
-    # so the last phase keeps 1 step and the run is 15
-    (100, 30, [4, 2, 4, 1, 1, 1, 1, 1], 13),
+@pytest.mark.parametrize(("num_blocks", "batch_blocks", "lfr_plan"), [
+    # 128 blocks, 8 a step: keeps 64 and 128 - round(89.6) = 38: 128 + 64 + 128 + 5 * 38 = 510
+    # draws, within a step of random's 4 * 128 = 512, so paper-v1 keeps its lengths and the last
+    # phase ends at random's 64th step
+    (128, 8, [16, 8, 16, 5, 5, 5, 5, 4]),
+    # the demo: 1728 blocks, 16 a step, 6910 planned draws; random's 432 steps
+    (1728, 16, [108, 54, 108, 33, 33, 33, 33, 30]),
 ])
-def test_paper_v1_differs_from_random_only_as_the_rule_says(num_blocks, batch_blocks, lfr_plan,
-                                                            random_steps):
-    s = make("lfr", num_blocks, batch_blocks, reps=5)
+def test_paper_v1_ends_at_randoms_step(num_blocks, batch_blocks, lfr_plan):
+    s = make("lfr", num_blocks, batch_blocks, epochs=4, reps=5)
     assert [p.num_steps for p in s.plan] == lfr_plan
-    assert s.num_steps() == sum(lfr_plan)
-    assert make("random", num_blocks, batch_blocks, epochs=4).num_steps() == random_steps
+    assert s.num_steps() == sum(lfr_plan) == make("random", num_blocks, batch_blocks, epochs=4).num_steps()
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(2, 3000), st.integers(1, 64), st.integers(1, 5),
+def test_a_schedule_that_cannot_fit_randoms_steps_is_refused():
+    """Each phase trains at least one step: random's 6 steps of 60 of 100 blocks cannot hold
+    paper-v1's 8 phases. At 30 a step (13 steps) the phases shrink until they fit."""
+    with pytest.raises(ValueError, match="8 phases need more than the 6 steps of 60 blocks"):
+        make("lfr", 100, 60, epochs=4, reps=5)
+    assert make("lfr", 100, 30, epochs=4, reps=5).num_steps() == 13
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 3000), st.integers(1, 64), st.integers(1, 5), st.sampled_from([1, 2, 4]),
+       st.sampled_from([0.25, 0.5, 1.0, 2.0]), st.sampled_from(["lfr", "lfr-random-drop"]),
        st.sampled_from(["active", "full"]))
-def test_step_count_rule(num_blocks, batch_blocks, reps, epoch_unit):
-    s = make("lfr", num_blocks, batch_blocks, reps=reps, epoch_unit=epoch_unit)
-    unit = [p.active_size if epoch_unit == "active" else num_blocks for p in s.plan]
-    assert [p.num_steps for p in s.plan[:-1]] == [math.ceil(u / batch_blocks) for u in unit[:-1]]
-    before = s.plan[-1].start_step
-    assert s.num_steps() == max(sum(unit) // batch_blocks, before + 1)
-    if epoch_unit == "full":  # every phase is one full epoch, as random with epochs = phases
-        assert s.num_steps() == max(make("random", num_blocks, batch_blocks,
-                                         epochs=len(s.plan)).num_steps(), before + 1)
+def test_every_schedule_trains_randoms_steps(num_blocks, batch_blocks, reps, epochs, budget, name,
+                                             epoch_unit):
+    """Equal budget is equal tokens: whatever train.epochs, reps and the budget, LFR and its
+    controls train exactly random's steps, or refuse a run too short for their phases."""
+    facts = RunFacts(num_blocks, batch_blocks, 16, 0, float(epochs), budget=budget)
+    steps = build_sampler("random", facts, {}).num_steps()
+    assume(steps >= 1)  # random itself has nothing to train (the loop refuses it)
+    try:
+        s = build_sampler(name, facts, {"reps": reps, "epoch_unit": epoch_unit})
+    except ValueError as err:  # too short for a step per phase, or for a focus to keep a block
+        assert f"more than the {steps} steps" in str(err) or "keeps no block" in str(err)
+        assert steps < 8 or num_blocks * budget * epochs < 40
+        return
+    assert s.num_steps() == steps
+    assert all(p.num_steps >= 1 for p in s.plan)
+    assert [p.start_step for p in s.plan] == [0, *np.cumsum([p.num_steps for p in s.plan[:-1]])]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 4])
+@pytest.mark.parametrize("reps", [1, 5])
+def test_the_schedule_keeps_its_shares_of_randoms_run(epochs, reps):
+    """Scaled to random's run, each phase keeps about its share of the schedule: the last phase
+    absorbs only rounding, not the difference between the schedule's length and random's."""
+    s = make("lfr", 2000, 8, epochs=epochs, reps=reps)
+    natural = make("lfr", 2000, 8, epochs=2.5 + 0.3 * reps, reps=reps)  # paper-v1's own length
+    assert s.num_steps() == make("random", 2000, 8, epochs=epochs).num_steps()
+    share = [p.num_steps / s.num_steps() for p in s.plan]
+    if epochs >= natural.num_steps() * 8 / 2000:  # scored in full: the shares are the schedule's
+        assert share == pytest.approx([p.num_steps / natural.num_steps() for p in natural.plan], abs=0.01)
+    assert share[-1] < 2 * share[-2] + 0.01  # the last phase is a repeat of the one before
 
 
 def test_focus_keeps_exactly_the_hardest_fraction():
-    s = make("lfr", 100, 10, reps=2)
+    s = make("lfr", 100, 10, epochs=3.1, reps=2)
     served = drive(s, lambda ids, step: (ids % 10) + ids / 1000)  # hardest: ids ending in 9, 8, ...
     focus = set(phase_ids(s, served, "1:focus"))
     expected = set(np.argsort(-((np.arange(100) % 10) + np.arange(100) / 1000))[:50])
@@ -116,15 +138,15 @@ def test_focus_keeps_exactly_the_hardest_fraction():
 
 
 def test_ties_are_broken_by_block_id():
-    s = make("lfr", 20, 5, schedule=[{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5,
-                                                                         "epochs": 1}])
+    s = make("lfr", 20, 5, epochs=1.5, schedule=[{"kind": "learn", "epochs": 1},
+                                                 {"kind": "focus", "drop": 0.5, "epochs": 1}])
     served = drive(s, lambda ids, step: np.ones(len(ids)))
     assert set(phase_ids(s, served, "1:focus")) == set(range(10, 20))
 
 
 @pytest.mark.parametrize(("name", "kept"), [("lfr", range(50, 100)), ("lfr-reverse", range(50))])
 def test_drop_rules(name, kept):
-    s = make(name, 100, 10, schedule=[{"kind": "learn", "epochs": 1},
+    s = make(name, 100, 10, epochs=1.5, schedule=[{"kind": "learn", "epochs": 1},
                                       {"kind": "focus", "drop": 0.5, "epochs": 1}])
     served = drive(s, lambda ids, step: ids * 1.0)
     assert set(phase_ids(s, served, "1:focus")) == set(kept)
@@ -134,7 +156,7 @@ def test_random_drop_control_drops_the_same_number_at_random():
     sched = [{"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1}]
     kept = []
     for seed in (0, 1):
-        s = make("lfr-random-drop", 100, 10, seed=seed, schedule=sched)
+        s = make("lfr-random-drop", 100, 10, seed=seed, epochs=1.5, schedule=sched)
         kept.append(set(phase_ids(s, drive(s, lambda ids, step: ids * 1.0), "1:focus")))
     assert len(kept[0]) == len(kept[1]) == 50
     assert kept[0] != kept[1] and kept[0] != set(range(50, 100))
@@ -146,9 +168,9 @@ def test_scores_mean_vs_last_and_rescore():
     # epoch 0: loss = id; epoch 1: loss = 100 - id. mean is flat (ties -> by id), last is reversed.
     loss = lambda ids, step: np.where(step < 10, ids, 100 - ids) * 1.0  # noqa: E731
     for score, kept in (("mean", range(50, 100)), ("last", range(50))):
-        s = make("lfr", 100, 10, schedule=sched, score=score)
+        s = make("lfr", 100, 10, epochs=3, schedule=sched, score=score)
         assert set(phase_ids(s, drive(s, loss), "1:focus")) == set(kept)
-    s = make("lfr", 100, 10, schedule=sched, score="last", rescore=True)
+    s = make("lfr", 100, 10, epochs=3, schedule=sched, score="last", rescore=True)
     served = drive(s, lambda ids, step: np.where(step < 20, 100 - ids, -ids) * 1.0)
     assert set(phase_ids(s, served, "1:focus")) == set(range(50))
     # the second repeat re-selects: blocks 0-49 were re-scored during focus (now -id <= 0, easy),
@@ -157,21 +179,21 @@ def test_scores_mean_vs_last_and_rescore():
 
 
 def test_epoch_unit_and_token_lengths():
-    s = make("lfr", 100, 10, epoch_unit="full", schedule=[
+    s = make("lfr", 100, 10, epochs=2, epoch_unit="full", schedule=[
         {"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1}])
     assert [p.num_steps for p in s.plan] == [10, 10]  # a full-size epoch over half the blocks
-    s = make("lfr", 100, 10, schedule=[{"kind": "learn", "tokens": 16 * 35},
+    s = make("lfr", 100, 10, epochs=0.6, schedule=[{"kind": "learn", "tokens": 16 * 35},
                                        {"kind": "focus", "drop": 0.5, "epochs": 1}])
     assert [p.active_size for p in s.plan] == [100, 20]  # 40 blocks scored (4 steps), keep half
 
 
 def test_resume_mid_phase_gives_the_same_order():
     loss = lambda ids, step: np.sin(ids * 1.0 + step)  # noqa: E731
-    full = drive(make("lfr", 100, 10, reps=2), loss)
+    full = drive(make("lfr", 100, 10, epochs=3.1, reps=2), loss)
     for cut in (3, 12, 17, 26):
-        a = make("lfr", 100, 10, reps=2)
+        a = make("lfr", 100, 10, epochs=3.1, reps=2)
         served = drive(a, loss, until=cut)
-        b = make("lfr", 100, 10, reps=2)
+        b = make("lfr", 100, 10, epochs=3.1, reps=2)
         b.load_state_dict(a.state_dict())
         for step in range(cut, b.num_steps()):
             ids = b.batch_ids(step)
@@ -181,7 +203,7 @@ def test_resume_mid_phase_gives_the_same_order():
 
 
 def test_phase_records_are_emitted_at_each_boundary():
-    s = make("lfr", 100, 10, reps=1)
+    s = make("lfr", 100, 10, epochs=2.8, reps=1)
     tables = {}
     for step in range(s.num_steps()):
         ids = s.batch_ids(step)
@@ -198,7 +220,7 @@ def test_schedule_written_only_in_yaml_validates():
     cfg = validate_config({"methods": ["random", "lfr"], "method_options": {"lfr": {"schedule": [
         {"kind": "learn", "epochs": 1}, {"kind": "focus", "drop": 0.3, "epochs": 1},
         {"kind": "review", "epochs": 1}, {"kind": "focus", "drop": 0.5, "epochs": 1, "repeats": 2}]}}})
-    s = make("lfr", 100, 10, **cfg.method_options["lfr"])
+    s = make("lfr", 100, 10, epochs=4.2, **cfg.method_options["lfr"])
     assert [p.active_size for p in s.plan] == [100, 70, 100, 50, 50]
 
 

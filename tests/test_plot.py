@@ -121,3 +121,47 @@ def test_figures_of_one_bar_per_size_and_method_take_the_default_budget(tmp_path
     for figure in ("crossing_speedup", "downstream", "val_loss", "frontier", "speedup"):
         plot.main(figure, tmp_path / f"{figure}.png", runs=runs, main=tmp_path / "main.csv")
         assert (tmp_path / f"{figure}.pdf").is_file()
+
+
+def test_bounds_are_drawn_as_open_arrows_never_as_values(tmp_path):
+    """A speed-up outside random's range is an open triangle with an arrow and the word bound;
+    a value is a filled dot with its interval. `fig.texts`/artists are what a reader sees."""
+    from lfr.report.figures import plot_speedup
+
+    main = pd.DataFrame({"size": "s", "method": ["random", "lfr", "good"], "budget": 1.0,
+                         "iso_speedup": [1.0, float("nan"), 1.4], "iso_speedup_lo": [1.0, 0.0, 1.2],
+                         "iso_speedup_hi": [1.0, 1.0, 1.6], "iso_speedup_bound": ["", "<", ""],
+                         "iso_speedup_bound_value": [float("nan"), 1.0, float("nan")]})
+    ax = plot_speedup(main, tmp_path / "speedup.png").axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("bound <1.00x") for t in texts) and "1.40x" in texts
+    assert not any(t.startswith("1.00x") for t in texts)  # the bound is no value label
+    open_triangles = [line for line in ax.lines if line.get_marker() == "v"
+                      and line.get_markerfacecolor() == "none"]
+    assert len(open_triangles) == 1 and open_triangles[0].get_ydata()[0] == 1.0
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 1
+
+
+def test_a_crossing_figure_with_no_crossing_says_so_in_words(tmp_path):
+    from lfr.report.figures import plot_crossing_speedup
+
+    main = pd.DataFrame({"size": "s", "method": ["random", "lfr"], "budget": 1.0,
+                         "reached": [True, False], "crossing_speedup": [1.0, float("nan")]})
+    ax = plot_crossing_speedup(main, tmp_path / "c.png").axes[0]
+    assert any("no method reached random's final validation loss" in t.get_text() for t in ax.texts)
+    assert ax.get_legend() is None and not ax.patches  # no bars, no legend for absent bars
+
+
+def test_val_loss_states_its_band_and_shows_each_methods_gap_to_random(runs, tmp_path):
+    """Curves on top of random's stay visible in the lower panel: each method minus random."""
+    from lfr.report.figures import plot_val_loss
+    from lfr.report.summarize import load_runs
+
+    fig = plot_val_loss(load_runs(runs)[1], tmp_path / "v.png")
+    top, diff = fig.axes
+    assert "band: min-max over seeds" in top.get_title()
+    gaps = {line.get_color(): line.get_ydata() for line in diff.lines if line.get_color() != "k"}
+    assert len(diff.lines) == 1 + 3  # the zero line and one per method
+    assert gaps["#444444"] == pytest.approx([0, 0, 0, 0, 0])  # random minus itself
+    assert gaps["#d62728"] == pytest.approx([0, -0.5, -0.4, -0.4, -0.5])  # lfr minus random

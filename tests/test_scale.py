@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, data_root, tiny_config
 from safetensors.torch import load_file
 
+SMOKE = data_root(REPO / "config/smoke.yaml")  # where the smoke config's runs go
 FAKE = {
     "sbatch": 'echo "$@" >> "$SBATCH_LOG"; echo 4242',
     "sacct": 'echo "4242|FAILED|1:0"',
@@ -44,20 +45,21 @@ def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memor
                         "micro": {"nodes": 2, "gpus": 4, "runtime_min": 60, "mem_mb": 9000}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
-    upstream = ["results/corpus/train.parquet", "results/corpus/val.parquet",
-                "results/tokenizer/tokenizer.json"] + [f"results/data/{name}" for name in (
+    root = data_root(tmp_path / "cfg.yaml")
+    upstream = [f"{root}/corpus/train.parquet", f"{root}/corpus/val.parquet",
+                f"{root}/tokenizer/tokenizer.json"] + [f"{root}/data/{name}" for name in (
                     "train.bin", "val.bin", "train_blocks.parquet", "val_blocks.parquet", "meta.json")]
     for age, path in enumerate(reversed(upstream)):  # upstream outputs exist and are in date order
         (work / path).parent.mkdir(parents=True, exist_ok=True)
         (work / path).write_text("{}")
         os.utime(work / path, (time.time() - 10 * age - 10,) * 2)
-    os.utime(work / "results/tokenizer", (time.time() - 60,) * 2)  # a directory() output
+    os.utime(work / root / "tokenizer", (time.time() - 60,) * 2)  # a directory() output
     env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
            "SBATCH_LOG": str(tmp_path / "sbatch.log"), "LFR_SLURM_ACCOUNT": "myacct",
            "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-                    "results/runs/nano/random/budget1/seed0/run.json",
-                    "results/runs/micro/random/budget1/seed0/run.json",
+                    f"{root}/runs/nano/random/budget1/seed0/run.json",
+                    f"{root}/runs/micro/random/budget1/seed0/run.json",
                     "--configfile", str(tmp_path / "cfg.yaml"),
                     "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
                     "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime"],
@@ -110,8 +112,8 @@ def test_sigterm_checkpoints_exits_nonzero_and_the_rerun_resumes(prepared, tmp_p
 # 4 sizes x {random, lfr} + the 2 controls at gpt2 + random's sweep at gpt2 (4 more budgets); the
 # forgetting study at gpt2 (4 methods, budget 1). paper-v2: the same grid at 3 Llama sizes, 3 Pythia
 # references evaluated by their own rule.
-PAPER_GRIDS = {"paper": {"train": 14, "evaluate": 10, "profile": 4},
-               "paper-v2": {"train": 12, "evaluate": 8, "evaluate_reference": 3, "reference_bpb": 3,
+PAPER_GRIDS = {"paper": {"train": 22, "evaluate": 14, "profile": 4},
+               "paper-v2": {"train": 20, "evaluate": 12, "evaluate_reference": 3, "reference_bpb": 3,
                             "profile": 4}}
 
 
@@ -133,7 +135,7 @@ def snakemake_cmd(cwd, *args):
     cfg["train"].update(epochs=0.25, ckpt_every=10)
     (cwd / "short.yaml").write_text(yaml.safe_dump(cfg))
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
-            "results/runs/nano/random/budget1/seed0/run.json", "--configfile", str(cwd / "short.yaml"),
+            f"{SMOKE}/runs/nano/random/budget1/seed0/run.json", "--configfile", str(cwd / "short.yaml"),
             "--workflow-profile", "none", "--cores", "1", *args]
 
 
@@ -147,8 +149,8 @@ def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_resu
     --rerun-incomplete: train writes its outputs only at the end). It resumes from the last
     periodic checkpoint, which survives because results/resume/ is not an output, and ends
     bit-exactly where an uninterrupted run ends (CPU)."""
-    run = tmp_path / "results/runs/nano/random/budget1/seed0"
-    resume = tmp_path / "results/resume/nano/random/budget1/seed0"
+    run = tmp_path / SMOKE / "runs/nano/random/budget1/seed0"
+    resume = tmp_path / SMOKE / "resume/nano/random/budget1/seed0"
     proc = subprocess.Popen(snakemake_cmd(tmp_path), env=SNAKE_ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -165,17 +167,17 @@ def test_sigkill_of_the_snakemake_job_tree_then_a_rerun_resumes_to_the_same_resu
     subprocess.run(snakemake_cmd(tmp_path, "--unlock"), env=SNAKE_ENV, check=True, capture_output=True)
     r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    log = (tmp_path / "results/logs/train/nano/random/budget1/seed0.log").read_text()
+    log = (tmp_path / SMOKE / "logs/train/nano/random/budget1/seed0.log").read_text()
     step = int(re.search(r"resumed from \S+ at step (\d+)", log).group(1))
     assert step in saved and step > 0, (step, saved)
     assert not resume.exists()  # removed once the run completed
     resumed = pd.read_parquet(run / "metrics.parquet")
     weights = load_file(run / "model/model.safetensors")
 
-    shutil.rmtree(tmp_path / "results/runs")  # the same job again, uninterrupted, on the same data
+    shutil.rmtree(tmp_path / SMOKE / "runs")  # the same job again, uninterrupted, on the same data
     r = subprocess.run(snakemake_cmd(tmp_path), env=SNAKE_ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "resumed" not in (tmp_path / "results/logs/train/nano/random/budget1/seed0.log").read_text()
+    assert "resumed" not in (tmp_path / SMOKE / "logs/train/nano/random/budget1/seed0.log").read_text()
     cols = ["step", "tokens", "phase", "train_loss", "val_loss", "lr"]
     pd.testing.assert_frame_equal(resumed[cols], pd.read_parquet(run / "metrics.parquet")[cols])  # bit-exact
     uninterrupted = load_file(run / "model/model.safetensors")

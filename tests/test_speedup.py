@@ -76,11 +76,15 @@ def test_outside_randoms_range_a_bound_not_an_extrapolation(tmp_path):
     summarize(runs, tmp_path / "main.csv")
     main = pd.read_csv(tmp_path / "main.csv").set_index("method")  # as a CSV reader sees it
     good, bad = main.loc["good"], main.loc["bad"]
-    assert good.iso_speedup_bound == ">" and good.iso_speedup == pytest.approx(4000 / 1000)
+    # a bound is never a value: the value column is empty, the bound has columns of its own
+    assert good.iso_speedup_bound == ">" and math.isnan(good.iso_speedup)
+    assert good.iso_speedup_bound_value == pytest.approx(4000 / 1000)
     assert good.iso_speedup_hi == math.inf  # the sweep cannot bound it from above
-    assert bad.iso_speedup_bound == "<" and bad.iso_speedup == pytest.approx(500 / 1000)
+    assert bad.iso_speedup_bound == "<" and math.isnan(bad.iso_speedup)
+    assert bad.iso_speedup_bound_value == pytest.approx(500 / 1000)
     assert bad.iso_speedup_lo == 0
     assert main.loc["random"].iso_speedup_bound.isna().all()  # empty: values, not bounds
+    assert main.loc["random"].iso_speedup_bound_value.isna().all()
     assert good.iso_speedup_flops_bound == ">" and bad.verdict == "worse"
 
 
@@ -226,6 +230,25 @@ def test_equal_budget_verdicts_from_welchs_interval_or_the_paired_one_on_shared_
     assert nowhere.verdict == "" and np.isnan(nowhere.delta_val_loss)
 
 
+def test_equal_budget_compares_only_runs_of_equal_tokens():
+    """A method that trained 2.8x random's tokens (its own run length) is no equal-budget
+    comparison: no delta, no verdict, and the reason; one step of rounding still compares."""
+    rows = [("random", seed, 4.5 + seed / 10, 1000, 10) for seed in range(3)]
+    rows += [("long", seed, 4.0 + seed / 10, 2800, 28) for seed in range(3)]
+    rows += [("rounded", seed, 4.6 + seed / 10, 1100, 11) for seed in range(3)]  # one step more
+    runs = pd.DataFrame(rows, columns=["method", "seed", "val_loss", "tokens", "steps"]).assign(
+        size="s", budget=1.0)
+    table = equal_budget(runs).set_index("method")
+    long = table.loc["long"]
+    assert long.verdict == "" and np.isnan(long.delta_val_loss) and np.isnan(long.delta_val_loss_lo)
+    assert long.equal_budget_note == ("not an equal budget: long trained 2,800 tokens, random 1,000 "
+                                      "(2.80x); compare them by iso_speedup")
+    assert long.baseline_val_loss == pytest.approx(4.6)  # what random reached is still shown
+    rounded = table.loc["rounded"]
+    assert rounded.verdict == "worse" and rounded.equal_budget_note == ""
+    assert table.loc["random", "verdict"] == "baseline"
+
+
 def test_iso_speedups_wants_a_baseline_at_the_size():
     runs = pd.DataFrame({"size": "s", "method": "lfr", "budget": 1.0, "val_loss": [4.0, 4.1],
                          "compute_tokens": 1000.0, "compute_flops": 6e5, "tokens": 1000.0})
@@ -249,9 +272,12 @@ def test_tokens_to_a_reference_come_from_each_methods_own_frontier_in_bits_per_b
     assert by.loc[("random", 0.5), "tokens_to_reference:ref"] == pytest.approx(1000 * 2**0.5)
     assert by.loc[("random", 1.0), "tokens_to_reference_bound:ref"] == ""
     lfr = by.loc[("lfr", 1.0)]
-    assert lfr["tokens_to_reference:ref"] == pytest.approx(1000)
+    assert math.isnan(lfr["tokens_to_reference:ref"])  # a bound: never in the value column
+    assert lfr["tokens_to_reference_bound_value:ref"] == pytest.approx(1000)
     assert lfr["tokens_to_reference_bound:ref"] == "<"
-    assert by.loc[("random", 1.0), "tokens_to_reference:strong"] == pytest.approx(4000)
+    assert lfr["reference_token_share_bound_value:ref"] == pytest.approx(1000 / 1e6)
+    assert math.isnan(lfr["reference_token_share:ref"])
+    assert by.loc[("random", 1.0), "tokens_to_reference_bound_value:strong"] == pytest.approx(4000)
     assert by.loc[("random", 1.0), "tokens_to_reference_bound:strong"] == ">"
     assert by.loc[("random", 1.0), "reference_token_share:ref"] == pytest.approx(1000 * 2**0.5 / 1e6)
     assert "reference_token_share:strong" not in main.columns

@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, data_root
 
 from lfr.config import ConfigError
 from lfr.grid import load_config, validate_config
@@ -50,13 +50,24 @@ def test_every_job_of_a_shipped_config_accepts_its_config_sections(tmp_path, con
         validate_config(json.loads(section), f"{config}: --config-json {section}")
 
 
+def test_the_own_corpus_config_is_the_demos_but_for_its_corpus_and_name():
+    """README: Your own corpus starts from a complete config, so a first run includes LFR, its
+    control and random's frontier; it builds in a data root of its own."""
+    demo, own = (load_config(REPO / f"config/{name}.yaml").model_dump() for name in ("config", "own-corpus"))
+    assert {k for k in demo if demo[k] != own[k]} == {"name", "corpus"}
+    assert own["corpus"]["source"] == "files" and own["name"] == "own-corpus"
+    assert data_root(REPO / "config/own-corpus.yaml").startswith("results/corpora/")
+    assert data_root(REPO / "config/peers.yaml") == "results"  # the demo's data: its runs shared
+
+
 def test_paper_config_plans_every_run_and_reference(tmp_path):
     r = snakemake("results/paper/tables/main.csv", "-n", "-p", "--configfile",
                   str(REPO / "config/paper.yaml"), cwd=tmp_path, check=True)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M))
     # 4 sizes x {random, lfr} + the 2 controls at gpt2 + random's 4 more budgets at gpt2 (not
-    # evaluated downstream); 6 released reference checkpoints
-    assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("14", "10", "6")
+    # evaluated downstream), the swept gpt2's with a second seed; 6 released reference checkpoints
+    assert (counts["train"], counts["evaluate"], counts["evaluate_reference"]) == ("22", "14", "6")
+    assert sorted(set(re.findall(r"--size gpt2 --method lfr --seed (\d)", r.stdout))) == ["0", "1"]
     budgets = re.findall(r"--method random --seed 0 --budget (\S+)", r.stdout)
     assert sorted(budgets, key=float) == ["0.25", "0.5", "1", "1", "1", "1", "2", "4"]
     assert counts["reference_bpb"] == "6"  # their bits per byte on our validation text
@@ -90,6 +101,7 @@ MAIN_COLUMNS = ["size", "params", "method", "budget", "n_seeds", "tokens", "forw
                 "baseline_val_loss_at_tokens", "wall_s", "gpu_hours", "config_hash", "git_commit",
                 "acc:lfr_mc", "acc_stderr:lfr_mc", "acc:lfr_cloze", "bits_per_byte:lfr_ppl"]
 TIMING = ["wall_s", "gpu_hours", "train_tokens_per_s"]
+SMOKE = data_root(REPO / "config/smoke.yaml")  # results/corpora/<key>: the smoke data's root
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +119,16 @@ def test_end_to_end_smoke_run(smoke_run):
         ("nano", "random"), ("nano", "lfr")]
     assert set(MAIN_COLUMNS) <= set(main.columns), set(MAIN_COLUMNS) - set(main.columns)
     for row in main.itertuples():
-        curve = pd.read_parquet(smoke_run / f"results/runs/nano/{row.method}/budget1/seed0/metrics.parquet")
+        curve = pd.read_parquet(smoke_run / f"{SMOKE}/runs/nano/{row.method}/budget1/seed0/metrics.parquet")
         assert row.val_loss < curve.val_loss.dropna().iloc[0]  # validation loss fell
     assert main[MAIN_COLUMNS[:8]].notna().all().all()
+    # equal budget is equal tokens: smoke's LFR (reps 1, a 2.8-epoch schedule) is scaled to
+    # random's one epoch, so its row has a verdict
+    assert main.tokens.nunique() == 1 and (main.equal_budget_note.isna()).all()
+    assert main.set_index("method").verdict.loc["lfr"] in ("better", "worse", "not resolved")
     for figure in ("val_loss", "lfr_phases", "speedup", "downstream"):
         assert (smoke_run / f"results/smoke/figures/{figure}.png").stat().st_size > 10_000
-    assert (smoke_run / "results/runs/nano/lfr/budget1/seed0/records/phase01_focus.parquet").is_file()
+    assert (smoke_run / f"{SMOKE}/runs/nano/lfr/budget1/seed0/records/phase01_focus.parquet").is_file()
     forgetting = pd.read_csv(smoke_run / "results/smoke/tables/forgetting.csv")
     assert forgetting.run.tolist() == ["nano/random/seed0", "nano/lfr/seed0"]
     assert (forgetting.profile_tokens > 0).all() and main.profile_tokens.notna().all()
@@ -204,6 +220,52 @@ def test_a_second_config_builds_its_own_tables_and_keeps_the_firsts(smoke_run, t
     assert (smoke_run / "results/other/tables/forgetting.csv").is_file()
 
 
+def tree_digest(root):
+    """md5 of every file under root, by path."""
+    import hashlib
+
+    return {p.relative_to(root): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_another_corpus_in_the_same_folder_builds_its_own_and_leaves_the_firsts(smoke_run, tmp_path):
+    """A config with other data in a folder with results: a mistyped corpus path stops the dry
+    run naming the key and the path; a good one builds its own data root, and every file of the
+    smoke run (its runs, data, tables, figures) stays byte-identical."""
+    before = tree_digest(smoke_run / "results")
+    typo = smoke_with(tmp_path, file="typo.yaml", corpus={"source": "files", "paths": ["corpsu/*.txt"]})
+    r = snakemake("all", "-n", "--configfile", typo, cwd=smoke_run)
+    assert r.returncode != 0
+    assert "corpus.paths: 'corpsu/*.txt' matches no file" in r.stderr and "Nothing was run" in r.stderr
+    other = smoke_with(tmp_path, name="other-corpus", corpus={"source": "bundled", "fraction": 0.02},
+                       methods=["random"], profile={"methods": []}, eval={"tasks": ["lfr_ppl"]})
+    snakemake("results/other-corpus/tables/main.csv", "--cores", "2", "--configfile", other,
+              cwd=smoke_run, check=True)
+    root = data_root(other)
+    assert root.startswith("results/corpora/") and root != SMOKE
+    after = tree_digest(smoke_run / "results")
+    assert {p: h for p, h in after.items() if p in before} == before
+    new = {p.parts[0] if p.parts[0] != "corpora" else "/".join(p.parts[:2]) for p in set(after) - set(before)}
+    assert new == {root.removeprefix("results/"), "other-corpus", "logs"}
+    main = pd.read_csv(smoke_run / "results/other-corpus/tables/main.csv")
+    assert main.method.tolist() == ["random"] and main.val_loss.notna().all()
+
+
+def test_edited_data_sections_of_the_default_config_never_replace_its_runs(tmp_path):
+    """results/ belongs to config/config.yaml's data: a folder whose results/data was built with
+    other settings (as after editing those sections in place) stops before any job."""
+    (tmp_path / "results/data").mkdir(parents=True)
+    demo = load_config(REPO / "config/config.yaml").model_dump(mode="json")
+    built = {k: demo[k] for k in ("corpus", "tokenizer", "data")}
+    built["corpus"] = built["corpus"] | {"fraction": 0.5}
+    (tmp_path / "results/data/meta.json").write_text(json.dumps({"built_from": built}))
+    r = snakemake("all", "-n", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "results/ holds data built with other settings" in r.stderr
+    assert "corpus.fraction: 0.5 there, 0.1 here" in r.stderr and "--directory DIR" in r.stderr
+
+
 def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
     r = snakemake("all", "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path,
                   check=True)
@@ -270,8 +332,9 @@ def test_the_whole_dag_survives_odd_paths(tmp_path):
     config = smoke_with(work, file=f"config {ODD}.yaml",
                         corpus={"source": "files", "paths": [str(folder)], "val_fraction": 0.1})
     snakemake("all", "--cores", "2", "--configfile", config, cwd=work, check=True)
-    docs = pd.read_parquet(work / "results/corpus/train.parquet")
-    assert len(docs) + len(pd.read_parquet(work / "results/corpus/val.parquet")) == 60
+    root = work / data_root(config)
+    docs = pd.read_parquet(root / "corpus/train.parquet")
+    assert len(docs) + len(pd.read_parquet(root / "corpus/val.parquet")) == 60
     assert docs.doc_id.str.startswith(f"corpus {ODD}/doc ").all()
     assert pd.read_csv(work / "results/smoke/tables/main.csv").val_loss.notna().all()
     assert (work / "results/smoke/figures/lfr_phases.png").is_file()

@@ -27,6 +27,8 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.font
 COLORS = {"random": "#444444", "lfr": "#d62728", "lfr-random-drop": "#1f77b4", "lfr-reverse": "#2ca02c",
           "reference": "#9467bd", "infobatch": "#ff7f0e", "ppl-prune": "#8c564b", "loss-prop": "#e377c2",
           "leitner": "#17becf", "rho-loss": "#bcbd22", "selective-backprop": "#393b79"}
+LINESTYLES = ["-", "--", "-.", ":"]
+"""One per method of a panel, so that curves drawn on top of each other stay apart."""
 PHASE_COLORS = {"learn": "#fdd0a2", "focus": "#c6dbef", "review": "#c7e9c0"}
 
 
@@ -62,23 +64,39 @@ def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure,
 
 
 def plot_val_loss(curves: pd.DataFrame, out_png: Path) -> plt.Figure:
-    """Validation loss against tokens per size: mean over seeds, band = min..max over seeds.
-    `curves`: the runs' logged rows (load_runs); those without a validation loss are left out.
-    At the budget nearest the default run."""
+    """Validation loss against tokens per size (top): the mean over seeds, its band the min..max
+    over seeds; below, each method's difference from random's mean at the same tokens, so that
+    methods whose curves lie on random's stay visible. `curves`: the runs' logged rows
+    (load_runs); those without a validation loss are left out. At the budget nearest the
+    default run."""
     curves = one_budget(curves.dropna(subset=["val_loss"]))
     with plt.rc_context(STYLE):
         sizes = list(dict.fromkeys(curves["size"]))
-        fig, axes = panels(len(sizes))
-        for ax, size in zip(axes[0], sizes, strict=True):
-            for method, group in curves[curves["size"] == size].groupby("method", sort=False):
-                wide = group.pivot_table(index="tokens", columns="seed", values="val_loss")
-                x = wide.index / 1e6
-                ax.plot(x, wide.mean(axis=1), color=color(method), lw=1.4,
-                        label=f"{method} (n={wide.shape[1]})")
+        fig, axes = plt.subplots(2, len(sizes), figsize=(3.8 * len(sizes), 4.6), squeeze=False,
+                                 sharex="col", gridspec_kw={"height_ratios": [2, 1]})
+        for top, diff, size in zip(axes[0], axes[1], sizes, strict=True):
+            at = curves[curves["size"] == size]
+            means = {m: g.pivot_table(index="tokens", columns="seed", values="val_loss")
+                     for m, g in at.groupby("method", sort=False)}
+            base = means.get(BASELINE)
+            for i, (method, wide) in enumerate(means.items()):
+                x, style = wide.index / 1e6, LINESTYLES[i % len(LINESTYLES)]
+                top.plot(x, wide.mean(axis=1), color=color(method), lw=1.4, ls=style,
+                         label=f"{method} (n={wide.shape[1]})", zorder=3 if method == BASELINE else 2)
                 if wide.shape[1] > 1:
-                    ax.fill_between(x, wide.min(axis=1), wide.max(axis=1), color=color(method), alpha=0.2)
-            ax.set(title=size, xlabel="training tokens (M)", ylabel="validation loss (nats/token)")
-            ax.legend()
+                    top.fill_between(x, wide.min(axis=1), wide.max(axis=1), color=color(method),
+                                     alpha=0.15, lw=0)
+                if base is not None:
+                    gap = wide.mean(axis=1) - np.interp(wide.index, base.index, base.mean(axis=1))
+                    diff.plot(x, gap, color=color(method), lw=1.4, ls=style)
+            band = "line: mean over seeds; band: min-max over seeds"
+            top.set(title=f"{size}\n({band})", ylabel="validation loss (nats/token)")
+            top.legend()
+            diff.axhline(0, color="k", lw=0.6)
+            diff.set(xlabel="training tokens (M)", ylabel="minus random's (nats)")
+            if base is None:
+                say_nothing(diff, f"no {BASELINE} run at {size}")
+        fig.tight_layout()
         save(fig, out_png)
     return fig
 
@@ -171,28 +189,30 @@ def plot_frontier(main: pd.DataFrame, out_png: Path) -> plt.Figure:
 
 def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
     """Iso-loss speed-up over random's frontier (`iso_speedup`, in tokens, log axis) per size,
-    method and budget, with its 95% interval; a bound (outside random's swept range) is a
-    triangle pointing the way the truth lies, with no bar on that side."""
+    method and budget: a value is a filled dot with its 95% interval; a bound (outside random's
+    swept budgets: `iso_speedup_bound`, `iso_speedup_bound_value`) is an open triangle with an
+    arrow pointing the way the value lies, labelled as a bound, never drawn as a value."""
     with plt.rc_context(STYLE):
-        rows = main[~main.method.isin([BASELINE, "reference"]) & main.iso_speedup.notna()]
+        bounded = main.get("iso_speedup_bound_value", pd.Series(np.nan, main.index)).notna()
+        rows = main[~main.method.isin([BASELINE, "reference"]) & (main.iso_speedup.notna() | bounded)]
         groups = list(dict.fromkeys(zip(rows["size"], rows.method, strict=True)))
-        fig, ax = plt.subplots(figsize=(max(3.6, 0.9 * len(groups) + 1.2), 3.0))
+        fig, ax = plt.subplots(figsize=(max(3.6, 0.9 * len(groups) + 1.2), 3.2))
         for x, (size, method) in enumerate(groups):
             part = rows[(rows["size"] == size) & (rows.method == method)].sort_values("budget")
             offsets = (np.arange(len(part)) - (len(part) - 1) / 2) * min(0.25, 0.8 / max(1, len(part)))
             for dx, (_, row) in zip(offsets, part.iterrows(), strict=True):
-                bound = row.iso_speedup_bound if isinstance(row.iso_speedup_bound, str) else ""
-                lo, hi = row.iso_speedup_lo, row.iso_speedup_hi
-                value = row.iso_speedup
-                low = 0 if bound == ">" or np.isnan(lo) else max(0.0, value - lo)
-                high = 0 if bound == "<" or np.isnan(hi) or np.isinf(hi) else max(0.0, hi - value)
-                marker = {">": "^", "<": "v"}.get(bound, "o")
-                ax.errorbar(x + dx, value, yerr=[[low], [high]], fmt=marker, ms=5, capsize=2,
+                at = "" if row.budget == DEFAULT_BUDGET else f" @x{row.budget:g}"
+                if np.isnan(row.iso_speedup):
+                    draw_bound(ax, x + dx, row.iso_speedup_bound_value, row.iso_speedup_bound,
+                               color(method), at)
+                    continue
+                lo, hi, value = row.iso_speedup_lo, row.iso_speedup_hi, row.iso_speedup
+                low = 0 if np.isnan(lo) else max(0.0, value - lo)
+                high = 0 if np.isnan(hi) or np.isinf(hi) else max(0.0, hi - value)
+                ax.errorbar(x + dx, value, yerr=[[low], [high]], fmt="o", ms=5, capsize=2,
                             color=color(method))
-                at = "" if row.budget == DEFAULT_BUDGET else f"\n@x{row.budget:g}"
-                label = f"{bound}{value:.2f}x{at}"
-                ax.annotate(label, (x + dx, value), xytext=(4, 0), textcoords="offset points",
-                            fontsize=6, va="center")
+                ax.annotate(f"{value:.2f}x{at}", (x + dx, value), xytext=(5, 0),
+                            textcoords="offset points", fontsize=6, va="center")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
@@ -200,18 +220,39 @@ def plot_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
         ax.set_xlim(-0.6, len(groups) - 0.4)  # every group inside the axis
         ax.set_xticks(range(len(groups)), [f"{s}\n{m}" for s, m in groups], fontsize=7)
         ax.set(ylabel="random's tokens / the method's",
-               title="iso-loss speed-up over random (95% interval)")
+               title="iso-loss speed-up over random\n(dot: value, 95% interval; open triangle: bound)")
         if not groups:
-            ax.text(0.5, 0.5, "no method with a random frontier at its size", ha="center",
-                    va="center", transform=ax.transAxes)
+            say_nothing(ax, "no method with a random frontier at its size")
         fig.tight_layout()
         save(fig, out_png)
     return fig
 
 
+def draw_bound(ax: plt.Axes, x: float, value: float, direction: str, colour: str, at: str) -> None:
+    """A bound: an open triangle at its value and an arrow of fixed length away from it, the way
+    the true value lies (`>`: up, `<`: down), labelled at the arrow's end."""
+    up = direction == ">"
+    ax.plot(x, value, "^" if up else "v", ms=6, mfc="none", color=colour)
+    tip = (0, 30 if up else -30)
+    ax.annotate("", xy=(x, value), xytext=tip, textcoords="offset points",
+                arrowprops={"arrowstyle": "<-", "color": colour, "lw": 1.2})
+    ax.annotate(f"bound {direction}{value:.2f}x{at}\n(outside random's budgets)", (x, value),
+                xytext=(4, tip[1]), textcoords="offset points", fontsize=6,
+                va="bottom" if up else "top", color=colour)
+    ax.plot(x, value * (2.0 if up else 0.5), alpha=0)  # room for the arrow on a log axis
+
+
+def say_nothing(ax: plt.Axes, why: str) -> None:
+    """A figure with nothing to draw says so, instead of empty axes."""
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def plot_crossing_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
     """The within-run crossing speed-up (`crossing_speedup`) over random per size and method, at
-    the budget nearest the default run; methods that never reached random say so."""
+    the budget nearest the default run; methods that never reached random say so, and a figure
+    where no method did says that in words."""
     with plt.rc_context(STYLE):
         main = one_budget(main)
         rows = main[~main.method.isin([BASELINE, "reference"]) & main["reached"].notna()]
@@ -224,18 +265,24 @@ def plot_crossing_speedup(main: pd.DataFrame, out_png: Path) -> plt.Figure:
                 if row.empty:
                     continue
                 x = i + (j - (len(methods) - 1) / 2) * width
-                value = row.crossing_speedup.item()
-                if row.reached.item():
-                    ax.bar(x, value, width, color=color(method), label=method if i == 0 else None)
+                if row.reached.astype(bool).item():
+                    value = row.crossing_speedup.item()
+                    ax.bar(x, value, width, color=color(method), label=method)
                     ax.text(x, value, f"{value:.2f}x", ha="center", va="bottom", fontsize=7)
                 else:
-                    ax.bar(x, 0, width, color=color(method), label=method if i == 0 else None)
-                    ax.text(x, 0.02, "not\nreached", ha="center", va="bottom", fontsize=7)
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set_xticks(range(len(sizes)), sizes)
-        ax.set(ylabel="crossing speed-up over random (tokens)",
-               title="tokens to reach random's final val loss (within-run crossing)")
-        ax.legend()
+                    ax.text(x, 0.02, f"{method}:\nnot\nreached", ha="center", va="bottom", fontsize=7,
+                            color=color(method))
+        ax.set(title="tokens to reach random's final val loss (within-run crossing)")
+        if not rows.reached.astype(bool).any():
+            say_nothing(ax, "no method reached random's final validation loss within its run:\n"
+                            "no crossing to draw" if len(rows) else "no method next to random")
+        else:
+            ax.axhline(1.0, color="k", lw=0.8, ls="--")
+            ax.set_xticks(range(len(sizes)), sizes)
+            ax.set(ylabel="crossing speed-up over random (tokens)")
+            handles, labels = ax.get_legend_handles_labels()
+            unique = dict(zip(labels, handles, strict=True))
+            ax.legend(unique.values(), unique.keys())
         save(fig, out_png)
     return fig
 

@@ -19,7 +19,9 @@ method's mean final loss and mean compute over its seeds at that budget; in trai
 (`compute_tokens`) and in FLOPs (`compute_flops`). Never extrapolated: below the frontier's lowest
 loss random needs more than its largest swept compute, so the value is C_max / C_method with
 bound `>` (a lower bound); above its highest loss (worse than random's smallest budget), C_min /
-C_method with bound `<` (an upper bound). Bound `''`: an interpolated value. A frontier of one
+C_method with bound `<` (an upper bound). A bound is never a value: the value column (`iso_speedup`)
+is then empty, and the bound's number is in `iso_speedup_bound_value`, its direction in
+`iso_speedup_bound` (`''`: an interpolated value, in the value column). A frontier of one
 point gives a value only at exactly that loss (random's own row) and bounds elsewhere.
 
 **Its 95% interval** (`iso_interval` says which). *Paired t*, where the method's seeds are also
@@ -58,7 +60,10 @@ where both have the same seeds (at least 2), else Welch's t interval (unequal va
 Welch-Satterthwaite degrees of freedom), NaN with fewer than 2 seeds on either side, [delta, delta]
 when both sides have zero spread. `verdict`: `better` if the interval lies below 0, `worse` if
 above, `not resolved` otherwise (NaN interval included); `baseline` on random's own rows (delta 0,
-interval [0, 0]: the same runs); empty where random has no run at that size and budget."""
+interval [0, 0]: the same runs); empty where random has no run at that size and budget. Only
+runs of equal tokens are compared (up to one optimizer step's, the rounding of a plan): where a
+config gives a method another run length (its `epochs` option), the columns stay empty and
+`equal_budget_note` says why; iso_speedup still compares it, at its own compute."""
 
 from __future__ import annotations
 
@@ -80,9 +85,10 @@ COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops",
 optimizer-step tokens only: an ablation that leaves scoring passes and reference models free."""
 GROUP = ["size", "method", "budget"]
 ISO_COLUMNS = ["frontier_budgets", *[f"{name}{suffix}" for name in COSTS
-                                     for suffix in ("", "_lo", "_hi", "_bound")], "iso_interval"]
+                                     for suffix in ("", "_lo", "_hi", "_bound", "_bound_value")],
+               "iso_interval"]
 EQUAL_COLUMNS = ["baseline_val_loss", "baseline_n_seeds", "delta_val_loss", "delta_val_loss_lo",
-                 "delta_val_loss_hi", "delta_interval", "verdict"]
+                 "delta_val_loss_hi", "delta_interval", "verdict", "equal_budget_note"]
 PAIRED, POOLED, WELCH = "paired t", "pooled bootstrap", "Welch t"
 """How an interval was computed (columns iso_interval, delta_interval)."""
 BOUNDS = {0: "", 1: ">", -1: "<"}
@@ -137,18 +143,21 @@ def noise_scale(var: float, df: int, rng: np.random.Generator, n_boot: int) -> n
 
 def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cost: np.ndarray,
                     loss: np.ndarray, interval: bool) -> dict[str, object]:
-    """`name`, `name_lo`, `name_hi`, `name_bound` from the point estimate (index 0) and the
-    replicates (the rest): base_* of shape (1 + n_boot, budgets), cost and loss (1 + n_boot,);
-    without replicates (`interval` false) only index 0."""
-    nan = {name: math.nan, f"{name}_lo": math.nan, f"{name}_hi": math.nan, f"{name}_bound": ""}
+    """`name`, `name_lo`, `name_hi`, `name_bound`, `name_bound_value` from the point estimate
+    (index 0) and the replicates (the rest): base_* of shape (1 + n_boot, budgets), cost and loss
+    (1 + n_boot,); without replicates (`interval` false) only index 0. A bound goes to
+    `name_bound_value`, never to `name`."""
+    nan = {name: math.nan, f"{name}_lo": math.nan, f"{name}_hi": math.nan, f"{name}_bound": "",
+           f"{name}_bound_value": math.nan}
     if not (np.isfinite(base_cost).all() and np.isfinite(cost).all() and np.isfinite(loss).all()):
         return nan  # e.g. FLOPs of runs written before run.json had flops_per_token
     order = np.argsort(base_cost[0], kind="stable")
     log_c, front = frontier(base_cost[:, order], base_loss[:, order])
     log_need, bound = invert(log_c, front, loss)
     speedup = np.exp(log_need - np.log(cost))
-    out = {name: float(speedup[0]), f"{name}_lo": math.nan, f"{name}_hi": math.nan,
-           f"{name}_bound": BOUNDS[int(bound[0])]}
+    value, code = float(speedup[0]), BOUNDS[int(bound[0])]
+    out = {name: math.nan if code else value, f"{name}_lo": math.nan, f"{name}_hi": math.nan,
+           f"{name}_bound": code, f"{name}_bound_value": value if code else math.nan}
     if interval:
         reps, censored = speedup[1:], bound[1:]
         q = (1 - LEVEL) / 2
@@ -234,8 +243,9 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
 
 
 def tokens_to_references(runs: pd.DataFrame, references: dict[str, float]) -> pd.DataFrame:
-    """Per size x method of `runs`: `tokens_to_reference:<name>` and `_bound:<name>` for each
-    reference name -> its val_bpb (see the module doc); NaN where the method has no val_bpb."""
+    """Per size x method of `runs`: `tokens_to_reference:<name>` and `_bound:<name>`,
+    `_bound_value:<name>` (a bound is never a value) for each reference name -> its val_bpb (see
+    the module doc); NaN where the method has no val_bpb."""
     rows = []
     for (size, method), part in runs.groupby(["size", "method"], sort=False):
         points = part.groupby("budget")[["compute_tokens", "val_bpb"]].mean().sort_values("compute_tokens")
@@ -246,7 +256,9 @@ def tokens_to_references(runs: pd.DataFrame, references: dict[str, float]) -> pd
                 log_c, front = frontier(points.compute_tokens.to_numpy(float), points.val_bpb.to_numpy(float))
                 log_need, code = invert(log_c, front, np.array(float(bpb)))
                 value, bound = float(np.exp(log_need)), BOUNDS[int(code)]
-            row |= {f"tokens_to_reference:{name}": value, f"tokens_to_reference_bound:{name}": bound}
+            row |= {f"tokens_to_reference:{name}": math.nan if bound else value,
+                    f"tokens_to_reference_bound:{name}": bound,
+                    f"tokens_to_reference_bound_value:{name}": value if bound else math.nan}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -288,13 +300,18 @@ def verdict(lo: float, hi: float) -> str:
 
 def equal_budget(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """EQUAL_COLUMNS per size x method x budget of `runs` (one row per run): the difference of
-    final losses against `baseline` at the same size and budget."""
+    final losses against `baseline` at the same size and budget, where both trained the same
+    tokens (`comparable_tokens`); otherwise empty, with the reason in `equal_budget_note`."""
     rows = []
     for (size, method, budget), runs_of in runs.groupby(GROUP, sort=False):
         base = runs[(runs["size"] == size) & (runs.method == baseline) & (runs.budget == budget)]
-        row = {"size": size, "method": method, "budget": budget, "verdict": ""}
+        row = {"size": size, "method": method, "budget": budget, "verdict": "", "equal_budget_note": ""}
         if not base.empty:
             ours, theirs = runs_of.val_loss.to_numpy(float), base.val_loss.to_numpy(float)
+            row |= {"baseline_val_loss": theirs.mean(), "baseline_n_seeds": len(theirs)}
+            if (note := comparable_tokens(runs_of, base, method, baseline)):
+                rows.append(row | {"equal_budget_note": note})
+                continue
             same = sorted(runs_of.seed) == sorted(base.seed) and len(ours) >= 2
             if method == baseline:
                 (delta, lo, hi), how = (0.0, 0.0, 0.0), ""
@@ -303,9 +320,21 @@ def equal_budget(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
                 (delta, lo, hi), how = paired_t_interval(by_seed.to_numpy(float)), PAIRED
             else:
                 (delta, lo, hi), how = welch_interval(ours, theirs), WELCH
-            row |= {"baseline_val_loss": theirs.mean(), "baseline_n_seeds": len(theirs),
-                    "delta_val_loss": delta, "delta_val_loss_lo": lo, "delta_val_loss_hi": hi,
+            row |= {"delta_val_loss": delta, "delta_val_loss_lo": lo, "delta_val_loss_hi": hi,
                     "delta_interval": how if np.isfinite(lo) else "",
                     "verdict": "baseline" if method == baseline else verdict(lo, hi)}
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*GROUP, *EQUAL_COLUMNS])
+
+
+def comparable_tokens(ours: pd.DataFrame, base: pd.DataFrame, method: str, baseline: str) -> str:
+    """'' where the two groups of runs trained the same optimizer-step tokens up to one step's
+    (every method plans random's steps unless a config asks otherwise); else why not."""
+    if not {"tokens", "steps"} <= set(ours.columns):
+        return ""
+    step = max(float((ours.tokens / ours.steps).max()), float((base.tokens / base.steps).max()))
+    a, b = float(ours.tokens.mean()), float(base.tokens.mean())
+    if abs(a - b) <= step:
+        return ""
+    return (f"not an equal budget: {method} trained {a:,.0f} tokens, {baseline} {b:,.0f} "
+            f"({a / b:.2f}x); compare them by iso_speedup")

@@ -18,9 +18,10 @@ Definitions (also in results/tables/README.md):
   size of the reference (an upper bound when the reference is smaller than the model).
 - `compute_flops`: the same total in FLOPs, each model at its own size (`compute_flops` below).
 - The iso-loss speed-up against `random`'s frontier (`frontier_budgets`, `iso_speedup`,
-  `iso_speedup_flops`, `iso_speedup_uncharged` (an ablation), each with `_lo`, `_hi`, `_bound`)
-  and the equal-budget comparison (`baseline_val_loss`, `baseline_n_seeds`, `delta_val_loss` with
-  `_lo`, `_hi`, `verdict`): see
+  `iso_speedup_flops`, `iso_speedup_uncharged` (an ablation), each with `_lo`, `_hi`, `_bound`,
+  `_bound_value`: a bound is never in the value column) and the equal-budget comparison
+  (`baseline_val_loss`, `baseline_n_seeds`, `delta_val_loss` with `_lo`, `_hi`, `verdict`,
+  `equal_budget_note`: only runs of equal tokens are compared): see
   lfr/report/speedup.py. These are the headline comparison: final, fully decayed losses of whole
   runs.
 - Secondary, *within-run crossing* columns (they compare a point in the middle of one run, not
@@ -244,8 +245,9 @@ def with_reference_bpb(by_seed: pd.DataFrame, files: list[Path]) -> pd.DataFrame
 
 def with_reference_anchors(main: pd.DataFrame, runs: pd.DataFrame, by_seed: pd.DataFrame,
                            reference_tokens: dict[str, float]) -> pd.DataFrame:
-    """`tokens_to_reference:<name>` (+ `_bound:`) for every reference with a val_bpb, and
-    `reference_token_share:<name>` = that / the reference's public training tokens."""
+    """`tokens_to_reference:<name>` (+ `_bound:`, `_bound_value:`) for every reference with a
+    val_bpb, and `reference_token_share:<name>` = that / the reference's public training tokens
+    (+ `reference_token_share_bound_value:<name>`, its bound's, in the direction of the tokens')."""
     refs = by_seed[(by_seed.method == "reference") & by_seed.val_bpb.notna()]
     references = dict(zip(refs["size"], refs.val_bpb, strict=True))
     if not references:
@@ -254,6 +256,8 @@ def with_reference_anchors(main: pd.DataFrame, runs: pd.DataFrame, by_seed: pd.D
     for name, tokens in reference_tokens.items():
         if name in references:
             main[f"reference_token_share:{name}"] = main[f"tokens_to_reference:{name}"] / tokens
+            main[f"reference_token_share_bound_value:{name}"] = (
+                main[f"tokens_to_reference_bound_value:{name}"] / tokens)
     return main
 
 
@@ -281,7 +285,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     for table in (iso_speedups(runs), equal_budget(runs), speed_columns(curves, runs)):
         main = main.merge(table, on=GROUP, how="left", sort=False)
     main = with_reference_anchors(main, runs, by_seed, reference_tokens or {})
-    text = ["verdict", "iso_interval", "delta_interval",
+    text = ["verdict", "equal_budget_note", "iso_interval", "delta_interval",
             *[c for c in main.columns if c.endswith("_bound") or "_bound:" in c]]
     main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
     lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",

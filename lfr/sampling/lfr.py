@@ -8,15 +8,18 @@ The schedule is data: a list of phases.
 A block's score is the mean (or last, `score: last`) of its losses recorded in the most recent
 recording window that visited it; each learn/review phase opens a new window, and with
 `rescore: true` so does each focus phase. Phase lengths are in epochs of the active set
-(`epoch_unit: active`) or of all blocks (`full`), or in tokens. Every phase but the last is
-rounded up to whole optimizer steps (so a one-epoch learn or review visits every block); the last
-absorbs the rounding: the run is floor(all planned draws / batch blocks) steps, the rule of
-`random`, and the last phase gets what remains (at least 1 step, which lengthens the run only when
-the earlier phases already exceed it). Because every phase's size is known up front, so is the
-total step count (the LR schedule spans it). A run at budget b (`sweep.budgets`) scales every
-phase's length by b: the phases keep their order, drops and shares of the run, which is b times
-as long; below 1 a one-epoch learn phase scores only a fraction b of the blocks, and focus
-selects among those. Controls: `lfr-random-drop` drops the same number
+(`epoch_unit: active`) or of all blocks (`full`), or in tokens: they are the schedule's *shares*
+of the run, whose length is random's, so that an equal budget is equal tokens. The run lasts
+exactly as many steps as `random` at the same budget (`epochs`, default train.epochs, passes'
+worth of draws over all blocks, times the budget); every phase is scaled by one factor so that
+the schedule fills it, then rounded up to whole optimizer steps but the last, which takes the
+steps that remain. The factor is the budget itself where the schedule at that scale already
+plans random's draws to within a step (paper-v1 with reps 5 is 4 epochs: the default
+train.epochs); otherwise it is solved for: below a one-epoch learn phase a schedule scores only
+part of the blocks, and its focus phases shrink with what was scored, so the planned draws grow
+faster than the factor. Because every phase's size is known up front, so is the total step count
+(the LR schedule spans it). A run at budget b (`sweep.budgets`) is b times random's run: the
+phases keep their order, drops and shares of it. Controls: `lfr-random-drop` drops the same number
 of blocks at random, `lfr-reverse` drops the highest-scoring (hardest) blocks instead.
 
 State is compact numpy arrays: 33 bytes per block (`BYTES_PER_BLOCK`), i.e. 290 MB for
@@ -34,7 +37,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lfr.sampling.base import EpochOrder, Epochs, RunFacts, Sampler, SamplerOptions, epoch_draws
+from lfr.sampling.base import (
+    EpochOrder,
+    Epochs,
+    RunFacts,
+    Sampler,
+    SamplerOptions,
+    epoch_draws,
+    equal_token_steps,
+)
 
 # float32 score, last_loss, window sum; int32 visits, last_step, window count; bool kept;
 # int64 active ids (at most one per block).
@@ -76,6 +87,10 @@ def paper_v1(reps: int) -> list[PhaseSpec]:
 
 
 class LFROptions(SamplerOptions):
+    epochs: Epochs | None = None
+    """Run length in passes' worth of draws over all blocks, which the schedule is scaled to fill;
+    default train.epochs, random's (equal tokens). Another value trains other tokens than
+    random's: the config check says so and the equal-budget columns stay empty."""
     preset: Literal["paper-v1"] | None = "paper-v1"
     """Named schedule; ignored when `schedule` is given."""
     reps: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 5
@@ -152,18 +167,33 @@ class LFRSampler(Sampler):
 
     # -- planning -------------------------------------------------------------------------
     def _plan(self) -> list[PhaseRun]:
-        """Expand repeats and size every phase. Scored counts only grow in learn/review phases,
-        whose draws do not depend on losses, so the plan is exact before step 0."""
+        """The phases, scaled to fill random's steps at this budget (see the module doc)."""
+        B, target = self.batch_blocks, equal_token_steps(self.run, self.options.epochs)
+        plan, draws = self._phases(self.run.budget)
+        if abs(sum(draws) - target * B) >= B or plan[-1].start_step >= target:
+            plan, _ = self._phases(self._fit_scale(target))
+        last = plan[-1]
+        if last.start_step >= target:
+            raise ValueError(f"LFR's {len(plan)} phases need more than the {target} steps of {B} "
+                             f"blocks that random trains on {self.num_blocks} blocks; raise "
+                             "train.epochs or lower train.batch_size")
+        plan[-1] = replace(last, num_steps=target - last.start_step)
+        return plan
+
+    def _phases(self, scale: float) -> tuple[list[PhaseRun], list[float]]:
+        """Every phase at `scale` x its schedule length, rounded up to whole steps, and the draws
+        each plans. Scored counts only grow in learn/review phases, whose draws do not depend on
+        losses, so the plan is exact before step 0."""
         N, B = self.num_blocks, self.batch_blocks
         scored = np.zeros(N, dtype=bool)
-        plan, step, total_draws = [], 0, 0.0
+        plan, step, planned = [], 0, []
         for spec in self.options.phases():
             for _ in range(spec.repeats):
                 index = len(plan)
                 active = num_kept(int(scored.sum()), spec.drop) if spec.kind == "focus" else N
                 unit = active if self.options.epoch_unit == "active" else N
                 draws = (spec.tokens // self.run.block_size if spec.tokens else spec.epochs * unit)
-                draws *= self.run.budget
+                draws *= scale
                 steps = max(1, math.ceil(draws / B))
                 if active < 1:
                     raise ValueError(f"LFR phase {index} ({spec.kind}) keeps no block; lower `drop`")
@@ -171,11 +201,26 @@ class LFRSampler(Sampler):
                 if spec.kind != "focus":
                     scored[self._draws(index, np.arange(N), 0, steps * B)] = True
                 step += steps
-                total_draws += draws
-        # the per-phase round-ups would add up over phases: the last phase takes the remainder
-        last = plan[-1]
-        plan[-1] = replace(last, num_steps=max(1, int(total_draws) // B - last.start_step))
-        return plan
+                planned.append(draws)
+        return plan, planned
+
+    def _fit_scale(self, target: int) -> float:
+        """The largest scale whose phases, the last one unrounded, fit in `target` steps (to a
+        relative 1e-4), by bisection: a larger scale never plans fewer steps."""
+        def planned(scale: float) -> float:
+            try:
+                plan, draws = self._phases(scale)
+            except ValueError:  # so small a learn phase that a focus keeps nothing: go larger
+                return -math.inf
+            return plan[-1].start_step + draws[-1] / self.batch_blocks
+
+        lo, hi = 0.0, max(self.run.budget, 1.0)
+        while planned(hi) <= target:
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1e-4 * hi:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if planned(mid) <= target else (lo, mid)
+        return lo
 
     def _draws(self, index: int, active: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Draws [start, stop) of a phase: its active set in a fresh seeded order each epoch."""

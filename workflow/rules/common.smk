@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from lfr import grid
+from lfr import folders, grid
 from lfr.config import MODEL_PRESETS, ConfigError, budget_name, merge_config, typed_overrides
 from lfr.data import DATA_FORMAT
 from lfr.sampling import SAMPLERS, method_options
@@ -27,13 +27,26 @@ try:
 except ConfigError as err:
     sys.exit(f"{err}\nNothing was run.")
 validate(config, "../schemas/config.schema.json", set_default=False)  # CFG holds the defaults
+for note in grid.unequal_lengths(CFG):
+    print(f"Note: {note}", file=sys.stderr)
 
-RUNS_DIR = "results/runs/{size}/{method}/budget{budget}/seed{seed}"
+# Where this config's data and everything built on it live (corpus, tokenizer, data, runs,
+# evaluations, profiles, their logs): results/ for the embedded default's data (the demo's
+# paths), results/corpora/<fingerprint>/ for any other corpus, tokenizer or data setting, so that
+# one never replaces another's runs. The checks below stop before any job.
+DATA = folders.data_root(CFG, grid.load_config(f"{workflow.basedir}/config/config.yaml"))
+try:
+    folders.check_data_root(CFG, DATA)
+    CORPUS_FILES = folders.corpus_files(CFG)
+except (ConfigError, FileNotFoundError, ValueError) as err:
+    sys.exit(f"{err}\nNothing was run.")
+
+RUNS_DIR = f"{DATA}/runs/{{size}}/{{method}}/budget{{budget}}/seed{{seed}}"
 GRID_RUN = RUNS_DIR.replace("{budget}", budget_name(1.0))  # the runs that are profiled and evaluated
 # This config's tables and figures (config key `name`); runs, profiles and evaluations are shared.
 TABLES, FIGURES = f"{CFG.result_set}/tables", f"{CFG.result_set}/figures"
 SET_LOGS = f"results/logs/{CFG.name}" if CFG.name else "results/logs"
-SCORES_DIR = "results/scores/{method}/{ref_size}/seed{seed}"  # reference model + block scores
+SCORES_DIR = f"{DATA}/scores/{{method}}/{{ref_size}}/seed{{seed}}"  # reference model + block scores
 
 
 # Rules run `python -m lfr`. Without --sdm conda, that `python` must be the one running snakemake
@@ -87,13 +100,11 @@ def run_config(size, method):
 
 
 def corpus_inputs(wildcards):
-    from lfr.corpus import BUNDLED_CORPUS, resolve_paths
+    from lfr.corpus import BUNDLED_CORPUS
 
     if CFG.corpus.source == "bundled":
         return [str(BUNDLED_CORPUS)]
-    if CFG.corpus.source == "files":
-        return [str(p) for p in resolve_paths(CFG.corpus.paths)[0]]
-    return []
+    return [str(p) for p in CORPUS_FILES]
 
 
 def all_runs():
@@ -112,14 +123,14 @@ def reference_model(wildcards):
 
 
 def all_evals():
-    runs = [f"results/eval/{size}/{method}/seed{seed}/results.parquet"
+    runs = [f"{DATA}/eval/{size}/{method}/seed{seed}/results.parquet"
             for size, method, seed in grid.runs(CFG)]
-    refs = [f"results/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
+    refs = [f"{DATA}/eval/reference/{reference_slug(r)}/results.parquet" for r in CFG.eval.references]
     return runs + refs
 
 
 def all_reference_bpb():
-    return [f"results/eval/reference/{reference_slug(r)}/val_bpb.json" for r in CFG.eval.references]
+    return [f"{DATA}/eval/reference/{reference_slug(r)}/val_bpb.json" for r in CFG.eval.references]
 
 
 def train_gpus(wildcards):
@@ -161,7 +172,7 @@ def profiled_runs():
 
 
 def profile_dirs():
-    return [f"results/profiles/{s}/{m}/seed{seed}" for s, m, seed in grid.profiled_runs(CFG)]
+    return [f"{DATA}/profiles/{s}/{m}/seed{seed}" for s, m, seed in grid.profiled_runs(CFG)]
 
 
 def snapshot_arg(wildcards):

@@ -6,10 +6,10 @@ rule corpus:
     input:
         corpus_inputs,
     output:
-        train="results/corpus/train.parquet",
-        val="results/corpus/val.parquet",
+        train=f"{DATA}/corpus/train.parquet",
+        val=f"{DATA}/corpus/val.parquet",
     log:
-        "results/logs/corpus.log",
+        f"{DATA}/logs/corpus.log",
     params:
         config=stage_config("corpus"),
     conda:

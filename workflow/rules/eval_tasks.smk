@@ -7,9 +7,9 @@ rule eval_tasks:
         val=rules.corpus.output.val,
         tokenizer=rules.tokenizer.output,
     output:
-        directory("results/eval_tasks"),
+        directory(f"{DATA}/eval_tasks"),
     log:
-        "results/logs/eval_tasks.log",
+        f"{DATA}/logs/eval_tasks.log",
     params:
         config=stage_config("eval", "data", exclude=["eval.references", "eval.reference_tokens"]),
     conda:

@@ -7,12 +7,12 @@ rule evaluate:
         model=f"{GRID_RUN}/model",
         tasks=rules.eval_tasks.output,
     output:
-        json="results/eval/{size}/{method}/seed{seed}/results.json",
-        parquet="results/eval/{size}/{method}/seed{seed}/results.parquet",
+        json=f"{DATA}/eval/{{size}}/{{method}}/seed{{seed}}/results.json",
+        parquet=f"{DATA}/eval/{{size}}/{{method}}/seed{{seed}}/results.parquet",
     log:
-        "results/logs/evaluate/{size}/{method}/seed{seed}.log",
+        f"{DATA}/logs/evaluate/{{size}}/{{method}}/seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/evaluate/{size}/{method}/seed{seed}.tsv"
+        f"{DATA}/benchmarks/evaluate/{{size}}/{{method}}/seed{{seed}}.tsv"
     params:
         config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),  # adding one: no rerun
     threads: 1  # as train (train.smk)
@@ -31,10 +31,10 @@ rule evaluate_reference:
     input:
         tasks=rules.eval_tasks.output,
     output:
-        json="results/eval/reference/{reference}/results.json",
-        parquet="results/eval/reference/{reference}/results.parquet",
+        json=f"{DATA}/eval/reference/{{reference}}/results.json",
+        parquet=f"{DATA}/eval/reference/{{reference}}/results.parquet",
     log:
-        "results/logs/evaluate/reference/{reference}.log",
+        f"{DATA}/logs/evaluate/reference/{{reference}}.log",
     params:
         config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),
         model=reference_model,

@@ -9,12 +9,12 @@ rule profile:
         run=f"{GRID_RUN}/run.json",
         meta=rules.tokenize.output.meta,
     output:
-        losses="results/profiles/{size}/{method}/seed{seed}/losses.parquet",
-        summary="results/profiles/{size}/{method}/seed{seed}/summary.json",
+        losses=f"{DATA}/profiles/{{size}}/{{method}}/seed{{seed}}/losses.parquet",
+        summary=f"{DATA}/profiles/{{size}}/{{method}}/seed{{seed}}/summary.json",
     log:
-        "results/logs/profile/{size}/{method}/seed{seed}.log",
+        f"{DATA}/logs/profile/{{size}}/{{method}}/seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/profile/{size}/{method}/seed{seed}.tsv"
+        f"{DATA}/benchmarks/profile/{{size}}/{{method}}/seed{{seed}}.tsv"
     params:
         config=config_keys("profile", "sample_blocks", "sample_seed", "batch_size",
                            train=("device", "dtype")),  # the device and autocast of training

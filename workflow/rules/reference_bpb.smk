@@ -9,9 +9,9 @@ rule reference_bpb:
         val=rules.tokenize.output.val,
         tokenizer=rules.tokenizer.output,
     output:
-        "results/eval/reference/{reference}/val_bpb.json",
+        f"{DATA}/eval/reference/{{reference}}/val_bpb.json",
     log:
-        "results/logs/reference_bpb/{reference}.log",
+        f"{DATA}/logs/reference_bpb/{{reference}}.log",
     params:
         config=config_keys("eval", "device", "cache_dir", train=("eval_blocks",)),  # the subset
         model=reference_model,

@@ -13,14 +13,14 @@ rule score_reference:
         info=f"{SCORES_DIR}/reference.json",
         reference=directory(f"{SCORES_DIR}/reference"),
     log:
-        "results/logs/score_reference/{method}/{ref_size}/seed{seed}.log",
+        f"{DATA}/logs/score_reference/{{method}}/{{ref_size}}/seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/score_reference/{method}/{ref_size}/seed{seed}.tsv"
+        f"{DATA}/benchmarks/score_reference/{{method}}/{{ref_size}}/seed{{seed}}.tsv"
     params:
         config=lambda wildcards: run_config(wildcards.ref_size, wildcards.method),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.info, parent=True),
-        resume_dir="results/resume/scores/{method}/{ref_size}/seed{seed}",
+        resume_dir=f"{DATA}/resume/scores/{{method}}/{{ref_size}}/seed{{seed}}",
     threads: 1  # as train
     resources:
         gpu=lambda wildcards: min(1, grid.size_resources(CFG, wildcards.ref_size).gpus),

@@ -8,13 +8,13 @@ rule tokenize:
         val=rules.corpus.output.val,
         tokenizer=rules.tokenizer.output,
     output:
-        train="results/data/train.bin",
-        val="results/data/val.bin",
-        train_blocks="results/data/train_blocks.parquet",
-        val_blocks="results/data/val_blocks.parquet",
-        meta="results/data/meta.json",
+        train=f"{DATA}/data/train.bin",
+        val=f"{DATA}/data/val.bin",
+        train_blocks=f"{DATA}/data/train_blocks.parquet",
+        val_blocks=f"{DATA}/data/val_blocks.parquet",
+        meta=f"{DATA}/data/meta.json",
     log:
-        "results/logs/tokenize.log",
+        f"{DATA}/logs/tokenize.log",
     params:
         config=stage_config("corpus", "tokenizer", "data"),  # likewise, in meta.json
         format=DATA_FORMAT,  # a new layout of the data folder (lfr/data.py) rebuilds it

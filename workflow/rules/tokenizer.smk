@@ -6,9 +6,9 @@ rule tokenizer:
     input:
         train=rules.corpus.output.train,
     output:
-        directory("results/tokenizer"),
+        directory(f"{DATA}/tokenizer"),
     log:
-        "results/logs/tokenizer.log",
+        f"{DATA}/logs/tokenizer.log",
     params:
         config=stage_config("corpus", "tokenizer"),  # the tokenizer records what it was built from
     conda:

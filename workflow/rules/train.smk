@@ -15,14 +15,14 @@ rule train:
         records=directory(f"{RUNS_DIR}/records"),
         snapshots=directory(f"{RUNS_DIR}/snapshots"),
     log:
-        "results/logs/train/{size}/{method}/budget{budget}/seed{seed}.log",
+        f"{DATA}/logs/train/{{size}}/{{method}}/budget{{budget}}/seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/train/{size}/{method}/budget{budget}/seed{seed}.tsv"
+        f"{DATA}/benchmarks/train/{{size}}/{{method}}/budget{{budget}}/seed{{seed}}.tsv"
     params:
         config=lambda wildcards: run_config(wildcards.size, wildcards.method),
         data_dir=subpath(input.meta, parent=True),
         out_dir=subpath(output.run, parent=True),
-        resume_dir="results/resume/{size}/{method}/budget{budget}/seed{seed}",  # not an output: survives retries
+        resume_dir=f"{DATA}/resume/{{size}}/{{method}}/budget{{budget}}/seed{{seed}}",  # not an output: survives retries
         snapshots=snapshot_arg,
         block_scores=block_scores_arg,
         time_limit=time_limit_arg,
