@@ -159,7 +159,7 @@ def test_accepted_method_options_plan_and_run_a_sampler(method, data, num_blocks
     try:
         sampler = build_sampler(method, RunFacts(num_blocks, batch_blocks, 32, 0, 1.0), options)
     except ValueError as err:  # a corpus too small for the schedule: named, at run start
-        assert ("LFR phase" in str(err) and "keeps no block" in str(err)
+        assert (("LFR phase" in str(err) and "keeps no block" in str(err))
                 or "phases need more than" in str(err)), err
         return
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ import pytest
 from conftest import run_train
 
 import lfr.distributed
+from lfr.data import BlockStore
 from lfr.sampling.lfr import LFRSampler
 
 # 50, 2 x 20, 30 and 43 draws of 8 blocks: 7, 3, 3, 4 and 3 steps (20), phase ends 7, 10, 13, 17.
@@ -57,7 +58,8 @@ def lfr_calls(prepared, tmp_path_factory):
     """An LFR run with its calls to the sampler recorded in order, once with late losses and once
     without: [(summary, syncs, metrics, out, calls)] x 2."""
     cfg, root = prepared
-    cfg = cfg.model_copy(update={"method_options": {"lfr": {"schedule": SCHEDULE}}})
+    blocks = BlockStore.open(root / "data", "train").num_blocks  # a run of the schedule's 163 draws
+    cfg = cfg.model_copy(update={"method_options": {"lfr": {"schedule": SCHEDULE, "epochs": 163 / blocks}}})
     runs = []
     for late in (True, False):
         calls: list[tuple[str, int]] = []

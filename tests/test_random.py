@@ -42,4 +42,4 @@ def test_reference_shard_sampler_passes_over_its_shard_only():
 
 
 def test_methods_that_ignore_losses_say_so():
-    assert not make("random", 10, 2).reads_losses and make("lfr", 10, 2).reads_losses
+    assert not make("random", 10, 2).reads_losses and make("lfr", 10, 2, epochs=4).reads_losses

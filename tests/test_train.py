@@ -125,7 +125,8 @@ def test_cuda_request_without_gpu_fails_loudly(prepared, tmp_path):
         run(tiny_config(train={"device": "cuda"}), root, tmp_path)
 
 
-# 50, 2 x 20, 30 and 43 draws of 8 blocks: 7, 3, 3, 4 steps, then floor(163 / 8) - 17 = 3 steps.
+# 50, 2 x 20, 30 and 43 draws of 8 blocks: 7, 3, 3, 4 steps, then floor(163 / 8) - 17 = 3 steps,
+# in a run of 163 draws (LFR's `epochs`: 163 / blocks), so the schedule fills it as written.
 # The phase ends (7, 10, 13, 17) miss the log_every (5) and eval_every (10) cadence but one.
 SCHEDULE = [{"kind": "learn", "tokens": 32 * 50},
             {"kind": "focus", "drop": 0.5, "tokens": 32 * 20, "repeats": 2},
@@ -139,11 +140,12 @@ def lfr_run(prepared, tmp_path_factory):
     from lfr.sampling import RunFacts, build_sampler
 
     cfg, root = prepared
-    options = {"schedule": SCHEDULE}
+    blocks = BlockStore.open(root / "data", "train").num_blocks
+    options = {"schedule": SCHEDULE, "epochs": 163 / blocks}
     cfg = cfg.model_copy(update={"method_options": {"lfr": options}})
     out = tmp_path_factory.mktemp("lfr-run")
     run_train(cfg, "lfr", root, out, run_info={"config_hash": "h", "git_commit": "c"})
-    facts = RunFacts(BlockStore.open(root / "data", "train").num_blocks, 8, 32, 0, 1.0)
+    facts = RunFacts(blocks, 8, 32, 0, 1.0)
     return out, build_sampler("lfr", facts, options).plan, 8 * 32
 
 
