@@ -24,6 +24,10 @@ Rows (`ours` against `reference`):
 - `gpu_profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses, eager, as
   the profile stage runs it, on the run's saved model) against our training; goal >= 2.5.
 - `gpu_profile_memory`: the profiling pass's peak GPU memory at its batch (GiB; scales with it).
+- `gpu_ladder:<size>`: tokens/s of a training step of each shape of the GPU ladder
+  (config/scale-gpu.yaml: its batch and block, bf16, fused AdamW, eager) against the estimate at
+  the assumed MFU of benchmarks/ladder.py; the description projects that size's H100-hours from
+  the measurement (compiled training runs faster: an upper bound).
 - `gpu_check_wall`: the check's wall time after the imports; goal <= 480 s.
 
 Throughput of lfr.train.train is read from its metrics log: the rows after the first `skip`
@@ -50,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from benchmarks import ladder
 from benchmarks.sampler_scale import timed_step
 from benchmarks.table import Row, show, table_of
 from lfr.config import ExperimentConfig
@@ -299,6 +304,29 @@ def rows_of(shape: Shape, cfg: ExperimentConfig, root: Path) -> list[Row]:
     ]
 
 
+def ladder_rows(shape: Shape) -> list[Row]:
+    """A measured training step of every shape of the GPU ladder against its estimate; the dry
+    run times the same code on a sliver of the batch and block."""
+    cfg = ladder.load_config(ladder.LADDER)
+    tc, dry = cfg.train, shape.device != "cuda"
+    batch, block = (1, 64) if dry else (tc.batch_size, cfg.data.block_size)
+    peak = (peak_flops(shape.peak_tflops, torch.device(shape.device)) or math.nan) / 1e12
+    measured = {}
+    for size in cfg.models:
+        print(f"ladder shape {size} ...", flush=True)
+        measured[size] = ladder.time_step(cfg, size, shape.device, batch, block, steps=1 if dry else 5,
+                                          warmup=1 if dry else 2)
+        release()
+    estimated = {c.size: c for c in ladder.costs(cfg, peak)}
+    projected = {c.size: c for c in ladder.costs(cfg, peak, measured)}
+    return [Row(f"gpu_ladder:{size}", f"{size} of config/scale-gpu.yaml ({c.params / 1e6:.1f}M params): a "
+                f"training step at {batch} x {block} tokens (bf16, fused AdamW, eager) vs the estimate at "
+                f"{c.mfu:.0%} MFU; its {c.units:g} budget-1 runs: {projected[size].hours:.2f} GPU-hours "
+                f"measured, {c.hours:.2f} estimated", "tokens/s", "ours / reference (measured / "
+                "estimated)", "", [measured[size]], [c.tokens_per_s], [measured[size] / c.tokens_per_s])
+            for size, c in estimated.items()]
+
+
 def run_check(out: Path, dry: bool, peak_tflops: float | None = None) -> pd.DataFrame:
     shape = DRY if dry else GPU
     if peak_tflops:
@@ -316,6 +344,7 @@ def run_check(out: Path, dry: bool, peak_tflops: float | None = None) -> pd.Data
         cfg = prepare(root, cfg, shape)
         print(f"setup (corpus, tokenizer, tokens): {time.perf_counter() - t_start:.1f} s", flush=True)
         rows = rows_of(shape, cfg, root)
+    rows += ladder_rows(shape)
     wall = time.perf_counter() - t_start
     rows.append(Row("gpu_check_wall", "wall time of `python -m benchmarks --gpu` after its imports (setup, "
                     "every loop and its compilation)", "s", "seconds", "<= 480", [wall], [], [wall]))

@@ -93,7 +93,7 @@ FIGURE_OUT = "the .png to write; the .pdf goes next to it"
 def budget(text: str) -> float:
     value = float(text)
     if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r}: a budget is a positive multiple, e.g. 0.5 or 2")
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive multiple, e.g. 0.5 or 2")
     return value
 
 
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True, help=SEED)
     p.add_argument("--budget", type=budget, default=1.0,
                    help="multiple of the method's default run length (sweep.budgets; default 1)")
+    p.add_argument("--lr-mult", type=budget, default=1.0,
+                   help="multiple of train.lr (lr_check.multipliers; default 1)")
     p.add_argument("--data", type=Path, required=True, help=DATA)
     p.add_argument("--tokenizer", type=Path, required=True, help=TOKENIZER)
     p.add_argument("--out", type=Path, required=True, help="run folder: model/, metrics.parquet, run.json")

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -70,6 +70,18 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               use_attribute_docstrings=True)
+    QUIET: ClassVar[frozenset[str]] = frozenset()
+    """Keys added after runs were made with this section: left out of its dump (a job's params, a
+    run's config_hash) while at their default, so that adding them retrains nothing."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dump = handler(self)
+        fields = type(self).model_fields
+        for key in self.QUIET:
+            if key in dump and getattr(self, key) == fields[key].default:
+                del dump[key]
+        return dump
 
 
 class HFSource(Section):
@@ -263,6 +275,19 @@ class TrainConfig(Section):
     tensorboard: bool = False
     """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
     the `tensorboard` package)."""
+    tokens_per_param: Annotated[float, Field(gt=0)] | None = None
+    """Budget 1 of every size = this x the model's total parameters (embeddings counted once): each
+    size trains `epochs` passes over a seeded subset of the training blocks sized to that token
+    count (the same subset for every method and seed; smaller sizes' subsets nest in larger
+    ones'), and a sweep's budget b repeats it b x epochs times. None: every size trains on all
+    blocks."""
+    repeat_data: bool = False
+    """With tokens_per_param: a size whose subset would need more blocks than the corpus holds is
+    refused (false: the message names the size, the tokens needed and those available), or
+    trains on every block with as many more passes as that takes (true; the tables give the
+    tokens per parameter and the passes reached)."""
+
+    QUIET = frozenset({"tokens_per_param", "repeat_data"})
 
 
 class EvalConfig(Section):
@@ -416,6 +441,28 @@ class SweepConfig(Section):
         return budgets
 
 
+class LRCheckConfig(Section):
+    """Learning-rate check (lfr/grid.py `lr_runs`): budget-1 runs of some methods and sizes at
+    multiples of train.lr, every seed of the size, so that each method's verdict is also read at
+    its own best learning rate (tables/learning_rates.csv)."""
+
+    methods: Names = []
+    """Methods checked (names of `methods`), each at every size it runs at (`method_sizes`)."""
+    sizes: Names | None = None
+    """Check only these sizes (None: every size in `models`)."""
+    multipliers: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], *Unique] = []
+    """Multiples of train.lr, each a run of its own (`results/runs/<size>/<method>/budget1-lr<m>/`);
+    1 is the grid's run, always trained."""
+
+    @field_validator("multipliers")
+    @classmethod
+    def _not_one(cls, multipliers: list[float]) -> list[float]:
+        for i, m in enumerate(multipliers):
+            if m == 1:
+                raise key_error("1 is the grid's own learning rate, trained anyway; list the others", i)
+        return multipliers
+
+
 def budget_name(budget: float) -> str:
     """A budget as it appears in run folders (results/runs/<size>/<method>/budget<name>/...)."""
     return f"{budget:.4g}"
@@ -465,6 +512,8 @@ class ExperimentConfig(Section):
     """Per-block perplexity profiling of selected runs and the forgetting/domain analysis."""
     sweep: SweepConfig = SweepConfig()
     """Budget sweeps: the frontier that the iso-loss speed-ups are read from."""
+    lr_check: LRCheckConfig = LRCheckConfig()
+    """Learning-rate check: budget-1 runs at other multiples of train.lr."""
     resources: dict[str, SizeResources] = {}
     """Per-size job resources ({default: ..., gpt2-xl: ...}); the cluster profile maps them to SLURM."""
     offline: bool = True

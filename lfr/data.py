@@ -138,3 +138,45 @@ class BlockStore:
         starts = np.asarray(ids, dtype=np.int64)[:, None] * T
         rows = np.asarray(self.tokens[starts + np.arange(T + 1)], dtype=np.int64)  # one gather
         return rows[:, :-1], rows[:, 1:]
+
+    def global_ids(self, ids: np.ndarray) -> np.ndarray:
+        """The split's ids of blocks `ids` (a BlockSubset's differ)."""
+        return np.asarray(ids, dtype=np.int64)
+
+
+SUBSET_SEED = 31
+"""Seed of the one permutation of the training blocks that every subset takes a prefix of."""
+
+
+def subset_ids(num_blocks: int, size: int) -> np.ndarray:
+    """The training blocks of a run that draws from `size` of the `num_blocks` (train.
+    tokens_per_param), sorted: the first `size` of one seeded permutation, so that a smaller
+    subset is part of every larger one and every method and seed of a size shares its subset."""
+    if size >= num_blocks:
+        return np.arange(num_blocks, dtype=np.int64)
+    order = np.random.default_rng([SUBSET_SEED, num_blocks]).permutation(num_blocks)
+    return np.sort(order[:size]).astype(np.int64)
+
+
+@dataclass
+class BlockSubset:
+    """A run's share of a split's blocks: its block i is `ids[i]` of `store`. The sampler sees
+    0..len(ids)-1; what the run writes (records) names the split's own ids (`global_ids`)."""
+
+    store: BlockStore
+    ids: np.ndarray
+
+    @property
+    def block_size(self) -> int:
+        return self.store.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.ids)
+
+    def batch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.batch(self.ids[np.asarray(ids, dtype=np.int64)])
+
+    def global_ids(self, ids: np.ndarray) -> np.ndarray:
+        return self.ids[np.asarray(ids, dtype=np.int64)]
+

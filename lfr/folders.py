@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from lfr.config import ConfigError, ExperimentConfig, config_hash
+from lfr.grid import corpus_problems
 
 DATA_SECTIONS = ("corpus", "tokenizer", "data")
 CORPORA = "results/corpora"
@@ -61,3 +62,15 @@ def corpus_files(cfg: ExperimentConfig) -> list[Path]:
     from lfr.corpus import resolve_paths  # pyarrow: only for a corpus of files
 
     return resolve_paths(cfg.corpus.paths)[0]
+
+
+def check_corpus_size(cfg: ExperimentConfig, root: str | Path) -> None:
+    """With train.tokens_per_param, refuse a size the corpus is too small for (grid.block_budget),
+    before any job, once the data root holds the data: its size is known from then on (the first
+    time, each training job checks the same before it trains)."""
+    meta = Path(root) / "data" / "meta.json"
+    if cfg.train.tokens_per_param is None or not meta.is_file():
+        return
+    if problems := corpus_problems(cfg, json.loads(meta.read_text())["train_blocks"]):
+        raise ConfigError.of("config", problems)
+

@@ -10,7 +10,9 @@ of the CLI and the Snakefile: one ConfigError names every bad key. The queries (
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ Run = tuple[str, str, int]
 """(size, method, seed) of one run of the grid, at the default budget 1."""
 TrainedRun = tuple[str, str, float, int]
 """(size, method, budget, seed) of one training run, the sweep's included."""
+LRRun = tuple[str, str, float, int]
+"""(size, method, learning-rate multiplier, seed) of one run of the learning-rate check."""
 
 
 # -- the runs of a config ---------------------------------------------------------------------------
@@ -57,6 +61,16 @@ def trained_runs(cfg: ExperimentConfig) -> list[TrainedRun]:
             for budget in budgets(cfg, size, method) for seed in run_seeds]
 
 
+def lr_runs(cfg: ExperimentConfig) -> list[LRRun]:
+    """Every run of the learning-rate check (`lr_check`): each run of the grid whose method and
+    size it names, at each multiplier of train.lr, at budget 1. Neither profiled nor evaluated
+    downstream."""
+    lc = cfg.lr_check
+    return [(size, method, mult, seed) for size, method, seed in runs(cfg)
+            if method in lc.methods and (lc.sizes is None or size in lc.sizes)
+            for mult in lc.multipliers]
+
+
 def profiled(cfg: ExperimentConfig, size: str, method: str, seed: int) -> bool:
     """Whether the run (size, method, seed) is profiled (saves snapshots, gets a profile)."""
     p = cfg.profile
@@ -74,12 +88,81 @@ def size_resources(cfg: ExperimentConfig, size: str) -> SizeResources:
 
 
 def smallest_model(cfg: ExperimentConfig) -> str:
-    """The size in `models` with the fewest parameters (12 L d^2 + vocab d; first on ties)."""
-    def params(size: str) -> int:
-        p = cfg.model_preset(size)
-        return 12 * p.n_layer * p.n_embd**2 + cfg.vocab_size * p.n_embd
+    """The size in `models` with the fewest parameters (first on ties)."""
+    return min(cfg.models, key=lambda size: param_count(cfg, size)[0])
 
-    return min(cfg.models, key=params)
+
+def param_count(cfg: ExperimentConfig, size: str, vocab_size: int | None = None) -> tuple[int, int]:
+    """(total, non-embedding) parameters of a size as lfr.model builds it, without torch: tied
+    embeddings counted once, position embeddings (GPT-2's) included in the total; non-embedding
+    leaves out the token and position embeddings (an untied output layer stays in). `vocab_size`:
+    the tokenizer's, if known (default: the config's)."""
+    p, V, T = cfg.model_preset(size), vocab_size or cfg.vocab_size, cfg.data.block_size
+    d, L = p.n_embd, p.n_layer
+    if p.arch == "gpt2":  # LayerNorms and biases; the output layer is the token embedding
+        nonemb = L * (12 * d * d + 13 * d) + 2 * d
+        return V * d + T * d + nonemb, nonemb
+    kv = p.kv_heads * d // p.n_head  # llama: no biases, RMSNorm weights only
+    nonemb = L * (2 * d * d + 2 * d * kv + 3 * d * p.ffn_size + 2 * d) + d
+    if not p.tie_embeddings:
+        nonemb += V * d
+    return V * d + nonemb, nonemb
+
+
+def world_size(cfg: ExperimentConfig, size: str) -> int:
+    """Training processes of a size's job: nodes x GPUs per node (1 on a CPU)."""
+    r = size_resources(cfg, size)
+    return r.nodes * max(1, r.gpus)
+
+
+@dataclass(frozen=True)
+class BlockBudget:
+    """How a size meets `train.tokens_per_param` at budget 1 (`block_budget`)."""
+
+    blocks: int
+    """Training blocks it draws from: a seeded subset (lfr.data.subset_ids), or all."""
+    epochs: float
+    """Passes over them at budget 1: train.epochs, or more where the corpus is too small."""
+    tokens: int
+    """tokens_per_param x total parameters, rounded to whole optimizer steps."""
+
+
+def block_budget(cfg: ExperimentConfig, size: str, available: int, params: int,
+                 batch_blocks: int) -> BlockBudget | None:
+    """With `train.tokens_per_param`, the blocks and passes that give a size that many tokens
+    per parameter at budget 1 (None without it): `train.epochs` passes over a subset of
+    ceil(steps x batch / epochs) of the `available` training blocks, steps = the tokens in
+    whole steps of `batch_blocks`. A corpus too small raises ValueError naming the size, the
+    tokens needed and those available, unless `train.repeat_data` (then more passes over all)."""
+    tc, T = cfg.train, cfg.data.block_size
+    if tc.tokens_per_param is None:
+        return None
+    steps = max(1, round(tc.tokens_per_param * params / (batch_blocks * T)))
+    tokens = steps * batch_blocks * T
+    blocks = math.ceil(steps * batch_blocks / tc.epochs)
+    if blocks <= available:
+        return BlockBudget(blocks, tc.epochs, tokens)
+    if not tc.repeat_data:
+        raise ValueError(
+            f"size {size} ({params:,} parameters) needs {tokens:,} tokens at train.tokens_per_param="
+            f"{tc.tokens_per_param:g}, i.e. {blocks:,} blocks of {T} for train.epochs={tc.epochs:g} "
+            f"passes, but the corpus has {available:,} training blocks ({available * T:,} tokens). "
+            "Lower train.tokens_per_param, raise train.epochs, add data, or set "
+            "train.repeat_data: true to train on every block with more passes")
+    return BlockBudget(available, (steps * batch_blocks + 0.5) / available, tokens)
+
+
+def corpus_problems(cfg: ExperimentConfig, available: int) -> list[str]:
+    """`block_budget`'s refusal for every size, given the corpus's training blocks (the config
+    check, once the data exists)."""
+    problems = []
+    for size in cfg.models:
+        try:
+            block_budget(cfg, size, available, param_count(cfg, size)[0],
+                         cfg.train.batch_size * cfg.train.grad_accum * world_size(cfg, size))
+        except ValueError as err:
+            problems.append(f"train.tokens_per_param: {err}")
+    return problems
 
 
 def reference_size(cfg: ExperimentConfig, method: str) -> str:
@@ -210,6 +293,15 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     for i, size in enumerate(cfg.sweep.sizes or []):
         if size not in cfg.models:
             problem(f"{size!r} is not in `models` ({cfg.models})", "sweep", "sizes", i)
+    for i, method in enumerate(cfg.lr_check.methods):
+        if method not in cfg.methods:
+            problem(f"{method!r} is not in `methods` ({cfg.methods})", "lr_check", "methods", i)
+    for i, size in enumerate(cfg.lr_check.sizes or []):
+        if size not in cfg.models:
+            problem(f"{size!r} is not in `models` ({cfg.models})", "lr_check", "sizes", i)
+    if cfg.lr_check.multipliers and not cfg.lr_check.methods:
+        problem("multipliers without methods check nothing; name the methods to check", "lr_check",
+                "methods")
     for size in cfg.size_seeds:
         if size not in cfg.models:
             problem(f"{size!r} is not in `models` ({cfg.models})", "size_seeds", size)

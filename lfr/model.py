@@ -62,6 +62,13 @@ def num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def embedding_params(model: PreTrainedModel) -> int:
+    """The token embedding's parameters (the output layer too, when tied) and GPT-2's position
+    embeddings: num_params minus these is the non-embedding count."""
+    positions = model.transformer.wpe.weight.numel() if model.config.model_type == "gpt2" else 0
+    return model.get_input_embeddings().weight.numel() + positions
+
+
 def flops_per_token(model: PreTrainedModel) -> float:
     """Training FLOPs per token, nanoGPT's estimate: 6N + 12 L T C, N without position embeddings
     (GPT-2's learned ones; Llama's RoPE has none) and an untied output layer counted in N."""

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
 from lfr.config import ExperimentConfig, ProfileConfig
-from lfr.data import BlockStore
+from lfr.data import BlockStore, subset_ids
 from lfr.files import write_json, write_parquet
 from lfr.model import scored_batches
 from lfr.runtime import resolve_device
@@ -63,7 +63,8 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     dev = resolve_device(device, "train.device")
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(dev)
     store = BlockStore.open(data_dir, "train")
-    ids = sample_blocks(store.num_blocks, cfg.sample_blocks, cfg.sample_seed)
+    pool = subset_ids(store.num_blocks, info.get("subset_blocks") or store.num_blocks)  # what it trained on
+    ids = pool[sample_blocks(len(pool), cfg.sample_blocks, cfg.sample_seed)]
     domains = pd.read_parquet(Path(data_dir) / "train_blocks.parquet", columns=["domain"])["domain"]
     domain = domains.to_numpy(dtype=object)[ids]
     run = f"{info['size']}/{info['method']}/seed{info['seed']}"

@@ -34,9 +34,10 @@ from tqdm import tqdm
 
 from lfr import checkpoint
 from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
-from lfr.data import BlockStore, target_bytes
+from lfr.data import BlockStore, BlockSubset, subset_ids, target_bytes
 from lfr.distributed import FLAGS, Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
+from lfr.grid import block_budget
 from lfr.loader import BatchLoader, StepBatch
 from lfr.metrics import MetricsLog, TensorBoard, peak_flops
 from lfr.model import (
@@ -44,6 +45,7 @@ from lfr.model import (
     block_losses,
     build_model,
     configure_optimizer,
+    embedding_params,
     flops_per_token,
     model_config,
     num_params,
@@ -70,7 +72,8 @@ class Method:
 
     name: str
     options: dict[str, Any]
-    build: Callable[[RunFacts], Sampler]
+    build: Callable[[RunFacts, np.ndarray | None], Sampler]
+    """The sampler of a run, given its facts and the blocks it draws from (None: all)."""
 
     @classmethod
     def registered(cls, cfg: ExperimentConfig, name: str, block_scores: Path | None = None) -> Method:
@@ -79,8 +82,12 @@ class Method:
         options = cfg.method_options.get(name, {})
         method_options(name, options)  # a bad name or option fails here, before any model is built
         scores = BlockScores.read(block_scores) if block_scores is not None else None
-        return cls(name, options, lambda facts: build_sampler(
-            name, dataclasses.replace(facts, block_scores=scores), options))
+
+        def build(facts: RunFacts, ids: np.ndarray | None = None) -> Sampler:
+            own = scores.take(ids) if scores is not None and ids is not None else scores
+            return build_sampler(name, dataclasses.replace(facts, block_scores=own), options)
+
+        return cls(name, options, build)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class Job:
     stop_at_step: int | None = None
     budget: float = 1.0
     """Multiple of the method's default run length (a sweep's run; the sampler scales its plan)."""
+    lr_mult: float = 1.0
+    """Multiple of train.lr (the learning-rate check's runs)."""
 
 
 def lr_at(step: int, num_steps: int, cfg: TrainConfig) -> float:
@@ -231,12 +240,25 @@ def check_finite(losses: np.ndarray, ids: np.ndarray, step: int, resume_dir: Pat
                              f"kept in {resume_dir}. Lower train.lr or check the data")
 
 
+def train_blocks(cfg: ExperimentConfig, size: str, store: BlockStore, params: int,
+                 batch_blocks: int) -> tuple[BlockStore | BlockSubset, float]:
+    """The blocks a run draws from and its passes over them at budget 1: all blocks and
+    train.epochs, or with train.tokens_per_param the size's seeded subset (grid.block_budget)."""
+    plan = block_budget(cfg, size, store.num_blocks, params, batch_blocks)
+    if plan is None:
+        return store, cfg.train.epochs
+    return BlockSubset(store, subset_ids(store.num_blocks, plan.blocks)), plan.epochs
+
+
 def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
 
     metrics.parquet has a row every log_every and eval_every steps and after each phase's last
     step (so it holds every phase's exact span), validation losses (val_loss, val_bpb) at
     eval_every and at the end."""
+    if job.lr_mult != 1:  # the learning-rate check: its lr is in run.json's settings and hash
+        scaled = cfg.train.model_copy(update={"lr": cfg.train.lr * job.lr_mult})
+        cfg = cfg.model_copy(update={"train": scaled})
     tc, t_launch = cfg.train, time.time()
     d = setup_dist(tc.device)
     for seed_rng in (torch.manual_seed, np.random.seed, random.seed):
@@ -247,11 +269,13 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
                                     tc.dropout)).to(d.device)
     optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), d.device)
     batch_blocks = tc.batch_size * tc.grad_accum * d.world
-    sampler = method.build(RunFacts(train_store.num_blocks, batch_blocks, T, job.seed, tc.epochs,
-                                    budget=job.budget))
+    store, epochs = train_blocks(cfg, job.size, train_store, num_params(model), batch_blocks)
+    ids = store.ids if isinstance(store, BlockSubset) else None
+    sampler = method.build(RunFacts(store.num_blocks, batch_blocks, T, job.seed, epochs,
+                                    budget=job.budget), ids)
     if (num_steps := sampler.num_steps()) < 1:
         raise ValueError(f"{method.name}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
-                         f"{train_store.num_blocks} blocks. Lower train.batch_size or add data")
+                         f"{store.num_blocks} blocks. Lower train.batch_size or add data")
     step, rows, elapsed, scored = 0, [], 0.0, 0
     if (state := checkpoint.load_latest(job.resume_dir)) is not None:
         model.load_state_dict(state["model"])
@@ -282,7 +306,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
     if step == 0:
         metrics.first(sampler.phase(0), validate())
-    loader = BatchLoader(train_store, tc.batch_size * tc.grad_accum, d.rank, d.device)
+    loader = BatchLoader(store, tc.batch_size * tc.grad_accum, d.rank, d.device)
     loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, loader, metrics, snaps, ends,
                 records, validate, stopper, scored_blocks=scored)
     try:
@@ -292,7 +316,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         if live:
             live.close()
     return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
-                      loop.scored_blocks)
+                      loop.scored_blocks, ids)
 
 
 @dataclass
@@ -422,6 +446,8 @@ class Loop:
                 self.sampler.observe(p.step - 1, p.ids, losses)
         for name, table in self.sampler.records().items():
             if self.d.main:
+                if "block_id" in table.columns:  # the split's own ids, not the subset's
+                    table = table.assign(block_id=self.loader.store.global_ids(table.block_id.to_numpy()))
                 write_parquet(self.records_dir / f"{name}.parquet", table)
         if self.logged(p.step):
             due = p.step % tc.eval_every == 0 or p.step == self.num_steps
@@ -438,14 +464,19 @@ class Loop:
 
 def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: torch.nn.Module,
                sampler: Sampler, metrics: MetricsLog, snaps: SnapshotWriter, records: Path,
-               steps: int, T: int, meta: dict[str, Any], scored_blocks: int = 0) -> dict[str, Any]:
+               steps: int, T: int, meta: dict[str, Any], scored_blocks: int = 0,
+               ids: np.ndarray | None = None) -> dict[str, Any]:
     """The run's last snapshot, HF model folder, metrics, records, snapshots and run.json (the
     returned summary); the resume folder goes. `scored_blocks`: the candidates the loop scored,
-    charged as forward-only tokens."""
-    tokens_per_step = sampler.batch_blocks * T
+    charged as forward-only tokens; `ids`: the blocks it drew from, if not all
+    (train.tokens_per_param)."""
+    tokens_per_step, params = sampler.batch_blocks * T, num_params(model)
     summary = {
-        "size": job.size, "method": method.name, "budget": job.budget, "seed": job.seed,
-        "params": num_params(model),
+        "size": job.size, "method": method.name, "budget": job.budget, "lr_mult": job.lr_mult,
+        "seed": job.seed, "params": params, "params_nonemb": params - embedding_params(model),
+        "tokens_per_param": steps * tokens_per_step / params,
+        "subset_blocks": None if ids is None else len(ids),
+        "passes": steps * sampler.batch_blocks / sampler.num_blocks,
         "steps": steps, "tokens": steps * tokens_per_step, "block_size": T,
         "batch_blocks": sampler.batch_blocks, "world_size": d.world,
         "val_loss": metrics.rows[-1]["val_loss"], "val_bpb": metrics.rows[-1]["val_bpb"],
@@ -482,9 +513,10 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
 
 def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,
          out: Path, resume_dir: Path | None = None, time_limit_min: float | None = None,
-         snapshots: str | None = None, block_scores: Path | None = None, budget: float = 1.0) -> None:
+         snapshots: str | None = None, block_scores: Path | None = None, budget: float = 1.0,
+         lr_mult: float = 1.0) -> None:
     """The `train` stage; `snapshots`: the profile settings as JSON (the runs `profile:` selects)."""
     job = Job(size, seed, data, tokenizer, out, resume_dir, run_info={"git_commit": git_commit()},
               snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None,
-              time_limit_min=time_limit_min, budget=budget)
+              time_limit_min=time_limit_min, budget=budget, lr_mult=lr_mult)
     train(cfg, job, Method.registered(cfg, method, block_scores))

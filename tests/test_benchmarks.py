@@ -125,9 +125,14 @@ def test_gpu_check_dry_runs_with_only_torch_transformers_numpy_pandas_pyarrow(tm
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     t = pd.read_csv(out).set_index("benchmark")
+    ladder = [f"gpu_ladder:{size}" for size in ("gpt2-7m", "gpt2-12m", "gpt2-26m", "gpt2-58m", "gpt2")]
     assert list(t.index) == ["gpu_mfu", "gpu_train_loop", "gpu_fused_loss", "gpu_fixed_cost", "gpu_lfr_loop",
                              "gpu_lfr_sampler_overhead", "gpu_profile_vs_train", "gpu_profile_memory",
-                             "gpu_check_wall"]
+                             *ladder, "gpu_check_wall"]
+    # every shape of config/scale-gpu.yaml timed against its estimate at the assumed MFU (1 TFLOP/s)
+    assert (t.loc[ladder, "ours"] > 0).all()
+    assert t.loc[ladder, "reference"].is_monotonic_decreasing  # larger shapes, fewer tokens/s
+    assert t.loc[ladder, "description"].str.contains("GPU-hours measured").all()
     assert t.host.str.endswith("dry run on the CPU").all()
     ours, minimal = t.loc["gpu_train_loop", ["ours", "reference"]]
     assert ours > 0 and t.loc["gpu_train_loop", "ratio_median"] == pytest.approx(ours / minimal)

@@ -63,7 +63,8 @@ def test_a_method_at_randoms_loss_of_twice_its_tokens_gets_2x_and_random_gets_1x
         assert row.iso_speedup_hi == pytest.approx(1.0)  # a replicate can only fall off a running min
     assert lfr.delta_val_loss == pytest.approx(4.2 - 4.6) and lfr.verdict == "better"
     assert lfr.baseline_val_loss == pytest.approx(4.6) and lfr.baseline_n_seeds == 2
-    assert list(pd.read_csv(tmp_path / "main.csv").columns[:4]) == ["size", "params", "method", "budget"]
+    assert list(pd.read_csv(tmp_path / "main.csv").columns[:6]) == ["size", "params", "params_nonemb", "method",
+                                                                   "budget", "lr_mult"]
     assert set(pd.read_csv(tmp_path / "main_by_seed.csv").budget) == {0.5, 1.0, 2.0, 4.0}
     summarize(runs, tmp_path / "again.csv")  # the seeded bootstrap: the same table, byte for byte
     assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "main.csv").read_bytes()
@@ -283,3 +284,23 @@ def test_tokens_to_a_reference_come_from_each_methods_own_frontier_in_bits_per_b
     assert "reference_token_share:strong" not in main.columns
     csv = pd.read_csv(tmp_path / "main.csv", keep_default_na=False)
     assert csv["tokens_to_reference_bound:strong"].tolist()[:4] == [">"] * 4
+
+
+def test_a_learning_rate_checks_rows_pair_with_random_at_the_same_multiple():
+    """lr_mult 2 rows: the equal-budget delta against random at 2x, the speed-up against
+    random's frontier at 1x (its budgets); random's own 2x row is read against that frontier."""
+    rows = [("random", b, 1.0, s, loss + s / 100) for b, loss in ((0.5, 5.0), (1.0, 4.6), (2.0, 4.2))
+            for s in range(3)]
+    rows += [("random", 1.0, 2.0, s, 4.4 + s / 100) for s in range(3)]
+    rows += [("lfr", 1.0, 2.0, s, 4.5 + s / 100) for s in range(3)]
+    runs = pd.DataFrame(rows, columns=["method", "budget", "lr_mult", "seed", "val_loss"]).assign(
+        size="s", compute_tokens=lambda t: 1000 * t.budget, compute_flops=lambda t: 6e3 * t.budget,
+        tokens=lambda t: 1000 * t.budget)
+    equal = equal_budget(runs).set_index(["method", "lr_mult"])
+    assert equal.loc[("lfr", 2.0), "delta_val_loss"] == pytest.approx(0.1)
+    assert equal.loc[("lfr", 2.0), "verdict"] == "worse"
+    iso = iso_speedups(runs).set_index(["method", "lr_mult"])
+    assert iso.loc[("random", 1.0), "iso_speedup"].tolist() == [1.0, 1.0, 1.0]
+    # random at 2x reaches 4.41 (mean): on the 1x frontier between budget 1 (4.61) and 2 (4.21)
+    assert iso.loc[("random", 2.0), "iso_speedup"] == pytest.approx(2 ** 0.5, rel=1e-6)
+    assert iso.loc[("lfr", 2.0), "iso_speedup"] == pytest.approx(2 ** 0.25, rel=1e-6)

@@ -18,16 +18,20 @@ from typing import Any
 
 def run_curves(run_dirs: list[Path]) -> Any:
     """Every logged row of the runs' metrics (the phase figure needs the rows at phase ends,
-    which carry no validation loss)."""
+    which carry no validation loss), at train.lr: the learning-rate check has its own table."""
     from lfr.report.summarize import load_runs
 
-    return load_runs(run_dirs, every_row=True)[1]
+    curves = load_runs(run_dirs, every_row=True)[1]
+    return curves[curves.lr_mult == 1]
 
 
 def main_table(path: Path) -> Any:
+    """main.csv's rows at train.lr (and the references'): the learning-rate check's rows are
+    tables/learning_rates.csv's."""
     import pandas as pd
 
-    return pd.read_csv(path)
+    main = pd.read_csv(path)
+    return main[main.lr_mult.fillna(1) == 1] if "lr_mult" in main.columns else main
 
 
 def profile_losses(profile_dirs: list[Path]) -> dict[str, Any]:

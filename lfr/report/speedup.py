@@ -83,7 +83,8 @@ COSTS = {"iso_speedup": "compute_tokens", "iso_speedup_flops": "compute_flops",
          "iso_speedup_uncharged": "tokens"}
 """Speed-up column prefix -> the runs' compute column it divides. `iso_speedup_uncharged` counts
 optimizer-step tokens only: an ablation that leaves scoring passes and reference models free."""
-GROUP = ["size", "method", "budget"]
+GROUP = ["size", "method", "budget", "lr_mult"]
+"""A row of the tables: `lr_mult` is 1 but for the learning-rate check's runs (lr_check)."""
 ISO_COLUMNS = ["frontier_budgets", *[f"{name}{suffix}" for name in COSTS
                                      for suffix in ("", "_lo", "_hi", "_bound", "_bound_value")],
                "iso_interval"]
@@ -200,12 +201,18 @@ def paired_interval(base: tuple[pd.DataFrame, pd.DataFrame], own: tuple[pd.DataF
     return point * math.exp(-half), point * math.exp(half)
 
 
+def with_lr(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with an `lr_mult` column (1.0 where a table predates the learning-rate check)."""
+    return runs if "lr_mult" in runs.columns else runs.assign(lr_mult=1.0)
+
+
 def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_BOOT) -> pd.DataFrame:
-    """ISO_COLUMNS per size x method x budget of `runs` (one row per run); rows of a size without
-    a `baseline` run are left out (the caller's merge leaves them empty)."""
-    rows = []
+    """ISO_COLUMNS per size x method x budget x lr_mult of `runs` (one row per run); rows of a size
+    without a `baseline` run are left out (the caller's merge leaves them empty). The frontier is
+    random's runs at train.lr (lr_mult 1); a learning-rate check's row is read against it."""
+    rows, runs = [], with_lr(runs)
     for size, at_size in runs.groupby("size", sort=False):
-        base = at_size[at_size.method == baseline]
+        base = at_size[(at_size.method == baseline) & (at_size.lr_mult == 1)]
         if base.empty:
             continue
         budgets = sorted(base.budget.unique())
@@ -215,20 +222,20 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
                       for c in COSTS.values()}
         z_front = generator(size, baseline).standard_normal((n_boot, len(budgets)))
         base_tables = {cost: per_seed(base, cost) for cost in COSTS.values()}
-        for (method, budget), runs_of in at_size.groupby(["method", "budget"], sort=False):
-            own = runs_of.val_loss.to_numpy(float)
-            var, df = pooled_noise(groups if method == baseline else [*groups, own])
-            rng = generator(size, method, budget)
+        for (method, budget, lr), runs_of in at_size.groupby(["method", "budget", "lr_mult"], sort=False):
+            own, frontier_runs = runs_of.val_loss.to_numpy(float), method == baseline and lr == 1
+            var, df = pooled_noise(groups if frontier_runs else [*groups, own])
+            rng = generator(size, method if lr == 1 else f"{method}@lr{float(lr)!r}", budget)
             sigma = noise_scale(var, df, rng, n_boot) if df else np.zeros(0)  # no noise estimate
             drawn = means + sigma[:, None] * z_front[: len(sigma)] / np.sqrt(counts)
             front = np.concatenate([means[None], drawn])
-            if method == baseline:  # the same runs as the frontier's point: the same draws
+            if frontier_runs:  # the same runs as the frontier's point: the same draws
                 loss = front[:, budgets.index(budget)]
             else:
                 noise = sigma * rng.standard_normal(len(sigma)) / np.sqrt(len(own))
                 loss = own.mean() + np.concatenate([[0.0], noise])
-            row = {"size": size, "method": method, "budget": budget, "frontier_budgets": len(budgets),
-                   "iso_interval": POOLED if df else ""}
+            row = {"size": size, "method": method, "budget": budget, "lr_mult": lr,
+                   "frontier_budgets": len(budgets), "iso_interval": POOLED if df else ""}
             for name, cost in COSTS.items():
                 theirs = np.broadcast_to(base_costs[cost], front.shape)
                 row |= speedup_columns(name, theirs, front, np.full(len(loss), runs_of[cost].mean()),
@@ -246,8 +253,8 @@ def tokens_to_references(runs: pd.DataFrame, references: dict[str, float]) -> pd
     """Per size x method of `runs`: `tokens_to_reference:<name>` and `_bound:<name>`,
     `_bound_value:<name>` (a bound is never a value) for each reference name -> its val_bpb (see
     the module doc); NaN where the method has no val_bpb."""
-    rows = []
-    for (size, method), part in runs.groupby(["size", "method"], sort=False):
+    rows, runs = [], with_lr(runs)
+    for (size, method), part in runs[runs.lr_mult == 1].groupby(["size", "method"], sort=False):
         points = part.groupby("budget")[["compute_tokens", "val_bpb"]].mean().sort_values("compute_tokens")
         row: dict[str, object] = {"size": size, "method": method}
         for name, bpb in references.items():
@@ -299,13 +306,16 @@ def verdict(lo: float, hi: float) -> str:
 
 
 def equal_budget(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
-    """EQUAL_COLUMNS per size x method x budget of `runs` (one row per run): the difference of
-    final losses against `baseline` at the same size and budget, where both trained the same
+    """EQUAL_COLUMNS per size x method x budget x lr_mult of `runs` (one row per run): the
+    difference of final losses against `baseline` at the same size, budget and learning rate
+    (the learning-rate check pairs each multiplier with random's own), where both trained the same
     tokens (`comparable_tokens`); otherwise empty, with the reason in `equal_budget_note`."""
-    rows = []
-    for (size, method, budget), runs_of in runs.groupby(GROUP, sort=False):
-        base = runs[(runs["size"] == size) & (runs.method == baseline) & (runs.budget == budget)]
-        row = {"size": size, "method": method, "budget": budget, "verdict": "", "equal_budget_note": ""}
+    rows, runs = [], with_lr(runs)
+    for (size, method, budget, lr), runs_of in runs.groupby(GROUP, sort=False):
+        base = runs[(runs["size"] == size) & (runs.method == baseline) & (runs.budget == budget)
+                    & (runs.lr_mult == lr)]
+        row = {"size": size, "method": method, "budget": budget, "lr_mult": lr, "verdict": "",
+               "equal_budget_note": ""}
         if not base.empty:
             ours, theirs = runs_of.val_loss.to_numpy(float), base.val_loss.to_numpy(float)
             row |= {"baseline_val_loss": theirs.mean(), "baseline_n_seeds": len(theirs)}

@@ -59,12 +59,13 @@ from lfr.report.speedup import (
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = [
-    "size", "method", "budget", "seed", "params", "tokens", "forward_only_tokens",
+    "size", "method", "budget", "lr_mult", "seed", "params", "params_nonemb", "tokens",
+    "tokens_per_param", "passes", "forward_only_tokens",
     "reference_train_tokens", "reference_scoring_tokens", "compute_tokens", "flops_per_token",
     "reference_flops_per_token", "compute_flops", "steps", "val_loss", "val_ppl", "val_bpb",
     "val_loss_initial", "wall_s", "gpu_hours", "train_tokens_per_s", "device", "config_hash", "git_commit",
 ]
-KEYS = [*GROUP, "seed"]  # size, method, budget, seed
+KEYS = [*GROUP, "seed"]  # size, method, budget, lr_mult, seed
 DEFAULT_BUDGET = 1.0
 """The budget of a run, evaluation or profile written before budgets: the default run."""
 PROFILE_COLUMNS = ["profile_tokens", "forgotten", "multiple_descent_of_forgotten"]
@@ -87,6 +88,10 @@ def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFra
         val = metrics.dropna(subset=["val_loss"])
         gpus = info["world_size"] if info["device"].startswith("cuda") else 0
         info.setdefault("budget", DEFAULT_BUDGET)  # runs written before budgets
+        info.setdefault("lr_mult", 1.0)  # ... before the learning-rate check
+        info.setdefault("params_nonemb", math.nan)  # ... before tokens per parameter
+        info.setdefault("passes", math.nan)
+        info["tokens_per_param"] = info["tokens"] / info["params"]
         info.setdefault("reference_train_tokens", 0)  # runs written before the peers
         info.setdefault("reference_scoring_tokens", 0)  # ... and before FLOPs were counted
         info.setdefault("reference_flops_per_token", 0)
@@ -97,7 +102,8 @@ def load_runs(run_dirs: list[Path], every_row: bool = False) -> tuple[pd.DataFra
         runs.append({**info, "val_ppl": math.exp(info["val_loss"]), "gpu_hours": info["wall_s"] * gpus / 3600,
                      "val_loss_initial": float(val.val_loss.iloc[0])})
         curves.append((metrics if every_row else val)[["tokens", "val_loss", "phase"]].assign(
-            size=info["size"], method=info["method"], budget=info["budget"], seed=info["seed"]))
+            size=info["size"], method=info["method"], budget=info["budget"], lr_mult=info["lr_mult"],
+            seed=info["seed"]))
     return pd.DataFrame(runs)[RUN_COLUMNS], pd.concat(curves, ignore_index=True)
 
 
@@ -170,11 +176,12 @@ def eval_table(eval_files: list[Path]) -> pd.DataFrame:
 
 
 def with_budget(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` (evaluations, forgetting rows) with a `budget` column: files written before
-    budgets are the default run's (a reference model's rows have none: NaN)."""
-    if "budget" in table.columns:
-        return table
-    return table.assign(budget=np.where(table.method == "reference", math.nan, DEFAULT_BUDGET))
+    """`table` (evaluations, forgetting rows) with `budget` and `lr_mult` columns: the default
+    run's, which is all that is evaluated and profiled (a reference model's rows have none: NaN)."""
+    for key, default in (("budget", DEFAULT_BUDGET), ("lr_mult", 1.0)):
+        if key not in table.columns:
+            table = table.assign(**{key: np.where(table.method == "reference", math.nan, default)})
+    return table
 
 
 CROSSING_COLUMNS = ["tokens_to_baseline", "reached", "crossing_speedup",
@@ -191,15 +198,16 @@ def speed_columns(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         if not (curves[curves["size"] == size].method == BASELINE).any():
             log.warning("summarize: no %r run at size %s: its baseline columns (iso_speedup, ...) "
                         "stay empty; add %r to `methods` for that size", BASELINE, size, BASELINE)
-    for (size, method, budget), group in curves.groupby(GROUP, sort=False):
-        at = (curves["size"] == size) & (curves.method == BASELINE) & (curves.budget == budget)
+    for (size, method, budget, lr), group in curves.groupby(GROUP, sort=False):
+        at = ((curves["size"] == size) & (curves.method == BASELINE) & (curves.budget == budget)
+              & (curves.lr_mult == lr))
         base = curves[at]
         tokens, loss = mean_curve(group)
-        row = {"size": size, "method": method, "budget": budget}
+        row = {"size": size, "method": method, "budget": budget, "lr_mult": lr}
         if not base.empty:
             b_tokens, b_loss = mean_curve(base)
-            target = runs[(runs["size"] == size) & (runs.method == BASELINE)
-                          & (runs.budget == budget)].val_loss.mean()
+            target = runs[(runs["size"] == size) & (runs.method == BASELINE) & (runs.budget == budget)
+                          & (runs.lr_mult == lr)].val_loss.mean()
             reach = tokens_to_reach(tokens, loss, target)
             common = min(tokens[-1], b_tokens[-1])
             row |= {"tokens_to_baseline": reach,
@@ -216,7 +224,8 @@ def aggregate(by_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds (with `_std` columns for the losses and metrics), one row per size x method
     x budget."""
     metric_cols = [c for c in by_seed.columns if ":" in c]
-    numeric = ["params", "tokens", "forward_only_tokens", "reference_train_tokens", "compute_tokens",
+    numeric = ["params", "params_nonemb", "tokens", "tokens_per_param", "passes", "forward_only_tokens",
+               "reference_train_tokens", "compute_tokens",
                "compute_flops", "steps", "val_loss", "val_ppl", "val_bpb", "wall_s", "gpu_hours",
                "train_tokens_per_s", *[c for c in PROFILE_COLUMNS if c in by_seed.columns], *metric_cols]
     groups = by_seed.groupby(GROUP, sort=False, dropna=False)
@@ -288,7 +297,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     text = ["verdict", "equal_budget_note", "iso_interval", "delta_interval",
             *[c for c in main.columns if c.endswith("_bound") or "_bound:" in c]]
     main[text] = main[text].astype(object).where(main[text].notna(), "")  # empty: no bound, no verdict
-    lead = ["size", "params", "method", "budget", "n_seeds", "tokens", "forward_only_tokens",
+    lead = ["size", "params", "params_nonemb", "method", "budget", "lr_mult", "n_seeds", "tokens",
+            "tokens_per_param", "passes", "forward_only_tokens",
             "reference_train_tokens", "compute_tokens", "compute_flops", "val_loss", "val_loss_std",
             "val_ppl", "val_bpb", "val_bpb_std", *ISO_COLUMNS, *EQUAL_COLUMNS]
     rest = [c for c in main.columns if c not in lead and c not in CROSSING_COLUMNS]

@@ -9,6 +9,7 @@ checkpoint with the rest of their state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -77,6 +78,11 @@ class BlockScores:
     """Tokens of the no-grad scoring pass over the pool."""
     reference_flops_per_token: float = 0.0
     """The reference model's training FLOPs per token (reference.json's `flops_per_token`)."""
+
+    def take(self, ids: np.ndarray) -> BlockScores:
+        """The scores of a run that draws from the blocks `ids` only (train.tokens_per_param):
+        its block i is `ids[i]`; the reference's costs are the same."""
+        return dataclasses.replace(self, score=self.score[ids], reference=self.reference[ids])
 
     def write(self, path: Path, info: dict[str, Any]) -> None:
         """The parquet at `path`; `info` (with the token counts) as reference.json beside it."""

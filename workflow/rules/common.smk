@@ -38,11 +38,13 @@ DATA = folders.data_root(CFG, grid.load_config(f"{workflow.basedir}/config/confi
 try:
     folders.check_data_root(CFG, DATA)
     CORPUS_FILES = folders.corpus_files(CFG)
+    folders.check_corpus_size(CFG, DATA)
 except (ConfigError, FileNotFoundError, ValueError) as err:
     sys.exit(f"{err}\nNothing was run.")
 
-RUNS_DIR = f"{DATA}/runs/{{size}}/{{method}}/budget{{budget}}/seed{{seed}}"
-GRID_RUN = RUNS_DIR.replace("{budget}", budget_name(1.0))  # the runs that are profiled and evaluated
+# {lr}: "" or "-lr<multiplier>" (the learning-rate check's runs, lr_check)
+RUNS_DIR = f"{DATA}/runs/{{size}}/{{method}}/budget{{budget}}{{lr}}/seed{{seed}}"
+GRID_RUN = RUNS_DIR.replace("{budget}", budget_name(1.0)).replace("{lr}", "")  # the runs that are profiled and evaluated
 # This config's tables and figures (config key `name`); runs, profiles and evaluations are shared.
 TABLES, FIGURES = f"{CFG.result_set}/tables", f"{CFG.result_set}/figures"
 SET_LOGS = f"results/logs/{CFG.name}" if CFG.name else "results/logs"
@@ -56,7 +58,12 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
 
 
 def alternation(names):
-    return "|".join(re.escape(n) for n in names)
+    return "|".join(re.escape(n) for n in sorted(names))
+
+
+def lr_suffix(multiplier):
+    """A learning-rate check's run folder suffix (budget1-lr0.5); "" at train.lr."""
+    return "" if multiplier == 1 else f"-lr{budget_name(multiplier)}"
 
 
 wildcard_constraints:
@@ -64,6 +71,7 @@ wildcard_constraints:
     ref_size=alternation({**MODEL_PRESETS, **CFG.custom_models}),
     method=alternation(CFG.methods),
     budget=alternation({budget_name(b) for b in (1.0, *CFG.sweep.budgets)}),
+    lr=f"({alternation([lr_suffix(m) for m in CFG.lr_check.multipliers])})?",  # may be empty
     seed=r"\d+",
 
 
@@ -109,8 +117,10 @@ def corpus_inputs(wildcards):
 
 def all_runs():
     """Every training run's folder, the sweep's included."""
-    return [RUNS_DIR.format(size=size, method=method, budget=budget_name(budget), seed=seed)
-            for size, method, budget, seed in grid.trained_runs(CFG)]
+    return [RUNS_DIR.format(size=size, method=method, budget=budget_name(budget), lr=lr_suffix(lr), seed=seed)
+            for size, method, budget, lr, seed in [
+                *((size, method, budget, 1.0, seed) for size, method, budget, seed in grid.trained_runs(CFG)),
+                *((size, method, 1.0, lr, seed) for size, method, lr, seed in grid.lr_runs(CFG))]]
 
 
 def reference_slug(name):
@@ -177,7 +187,7 @@ def profile_dirs():
 
 def snapshot_arg(wildcards):
     """`--snapshots JSON` for the runs that `profile:` selects: they save weight snapshots."""
-    if wildcards.budget != budget_name(1.0) or not grid.profiled(
+    if wildcards.budget != budget_name(1.0) or wildcards.lr or not grid.profiled(
             CFG, wildcards.size, wildcards.method, int(wildcards.seed)):
         return ""
     keys = ("every_tokens", "phase_boundaries", "snapshot_dtype")
