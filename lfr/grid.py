@@ -287,18 +287,14 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
         if name not in cfg.eval.references:
             problem(f"{name!r} is not in `eval.references` ({cfg.eval.references})", "eval",
                     "reference_tokens", name)
-    for i, method in enumerate(cfg.sweep.methods):
-        if method not in cfg.methods:
-            problem(f"{method!r} is not in `methods` ({cfg.methods})", "sweep", "methods", i)
-    for i, size in enumerate(cfg.sweep.sizes or []):
-        if size not in cfg.models:
-            problem(f"{size!r} is not in `models` ({cfg.models})", "sweep", "sizes", i)
-    for i, method in enumerate(cfg.lr_check.methods):
-        if method not in cfg.methods:
-            problem(f"{method!r} is not in `methods` ({cfg.methods})", "lr_check", "methods", i)
-    for i, size in enumerate(cfg.lr_check.sizes or []):
-        if size not in cfg.models:
-            problem(f"{size!r} is not in `models` ({cfg.models})", "lr_check", "sizes", i)
+    for section in ("sweep", "lr_check"):  # more runs of some methods and sizes of the grid
+        more = getattr(cfg, section)
+        for i, method in enumerate(more.methods):
+            if method not in cfg.methods:
+                problem(f"{method!r} is not in `methods` ({cfg.methods})", section, "methods", i)
+        for i, size in enumerate(more.sizes or []):
+            if size not in cfg.models:
+                problem(f"{size!r} is not in `models` ({cfg.models})", section, "sizes", i)
     if cfg.lr_check.multipliers and not cfg.lr_check.methods:
         problem("multipliers without methods check nothing; name the methods to check", "lr_check",
                 "methods")

@@ -39,7 +39,8 @@ import yaml
 from conftest import REPO, pip_requirements
 
 DOCS = ["README.md", "config/README.md", "results/README.md", "results/tables/README.md"]
-PREFIXES = ("snakemake", "make", "python -m lfr", "python -m benchmarks", "lm_eval")
+PREFIXES = ("snakemake", "make", "python -m lfr", "python -m benchmarks", "python -m benchmarks.ladder",
+            "lm_eval")
 NETWORK = "needs network"
 CLUSTER_TORCH = "2.6.0+cu124"  # a CUDA build of torch that a cluster's environment may have
 # Placeholders the cluster section's `export` would set; dummies are enough for a dry run.
@@ -207,8 +208,9 @@ def parse_in_process(args: list[str], what: str) -> None:
     argv = args[1:] if module else args
     with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
             mock.patch.object(sys, "argv", list(argv)), pytest.raises(SystemExit) as stop:
-        if module:
-            importlib.import_module(f"{argv[0]}.__main__").main(argv[1:])
+        if module:  # a package runs its __main__, a module its own main
+            name = f"{argv[0]}.__main__" if argv[0] == "benchmarks" else argv[0]
+            importlib.import_module(name).main(argv[1:])
         else:
             runpy.run_path(str(REPO / argv[0]), run_name="__main__")
     assert stop.value.code in (0, None), f"{what}\nexit {stop.value.code}"
@@ -228,8 +230,8 @@ def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> No
     elif prog == "python -m lfr":
         assert "--help" in words, f"{what}\nonly `python -m lfr STAGE --help` runs without data"
         check(run([sys.executable, *words[1:]], env), what)
-    elif prog == "python -m benchmarks" or (words[0] == "python" and
-                                            words[1].startswith(("benchmarks/", "scripts/"))):
+    elif prog.startswith("python -m benchmarks") or (
+            words[0] == "python" and words[1].startswith(("benchmarks/", "scripts/"))):
         parse_in_process(words[1:], what)  # our programs: torch is imported here already
     elif words[0] == "lm_eval":
         check(run([sys.executable, "-c", PARSE_ONLY, "-m", "lm_eval", *words[1:]], env), what)

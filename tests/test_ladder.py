@@ -4,6 +4,7 @@ check (lr_check): the budget arithmetic, the subsets, the refusals, and real run
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from conftest import REPO, run_train, tiny_config
 
 from lfr.data import BlockStore, subset_ids
-from lfr.grid import block_budget, lr_runs, param_count, validate_config
+from lfr.grid import block_budget, load_config, lr_runs, param_count, trained_runs, validate_config
 from lfr.sampling import RunFacts, build_sampler
 
 
@@ -157,3 +158,19 @@ def test_a_too_small_corpus_stops_the_dry_run_once_the_data_exists(tmp_path):
     assert r.returncode != 0
     assert "train.tokens_per_param: size nano (134,912 parameters) needs" in r.stderr
     assert "the corpus has 2,000 training blocks (64,000 tokens)" in r.stderr
+
+
+@pytest.mark.parametrize(("name", "train", "evaluate"), [("scale", 84, 36), ("scale-gpu", 106, 42)])
+def test_the_ladder_configs_plan_every_run(name, train, evaluate, tmp_path):
+    """Every size x method x seed at budget 1, random's sweep at every size and the learning-rate
+    check; only the grid's runs evaluated. The GPU ladder's corpus needs the network: planned only."""
+    from test_workflow import snakemake
+
+    cfg = load_config(REPO / f"config/{name}.yaml")
+    assert len(trained_runs(cfg)) + len(lr_runs(cfg)) == train
+    r = snakemake(f"results/{name}/tables/main.csv", "-n", "--configfile", str(REPO / f"config/{name}.yaml"),
+                  cwd=tmp_path, check=True)
+    counts = {job: int(n) for job, n in re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M)}
+    assert (counts["train"], counts["evaluate"]) == (train, evaluate)
+    sizes = [param_count(cfg, size)[0] for size in cfg.models]
+    assert sizes == sorted(sizes) and sizes[-1] / sizes[0] >= 8  # the ladder spans at least 8x

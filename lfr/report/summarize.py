@@ -3,8 +3,9 @@
 Reads only files (run.json, metrics.parquet, eval parquets, references' val_bpb.json) and never
 imports torch.
 
-main.csv has one row per size x method x budget. `budget`: the run's length as a multiple of
-the method's default run (run.json's `budget`; 1.0 for runs written before budgets).
+main.csv has one row per size x method x budget x lr_mult. `budget`: the run's length as a
+multiple of the method's default run (run.json's `budget`; 1.0 for runs written before budgets);
+`lr_mult`: its learning rate as a multiple of train.lr (1 but for the learning-rate check).
 
 Definitions (also in results/tables/README.md):
 - `val_loss`: final mean next-token loss (nats/token) on the fixed validation blocks; `val_bpb`:
