@@ -216,6 +216,8 @@ def test_the_learning_rate_check_compares_each_rate_and_each_methods_own_best():
     assert (row.best_lr_mult, row.baseline_best_lr_mult, row.best_lr_verdict) == (0.5, 1.0, "worse")
     assert row.best_lr_delta_val_loss == pytest.approx(0.05)
     assert rows_of(table, "measured", method="lfr", size="s2").iloc[0].lr_mults == ""
+    random = rows_of(table, "measured", method="random", size="s1").iloc[0]
+    assert (random.lr_mults, random.best_lr_mult, random.verdicts_by_lr) == ("0.5;1;2", 1.0, "")
     # the frontier and the speed-up use the config's learning rate only
     assert row.iso_speedup == pytest.approx(0.8) and row.n_seeds == 3
 

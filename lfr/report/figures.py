@@ -378,7 +378,7 @@ def plot_scaling(tables: tuple[pd.DataFrame, pd.DataFrame], out_png: Path) -> pl
         points = measured.iso_speedup.dropna().tolist() + measured.iso_speedup_bound_value.dropna().tolist()
         ax.set_ylim(min([*points, 1.0]) / 2, max([*points, PAPER_SPEEDUP]) * 2)
         low = measured.params.min() if len(measured) else GPT2_124M / 1e3
-        ax.set_xlim(low / 2, GPT2_124M * 2)
+        ax.set_xlim(low / 2, max([GPT2_124M, *measured.params]) * 2)
         ax.set(xlabel="total parameters", ylabel="iso-loss speed-up over random",
                title="does the speed-up change with model size?")
         if not band.empty or len(measured):

@@ -87,6 +87,7 @@ from lfr.report.speedup import (
     frontier,
     generator,
     invert,
+    paired_interval,
     paired_logs,
     per_seed,
     pooled_draws,
@@ -175,12 +176,12 @@ def measure(base: pd.DataFrame, own: pd.DataFrame, size: str, method: str, param
            "iso_speedup_lo": pooled["s_lo"], "iso_speedup_hi": pooled["s_hi"],
            "iso_interval": POOLED if df > 0 else ""}
     reps, censored = log_s, float(np.mean(bound[1:] != 0)) if len(bound) > 1 else 0.0
-    inside = code == 0 and math.isfinite(point)
-    logs = paired_logs(per_seed(base, COST), per_seed(own, COST)) if inside else None
-    if logs is not None:
+    tables = per_seed(base, COST), per_seed(own, COST)
+    logs = paired_logs(*tables) if code == 0 and math.isfinite(point) else None
+    if logs is not None:  # the paired t interval, as main.csv's row
         reps, censored = paired_draws(log_s[0], logs, row_generator(size, method), n_boot), 0.0
-        row |= dict(zip(["iso_speedup_lo", "iso_speedup_hi"], paired_ends(point, logs), strict=True))
-        row["iso_interval"] = PAIRED
+        lo, hi = paired_interval(*tables, point)
+        row |= {"iso_speedup_lo": lo, "iso_speedup_hi": hi, "iso_interval": PAIRED}
     return row, Rung(size, params, reps, code, censored)
 
 
@@ -188,14 +189,6 @@ def paired_draws(log_s: float, logs: np.ndarray, rng: np.random.Generator, n_boo
     """(1 + n_boot,): ln S, then draws of ln S + t(n-1) x SD(logs) / sqrt(n)."""
     se = float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
     return np.concatenate([[log_s], log_s + se * rng.standard_t(len(logs) - 1, n_boot)])
-
-
-def paired_ends(point: float, logs: np.ndarray) -> tuple[float, float]:
-    """The paired t interval (speedup.paired_interval's, from the seeds' own log speed-ups)."""
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + LEVEL / 2, len(logs) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
-    return point * math.exp(-half), point * math.exp(half)
 
 
 # --- the fit -----------------------------------------------------------------------------------
@@ -255,6 +248,8 @@ def spearman(log_n: np.ndarray, log_s: np.ndarray) -> tuple[float, float]:
     from scipy.stats import spearmanr
 
     rho = float(spearmanr(log_n, log_s).statistic)
+    if not math.isfinite(rho):  # every speed-up the same: no order to test
+        return math.nan, math.nan
     if len(log_n) > 8:
         return rho, float(spearmanr(log_n, log_s).pvalue)
     perms = [spearmanr(log_n, np.asarray(p)).statistic for p in itertools.permutations(log_s)]
@@ -275,28 +270,31 @@ def lack_of_fit(fit: Fit) -> tuple[float, float]:
 
 def params_at(fit: Fit, target: float) -> tuple[float, float, float]:
     """(N where the fitted line reaches `target`, and the ends of the set of N whose band contains
-    it, on the log grid GRID_PARAMS: 0 / inf where the set reaches the grid's edge)."""
-    point = (math.log(target) - fit.intercept[0]) / fit.slope[0] + fit.centre if fit.slope[0] else math.nan
-    if not fit.has_interval:
-        return math.exp(point) if math.isfinite(point) else math.nan, math.nan, math.nan
+    it, on the log grid GRID_PARAMS: 0 / inf where the set reaches the grid's edge); all NaN when
+    the line reaches it off the grid (or never: a flat line)."""
     first, last, n = GRID_PARAMS
+    slope, intercept = fit.slope[0], fit.intercept[0]
+    log_point = (math.log(target) - intercept) / slope + fit.centre if slope else math.nan
+    if not math.log(first) <= log_point <= math.log(last):  # NaN too
+        return math.nan, math.nan, math.nan
+    if not fit.has_interval:
+        return math.exp(log_point), math.nan, math.nan
     grid = np.linspace(math.log(first), math.log(last), n)
     lo, hi = ends(fit.line(grid)[1:])
     inside = np.flatnonzero((lo <= math.log(target)) & (math.log(target) <= hi))
     if not len(inside):
-        return math.exp(point), math.nan, math.nan
+        return math.exp(log_point), math.nan, math.nan
     low = 0.0 if inside[0] == 0 else math.exp(grid[inside[0]])
     high = math.inf if inside[-1] == n - 1 else math.exp(grid[inside[-1]])
-    return math.exp(point), low, high
+    return math.exp(log_point), low, high
 
 
 def fitted_at(fit: Fit, params: float) -> tuple[float, float, float]:
     """exp of the line at `params`, and its pointwise 95% band (NaN without an interval)."""
     values = fit.line(np.array([math.log(params)]))[:, 0]
-    if not fit.has_interval:
-        return float(np.exp(values[0])), math.nan, math.nan
-    lo, hi = ends(values[1:])
-    return float(np.exp(values[0])), float(np.exp(lo)), float(np.exp(hi))
+    lo, hi = ends(values[1:]) if fit.has_interval else (math.nan, math.nan)
+    with np.errstate(over="ignore"):  # a steep line far out: inf
+        return float(np.exp(values[0])), float(np.exp(lo)), float(np.exp(hi))
 
 
 def slope_verdict(lo: float, hi: float) -> str:
@@ -368,8 +366,7 @@ def params_at_row(fit: Fit, target: float, inside: tuple[float, float]) -> dict[
     value, lo, hi = params_at(fit, target)
     first, last, _ = GRID_PARAMS
     note = f"parameters where the line reaches {target:g}x"
-    if not (math.isfinite(value) and first <= value <= last):
-        value = lo = hi = math.nan
+    if math.isnan(value):
         note += f": not between {first:g} and {last:g} parameters (not reported)"
     elif fit.has_interval:
         note += "; interval: where its 95% band contains it (0, inf: the grid's edge, not bounded)"
@@ -380,20 +377,21 @@ def params_at_row(fit: Fit, target: float, inside: tuple[float, float]) -> dict[
 
 def band(method: str, rungs: list[Rung]) -> pd.DataFrame:
     """The line and its pointwise band on BAND_POINTS parameter counts from half the smallest
-    fitted size to twice GPT-2 124M (the figure's): `kind` fit inside the fitted sizes, else
-    extrapolation."""
+    fitted size to twice GPT-2 124M or the largest, and at each fitted size (the figure's):
+    `kind` fit inside the fitted sizes, else extrapolation."""
     if len(rungs) < MIN_SLOPE:
         return pd.DataFrame(columns=BAND_COLUMNS)
     fit = fit_rungs(rungs)
-    grid = np.linspace(min(fit.log_n) - math.log(2), math.log(2 * GPT2_124M), BAND_POINTS)
-    grid = np.unique(np.concatenate([grid, fit.log_n]))
+    top = max(math.log(GPT2_124M), max(fit.log_n)) + math.log(2)
+    grid = np.unique(np.concatenate([np.linspace(min(fit.log_n) - math.log(2), top, BAND_POINTS), fit.log_n]))
     values = fit.line(grid)
     lo, hi = ends(values[1:]) if fit.has_interval else (np.full(len(grid), np.nan),) * 2
     within = (grid >= min(fit.log_n) - 1e-9) & (grid <= max(fit.log_n) + 1e-9)
-    return pd.DataFrame({"method": method, "params": np.exp(grid),
-                         "kind": np.where(within, "fit", "extrapolation"),
-                         "fitted_speedup": np.exp(values[0]), "fitted_speedup_lo": np.exp(lo),
-                         "fitted_speedup_hi": np.exp(hi)})
+    with np.errstate(over="ignore"):  # a steep line far out: inf
+        return pd.DataFrame({"method": method, "params": np.exp(grid),
+                             "kind": np.where(within, "fit", "extrapolation"),
+                             "fitted_speedup": np.exp(values[0]), "fitted_speedup_lo": np.exp(lo),
+                             "fitted_speedup_hi": np.exp(hi)})
 
 
 # --- the learning-rate check -------------------------------------------------------------------
@@ -451,12 +449,14 @@ def lr_summary(lrs: pd.DataFrame, size: str, method: str) -> dict[str, object]:
     same, own = mine[mine.comparison == "same lr"], mine[mine.comparison == "own best"]
     if same.empty:
         return {}
-    verdicts = [v for v in same.verdict if v and v != "baseline"]
     row = {"lr_mults": ";".join(f"{v:g}" for v in same.lr_mult),
-           "verdicts_by_lr": "; ".join(f"{lr:g}: {v}" for lr, v in zip(same.lr_mult, same.verdict,
-                                                                        strict=True)),
-           "same_verdict_at_every_lr": (str(len(set(verdicts)) == 1).lower() if len(verdicts) >= 2 else ""),
            "best_lr_mult": same.loc[same.best.astype(bool), "lr_mult"].min()}
+    if method == BASELINE:
+        return row
+    verdicts = [v for v in same.verdict if v]
+    by_lr = zip(same.lr_mult, same.verdict, strict=True)
+    row |= {"verdicts_by_lr": "; ".join(f"{lr:g}: {v}" for lr, v in by_lr),
+            "same_verdict_at_every_lr": str(len(set(verdicts)) == 1).lower() if len(verdicts) >= 2 else ""}
     if not own.empty:
         o = own.iloc[0]
         row |= {"baseline_best_lr_mult": o.baseline_lr_mult, "best_lr_delta_val_loss": o.delta_val_loss,
