@@ -333,7 +333,7 @@ def interval_bars(rows: pd.DataFrame, value: str) -> np.ndarray:
 
 def plot_scaling(tables: tuple[pd.DataFrame, pd.DataFrame], out_png: Path) -> plt.Figure:
     """The iso-loss speed-up over random against total parameters (log-log) per method: each
-    size's value with its 95% interval, bounds as open triangles at the bound (outside the fit),
+    size's value with its 95% interval, bounds as open triangles with an arrow (outside the fit),
     the weighted fitted line with its 95% band (solid over the fitted sizes, dashed and lighter
     where extrapolated), lines at 1x and the paper's 20x, GPT-2 124M marked. Without a line to
     draw, the axes say why."""
@@ -349,13 +349,9 @@ def plot_scaling(tables: tuple[pd.DataFrame, pd.DataFrame], out_png: Path) -> pl
             ax.errorbar(values.params, values.iso_speedup, yerr=interval_bars(values, "iso_speedup"),
                         fmt="o", ms=5, capsize=2, color=color(method), label=f"{method}: measured (95%)")
             bounds = rows[rows.iso_speedup_bound.isin([">", "<"])]
-            for i, (_, row) in enumerate(bounds.iterrows()):
-                marker = "^" if row.iso_speedup_bound == ">" else "v"  # the way the truth lies
-                ax.plot(row.params, row.iso_speedup_bound_value, marker=marker, ms=7, mfc="none",
-                        color=color(method), ls="none", label=None if i else f"{method}: bound, not fitted")
-                ax.annotate(f"{row.iso_speedup_bound}{row.iso_speedup_bound_value:.2f}x (bound)",
-                            (row.params, row.iso_speedup_bound_value), xytext=(5, 0),
-                            textcoords="offset points", fontsize=6, va="center")
+            for _, row in bounds.iterrows():  # as the speedup figure draws one; never in the fit
+                draw_bound(ax, row.params, row.iso_speedup_bound_value, row.iso_speedup_bound,
+                           color(method), ", not fitted")
             draw_line(ax, band[band.method == method], slopes, method)
             at = table[(table.method == method) & (table.quantity == "fitted_speedup")
                        & (table["size"] == "gpt2-124M")]

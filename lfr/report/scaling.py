@@ -116,7 +116,7 @@ MEASURED = ["size", "params", "params_nonemb", "tokens_per_param", "method", "n_
             "frontier_budgets", "iso_speedup", "iso_speedup_lo", "iso_speedup_hi", "iso_interval",
             "iso_speedup_bound", "iso_speedup_bound_value", "baseline_val_loss", "baseline_n_seeds",
             "delta_val_loss", "delta_val_loss_lo", "delta_val_loss_hi", "delta_interval", "verdict",
-            "lr_mults", "verdicts_by_lr", "same_verdict_at_every_lr", "best_lr_mult",
+            "equal_budget_note", "lr_mults", "verdicts_by_lr", "same_verdict_at_every_lr", "best_lr_mult",
             "baseline_best_lr_mult", "best_lr_delta_val_loss", "best_lr_delta_val_loss_lo",
             "best_lr_delta_val_loss_hi", "best_lr_verdict", "profiled_seeds", "forgotten",
             "multiple_descent_of_forgotten", "in_fit", "fit_note"]
@@ -124,10 +124,12 @@ FITTED = ["quantity", "estimate", "estimate_lo", "estimate_hi", "p_value", "fit_
 COLUMNS = ["kind", *MEASURED[:5], *FITTED[:1], *MEASURED[5:], *FITTED[1:]]
 LR_COLUMNS = ["size", "params", "method", "comparison", "lr_mult", "baseline_lr_mult", "n_seeds",
               "val_loss", "val_loss_std", "best", "baseline_val_loss", "baseline_n_seeds",
-              "delta_val_loss", "delta_val_loss_lo", "delta_val_loss_hi", "delta_interval", "verdict"]
+              "delta_val_loss", "delta_val_loss_lo", "delta_val_loss_hi", "delta_interval", "verdict",
+              "equal_budget_note"]
 BAND_COLUMNS = ["method", "params", "kind", "fitted_speedup", "fitted_speedup_lo", "fitted_speedup_hi"]
 COUNTS = ["n_seeds", "frontier_budgets", "baseline_n_seeds", "profiled_seeds", "fit_sizes"]
-TEXT = ["size", "quantity", "iso_interval", "iso_speedup_bound", "delta_interval", "verdict", "lr_mults",
+TEXT = ["size", "quantity", "iso_interval", "iso_speedup_bound", "delta_interval", "verdict",
+        "equal_budget_note", "lr_mults",
         "verdicts_by_lr", "best_lr_verdict", "fit_note", "note", "same_verdict_at_every_lr"]
 """Text columns: empty, not NaN, where they say nothing."""
 
@@ -437,7 +439,7 @@ def learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
                          "val_loss_std": ours.val_loss.std(), "best": True, **eq.to_dict()})
     table = pd.DataFrame(rows).reindex(columns=LR_COLUMNS)
     table[["n_seeds", "baseline_n_seeds"]] = table[["n_seeds", "baseline_n_seeds"]].astype("Int64")
-    text = ["delta_interval", "verdict"]
+    text = ["delta_interval", "verdict", "equal_budget_note"]
     table[text] = table[text].astype(object).where(table[text].notna(), "")
     return table
 
