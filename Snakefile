@@ -37,6 +37,7 @@ include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/forgetting.smk"
 include: "workflow/rules/summarize.smk"
+include: "workflow/rules/scaling.smk"
 include: "workflow/rules/plot.smk"
 
 
@@ -44,6 +45,7 @@ localrules:
     all,
     prefetch,
     summarize,
+    scaling,
     forgetting,
     plot,
 
@@ -52,6 +54,7 @@ rule all:
     default_target: True
     input:
         rules.summarize.output,
+        rules.scaling.output,
         rules.forgetting.output if profiled_runs() else [],
         expand(
             f"{FIGURES}/{{figure}}.{{ext}}",

@@ -31,10 +31,10 @@ STAGES = {  # stage: its module; the modules import torch etc. only when their s
     "evaluate": "lfr.evaluate", "reference-bpb": "lfr.reference_bpb", "prefetch": "lfr.prefetch",
     "profile": "lfr.profile",
     "forgetting": "lfr.report.forgetting", "summarize": "lfr.report.summarize",
-    "plot": "lfr.report.plot",
+    "scaling": "lfr.report.scaling", "plot": "lfr.report.plot",
     "schema": "lfr.config",
 }
-NO_CONFIG = {"summarize", "plot", "schema"}  # stages that read no config
+NO_CONFIG = {"summarize", "scaling", "plot", "schema"}  # stages that read no config
 
 
 def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[str]]:
@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON {reference: its public training tokens} (eval.reference_tokens)")
     p.add_argument("--out", type=Path, required=True,
                    help="main.csv to write; main_by_seed.csv goes next to it")
+    p = stage("scaling", "the speed-up's trend across model sizes and the learning-rate check (csv)")
+    p.add_argument("--by-seed", type=Path, required=True, help="results/tables/main_by_seed.csv (summarize)")
+    p.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="scaling.csv to write; learning_rates.csv and scaling_band.csv go next to it")
     p = stage("plot", "draw one figure (png + pdf) from what it reads")
     p.add_argument("--figure", required=True, help="which figure: a name in FIGURES of lfr/report/plot.py")
     p.add_argument("--out", type=Path, required=True, help=FIGURE_OUT)
@@ -187,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
     p.add_argument("--profiles", type=Path, nargs="+", help="`profile` output folders (profiling figures)")
     p.add_argument("--tables", type=Path, help="folder of forgetting.csv etc. (forgetting figures)")
+    p.add_argument("--scaling", type=Path, help="results/tables/scaling.csv (the scaling figure)")
     p = stage("profile", "per-block losses of one run at each of its weight snapshots")
     p.add_argument("--run", type=Path, required=True, help="a finished run folder (with snapshots/)")
     p.add_argument("--data", type=Path, required=True, help=DATA)

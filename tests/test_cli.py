@@ -13,7 +13,7 @@ from conftest import REPO, tiny_config
 from lfr.cli import main
 
 STAGES = ["corpus", "tokenizer", "tokenize", "train", "score-reference", "eval-tasks", "evaluate",
-          "reference-bpb", "prefetch", "summarize", "plot", "schema"]
+          "reference-bpb", "prefetch", "summarize", "scaling", "plot", "schema"]
 
 
 def test_help_lists_every_stage():

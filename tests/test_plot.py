@@ -52,9 +52,12 @@ def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):
 def test_every_registered_figure_is_drawn(runs, profiled, forgetting_tables, tmp_path):
     """Each figure of the registry, given everything a figure can read, takes what it says it
     reads (in its order) and writes its png and pdf."""
+    from lfr.report import scaling
+
     _, out, _, _, _ = profiled
     given = {"runs": runs, "main": main_table(runs, tmp_path), "profiles": [out / "prof"],
-             "tables": forgetting_tables[0]}
+             "tables": forgetting_tables[0], "scaling": tmp_path / "scaling.csv"}
+    scaling.main(tmp_path / "main_by_seed.csv", given["scaling"])
     assert set(plot.READS) == set(given)
     assert {"val_loss", "forgetting_examples", "kept_domains"} <= set(plot.FIGURES)
     for figure, spec in plot.FIGURES.items():

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -190,7 +191,7 @@ def test_a_sweep_plans_only_its_new_budgets(smoke_run, tmp_path):
     r = snakemake("all", "-n", "--configfile", swept, cwd=smoke_run, check=True)
     assert planned_training(r, budgets=True) == [("nano", "random", "0.5", "0"), ("nano", "random", "2", "0")]
     jobs = re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M)  # snakemake's job-count table
-    assert {rule for rule, _ in jobs} - {"total"} == {"train", "summarize", "plot", "all"}
+    assert {rule for rule, _ in jobs} - {"total"} == {"train", "summarize", "scaling", "plot", "all"}
 
 
 @pytest.mark.slow
@@ -266,6 +267,48 @@ def test_edited_data_sections_of_the_default_config_never_replace_its_runs(tmp_p
     assert "corpus.fraction: 0.5 there, 0.1 here" in r.stderr and "--directory DIR" in r.stderr
 
 
+def ladder_config(tmp_path):
+    """The smoke config as a tiny ladder: a second, smaller custom size, 2 seeds, random swept
+    over 3 budgets, a short LFR schedule, half an epoch, one evaluation task, no profiling."""
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    return smoke_with(
+        tmp_path, file="ladder.yaml", name="ladder", models=["pico", "nano"],
+        custom_models={"pico": {"n_layer": 1, "n_head": 2, "n_embd": 32}}, seeds=[0, 1],
+        sweep={"methods": ["random"], "budgets": [0.5, 1, 2]}, profile={"methods": []},
+        eval=smoke["eval"] | {"tasks": ["lfr_ppl"]}, train=smoke["train"] | {"epochs": 0.5},
+        method_options={"lfr": {"schedule": [{"kind": "learn", "epochs": 0.25},
+                                             {"kind": "focus", "drop": 0.5, "epochs": 0.25}]}})
+
+
+@pytest.mark.slow
+def test_a_tiny_ladder_reaches_the_trend_and_its_figure(tmp_path):
+    """Two sizes through the whole DAG to scaling.csv and the `scaling` figure: every size x
+    method measured against a 3-budget frontier, and lfr's line through its sizes with a value
+    (2 of them: a slope without an interval) or, where a size is a bound, the reason there is
+    none."""
+    snakemake("results/ladder/figures/scaling.png", "--cores", "2", "--configfile", ladder_config(tmp_path),
+              cwd=tmp_path, check=True)
+    tables = tmp_path / "results/ladder/tables"
+    table = pd.read_csv(tables / "scaling.csv", keep_default_na=False, na_values=[""])
+    measured = table[table.kind == "measured"]
+    assert list(zip(measured["size"], measured.method, strict=True)) == [
+        ("pico", "random"), ("pico", "lfr"), ("nano", "random"), ("nano", "lfr")]
+    assert measured.params.is_monotonic_increasing and (measured.frontier_budgets == 3).all()
+    assert (measured.n_seeds == 2).all() and (measured.verdict != "").all()
+    lfr = measured[measured.method == "lfr"]
+    assert (lfr.iso_speedup.notna() != lfr.iso_speedup_bound.notna()).all()  # a value or a bound
+    assert (lfr.in_fit == lfr.iso_speedup.notna()).all()
+    slope = table[(table.kind == "fit") & (table.quantity == "slope")].iloc[0]
+    if lfr.in_fit.all():
+        assert np.isfinite(slope.estimate) and "no interval: 2 sizes, 3 needed" in slope.note
+        gpt2 = table[table["size"] == "gpt2-124M"].iloc[0]
+        assert gpt2.kind == "extrapolation" and np.isfinite(gpt2.estimate)
+    else:
+        assert np.isnan(slope.estimate) and slope.note.startswith("no slope")
+    assert pd.read_csv(tables / "learning_rates.csv").empty  # no learning-rate check asked for
+    assert (tmp_path / "results/ladder/figures/scaling.png").stat().st_size > 10_000
+
+
 def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
     r = snakemake("all", "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path,
                   check=True)
@@ -296,17 +339,26 @@ def as_regex(name):
                   .replace(r"\*", ".*"))
 
 
+def undocumented_and_absent(columns, section):
+    """(columns the README section does not document, documented names the table lacks)."""
+    names = documented(section)
+    undocumented = [c for c in columns if not any(re.fullmatch(as_regex(n), c) for n in names)]
+    return undocumented, [n for n in names if "<" not in n and n not in columns]
+
+
 @pytest.mark.slow
 def test_tables_readme_documents_exactly_the_columns_of_both_tables(smoke_run):
+    """main.csv, main_by_seed.csv, and the scaling stage's scaling.csv, learning_rates.csv and
+    scaling_band.csv (empty at the smoke config's one size: their columns all the same)."""
     text = (REPO / "results/tables/README.md").read_text()
     main_doc = text.split("## `main.csv`")[1].split("\n## ")[0]
     by_seed_doc = text.split("## `main_by_seed.csv`")[1].split("\n## ")[0]
     tables = smoke_run / "results/smoke/tables"
     main = list(pd.read_csv(tables / "main.csv").columns)
-    names = documented(main_doc)
-    undocumented = [c for c in main if not any(re.fullmatch(as_regex(n), c) for n in names)]
-    absent = [n for n in names if "<" not in n and n not in main]
-    assert (undocumented, absent) == ([], [])
+    assert undocumented_and_absent(main, main_doc) == ([], [])
+    for name in ("scaling.csv", "learning_rates.csv", "scaling_band.csv"):
+        section = text.split(f"## `{name}`")[1].split("\n## ")[0]
+        assert undocumented_and_absent(list(pd.read_csv(tables / name).columns), section) == ([], []), name
     rules = {k: re.findall(r"`([^`]+)`", v) for k, v in
              re.findall(r"^- (not here|added)\b(.*)$", by_seed_doc, flags=re.M)}
     gone = [c for c in main if any(re.fullmatch(as_regex(n), c) for n in rules["not here"])]

@@ -321,3 +321,88 @@ def plot_downstream(main: pd.DataFrame, out_png: Path) -> plt.Figure:
         fig.tight_layout()
         save(fig, out_png)
     return fig
+
+
+def interval_bars(rows: pd.DataFrame, value: str) -> np.ndarray:
+    """[[below], [above]] error-bar lengths of `value` to its `_lo`/`_hi` (0 where an end is
+    missing or infinite)."""
+    v, lo, hi = (rows[c].to_numpy(float) for c in (value, f"{value}_lo", f"{value}_hi"))
+    below, above = v - lo, hi - v
+    return np.nan_to_num(np.clip([below, above], 0, None), nan=0.0, posinf=0.0)
+
+
+def plot_scaling(tables: tuple[pd.DataFrame, pd.DataFrame], out_png: Path) -> plt.Figure:
+    """The iso-loss speed-up over random against total parameters (log-log) per method: each
+    size's value with its 95% interval, bounds as open triangles with an arrow (outside the fit),
+    the weighted fitted line with its 95% band (solid over the fitted sizes, dashed and lighter
+    where extrapolated), lines at 1x and the paper's 20x, GPT-2 124M marked. Without a line to
+    draw, the axes say why."""
+    from lfr.report.scaling import GPT2_124M, PAPER_SPEEDUP
+
+    table, band = tables
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.2, 3.8))
+        measured = table[(table.kind == "measured") & (table.method != BASELINE)]
+        slopes = table[(table.kind == "fit") & (table.quantity == "slope")].set_index("method")
+        for method, rows in measured.groupby("method", sort=False):
+            values = rows[rows.iso_speedup.notna()]
+            ax.errorbar(values.params, values.iso_speedup, yerr=interval_bars(values, "iso_speedup"),
+                        fmt="o", ms=5, capsize=2, color=color(method), label=f"{method}: measured (95%)")
+            bounds = rows[rows.iso_speedup_bound.isin([">", "<"])]
+            for _, row in bounds.iterrows():  # as the speedup figure draws one; never in the fit
+                draw_bound(ax, row.params, row.iso_speedup_bound_value, row.iso_speedup_bound,
+                           color(method), ", not fitted")
+            draw_line(ax, band[band.method == method], slopes, method)
+            at = table[(table.method == method) & (table.quantity == "fitted_speedup")
+                       & (table["size"] == "gpt2-124M")]
+            for _, row in at.iterrows():  # the line's reading there, labelled as what it is
+                interval = (f" [{row.estimate_lo:.2g}, {row.estimate_hi:.2g}]"
+                            if np.isfinite(row.estimate_lo) else "")
+                ax.annotate(f"extrapolated: {row.estimate:.2g}x{interval}", (GPT2_124M, row.estimate),
+                            xytext=(-4, 6), textcoords="offset points", ha="right", fontsize=6,
+                            style="italic", color=color(method))
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.axhline(PAPER_SPEEDUP, color="k", lw=0.8, ls=":")
+        ax.axvline(GPT2_124M, color="0.5", lw=0.8, ls=":")
+        for y, text in ((1.0, "1x: random"), (PAPER_SPEEDUP, "20x: the paper's claim")):
+            ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+        ax.annotate("GPT-2 124M", (GPT2_124M, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
+                    rotation=90, ha="right", va="bottom")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        points = measured.iso_speedup.dropna().tolist() + measured.iso_speedup_bound_value.dropna().tolist()
+        ax.set_ylim(min([*points, 1.0]) / 2, max([*points, PAPER_SPEEDUP]) * 2)
+        low = measured.params.min() if len(measured) else GPT2_124M / 1e3
+        ax.set_xlim(low / 2, max([GPT2_124M, *measured.params]) * 2)
+        ax.set(xlabel="total parameters", ylabel="iso-loss speed-up over random",
+               title="does the speed-up change with model size?")
+        if not band.empty or len(measured):
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if band.empty:
+            reasons = ("; ".join(f"{m}: {n}" for m, n in slopes.note.items())
+                       or "no method with a random frontier")
+            ax.text(0.62, 0.22, "no trend fitted\n" + reasons.replace("; ", "\n"), ha="center", va="center",
+                    transform=ax.transAxes, fontsize=7, bbox={"fc": "white", "ec": "0.7"})
+        fig.tight_layout()
+        save(fig, out_png)
+    return fig
+
+
+def draw_line(ax: plt.Axes, band: pd.DataFrame, slopes: pd.DataFrame, method: str) -> None:
+    """One method's fitted line and band: solid over the fitted sizes, dashed beyond (extrapolation)."""
+    if band.empty:
+        return
+    slope = slopes.loc[method]
+    label = f"{method}: fit, slope {slope.estimate:.2f}"
+    if np.isfinite(slope.estimate_lo):
+        label += f" [{slope.estimate_lo:.2f}, {slope.estimate_hi:.2f}]"
+    fitted = (band.kind == "fit").to_numpy()
+    ends = np.isin(np.arange(len(band)), np.flatnonzero(fitted)[[0, -1]]) if fitted.any() else fitted
+    for shown, style, alpha in ((fitted, "-", 0.2), (~fitted | ends, "--", 0.08)):  # they meet at the ends
+        part = band.copy()
+        part.loc[~shown, ["fitted_speedup", "fitted_speedup_lo", "fitted_speedup_hi"]] = np.nan
+        ax.plot(part.params, part.fitted_speedup, ls=style, lw=1.2, color=color(method),
+                label=label if style == "-" else f"{method}: extrapolated")
+        ax.fill_between(part.params, part.fitted_speedup_lo, part.fitted_speedup_hi, color=color(method),
+                        alpha=alpha, lw=0)

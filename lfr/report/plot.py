@@ -41,6 +41,15 @@ def profile_losses(profile_dirs: list[Path]) -> dict[str, Any]:
     return {str(d): pd.read_parquet(Path(d) / "losses.parquet") for d in profile_dirs}
 
 
+def scaling_tables(path: Path) -> tuple[Any, Any]:
+    """scaling.csv and the fitted lines' band written next to it (the `scaling` stage)."""
+    import pandas as pd
+
+    from lfr.report.scaling import BAND_FILE
+
+    return pd.read_csv(path), pd.read_csv(Path(path).with_name(BAND_FILE))
+
+
 @dataclass(frozen=True)
 class Input:
     option: str  # the `plot` option that names it
@@ -52,6 +61,7 @@ READS = {  # what a figure can read
     "main": Input("--main", main_table),  # the main table, main.csv
     "profiles": Input("--profiles", profile_losses),  # `profile` output folders
     "tables": Input("--tables", Path),  # the `forgetting` stage's tables folder: each figure reads its own
+    "scaling": Input("--scaling", scaling_tables),  # scaling.csv (and its band file)
 }
 
 
@@ -78,6 +88,7 @@ FIGURES = {
     "speedup": Figure("figures:plot_speedup", ("main",)),
     "crossing_speedup": Figure("figures:plot_crossing_speedup", ("main",)),
     "downstream": Figure("figures:plot_downstream", ("main",)),
+    "scaling": Figure("figures:plot_scaling", ("scaling",)),
     "profile_distribution": Figure("profile_figures:plot_distribution", ("profiles",)),
     "forgetting_examples": Figure("profile_figures:plot_examples", ("profiles", "tables")),
     "forgetting": Figure("profile_figures:plot_forgetting", ("tables",)),
@@ -98,10 +109,10 @@ def draw_function(spec: Figure) -> Callable[..., Any]:
 
 
 def main(figure: str, out: Path, runs: list[Path] | None = None, main: Path | None = None,
-         profiles: list[Path] | None = None, tables: Path | None = None) -> None:
+         profiles: list[Path] | None = None, tables: Path | None = None, scaling: Path | None = None) -> None:
     """Draw `figure` to `out` (.png; the .pdf goes next to it) from what it reads."""
     spec = figure_spec(figure)
-    given = {"runs": runs, "main": main, "profiles": profiles, "tables": tables}
+    given = {"runs": runs, "main": main, "profiles": profiles, "tables": tables, "scaling": scaling}
     missing = [READS[kind].option for kind in spec.reads if not given[kind]]
     if missing:
         raise ValueError(f"figure {figure!r} reads {', '.join(spec.reads)}: give {' '.join(missing)}")

@@ -142,6 +142,25 @@ def noise_scale(var: float, df: int, rng: np.random.Generator, n_boot: int) -> n
     return np.sqrt(var * df / rng.chisquare(df, n_boot))
 
 
+def pooled_draws(groups: list[np.ndarray], own: np.ndarray, z_front: np.ndarray,
+                 rng: np.random.Generator, at: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pooled bootstrap's draws of one row (see the module doc): (random's mean losses per
+    budget, shape (1 + n, budgets), the row's mean loss (1 + n,), the noise's degrees of freedom),
+    index 0 the measured means, then n = len(z_front) replicates (none without a degree of
+    freedom). `groups`: random's final losses, one array per budget; `own`: the row's;
+    `z_front`: the size's standard normals of the frontier (n, budgets); `at`: the row is random's
+    own budget `at` (the same runs as the frontier's point: the same draws)."""
+    means, counts = np.array([g.mean() for g in groups]), np.array([len(g) for g in groups])
+    var, df = pooled_noise(groups if at is not None else [*groups, own])
+    sigma = noise_scale(var, df, rng, len(z_front)) if df else np.zeros(0)  # no noise estimate
+    drawn = means + sigma[:, None] * z_front[: len(sigma)] / np.sqrt(counts)
+    front = np.concatenate([means[None], drawn])
+    if at is not None:
+        return front, front[:, at], df
+    noise = sigma * rng.standard_normal(len(sigma)) / np.sqrt(len(own))
+    return front, own.mean() + np.concatenate([[0.0], noise]), df
+
+
 def speedup_columns(name: str, base_cost: np.ndarray, base_loss: np.ndarray, cost: np.ndarray,
                     loss: np.ndarray, interval: bool) -> dict[str, object]:
     """`name`, `name_lo`, `name_hi`, `name_bound`, `name_bound_value` from the point estimate
@@ -183,6 +202,18 @@ def paired_interval(base: tuple[pd.DataFrame, pd.DataFrame], own: tuple[pd.DataF
     speed-up is a bound (outside its own frontier) or not finite."""
     from scipy.stats import t
 
+    logs = paired_logs(base, own)
+    if logs is None:
+        return None
+    half = float(t.ppf(0.5 + LEVEL / 2, len(logs) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+    return point * math.exp(-half), point * math.exp(half)
+
+
+def paired_logs(base: tuple[pd.DataFrame, pd.DataFrame], own: tuple[pd.DataFrame, pd.DataFrame]
+                ) -> np.ndarray | None:
+    """The log speed-up of each seed that the method and every budget of random share, against
+    the frontier of random's runs of that seed (`paired_interval`); None with fewer than 2 such
+    seeds, or when one is a bound or not finite."""
     (b_loss, b_cost), (o_loss, o_cost) = base, own
     seeds = [s for s in o_loss.columns if s in b_loss.columns and b_loss[s].notna().all()]
     if len(seeds) < 2:
@@ -196,9 +227,7 @@ def paired_interval(base: tuple[pd.DataFrame, pd.DataFrame], own: tuple[pd.DataF
     log_need, bound = invert(log_c, front, ours_loss)
     if bound.any():
         return None
-    logs = log_need - np.log(ours_cost)
-    half = float(t.ppf(0.5 + LEVEL / 2, len(logs) - 1)) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
-    return point * math.exp(-half), point * math.exp(half)
+    return log_need - np.log(ours_cost)
 
 
 def with_lr(runs: pd.DataFrame) -> pd.DataFrame:
@@ -217,23 +246,14 @@ def iso_speedups(runs: pd.DataFrame, baseline: str = BASELINE, n_boot: int = N_B
             continue
         budgets = sorted(base.budget.unique())
         groups = [base.loc[base.budget == b, "val_loss"].to_numpy(float) for b in budgets]
-        means, counts = np.array([g.mean() for g in groups]), np.array([len(g) for g in groups])
         base_costs = {c: np.array([base.loc[base.budget == b, c].mean() for b in budgets])
                       for c in COSTS.values()}
         z_front = generator(size, baseline).standard_normal((n_boot, len(budgets)))
         base_tables = {cost: per_seed(base, cost) for cost in COSTS.values()}
         for (method, budget, lr), runs_of in at_size.groupby(["method", "budget", "lr_mult"], sort=False):
-            own, frontier_runs = runs_of.val_loss.to_numpy(float), method == baseline and lr == 1
-            var, df = pooled_noise(groups if frontier_runs else [*groups, own])
+            at = budgets.index(budget) if method == baseline and lr == 1 else None
             rng = generator(size, method if lr == 1 else f"{method}@lr{float(lr)!r}", budget)
-            sigma = noise_scale(var, df, rng, n_boot) if df else np.zeros(0)  # no noise estimate
-            drawn = means + sigma[:, None] * z_front[: len(sigma)] / np.sqrt(counts)
-            front = np.concatenate([means[None], drawn])
-            if frontier_runs:  # the same runs as the frontier's point: the same draws
-                loss = front[:, budgets.index(budget)]
-            else:
-                noise = sigma * rng.standard_normal(len(sigma)) / np.sqrt(len(own))
-                loss = own.mean() + np.concatenate([[0.0], noise])
+            front, loss, df = pooled_draws(groups, runs_of.val_loss.to_numpy(float), z_front, rng, at)
             row = {"size": size, "method": method, "budget": budget, "lr_mult": lr,
                    "frontier_budgets": len(budgets), "iso_interval": POOLED if df else ""}
             for name, cost in COSTS.items():

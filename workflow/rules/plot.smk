@@ -9,12 +9,14 @@ PLOT_FILES = {
     "main": rules.summarize.output.main,
     "profiles": expand("{profile}/losses.parquet", profile=profile_dirs()),
     "tables": list(rules.forgetting.output),
+    "scaling": [rules.scaling.output.scaling, rules.scaling.output.band],
 }
 PLOT_ARGS = {
     "runs": ["--runs", *all_runs()],
     "main": ["--main", rules.summarize.output.main],
     "profiles": ["--profiles", *profile_dirs()],
     "tables": ["--tables", TABLES],
+    "scaling": ["--scaling", rules.scaling.output.scaling],
 }
 # Per figure: the files it reads (named by what they are) and its `plot` options for them.
 PLOT_INPUT = {
