@@ -63,8 +63,8 @@ def test_a_method_at_randoms_loss_of_twice_its_tokens_gets_2x_and_random_gets_1x
         assert row.iso_speedup_hi == pytest.approx(1.0)  # a replicate can only fall off a running min
     assert lfr.delta_val_loss == pytest.approx(4.2 - 4.6) and lfr.verdict == "better"
     assert lfr.baseline_val_loss == pytest.approx(4.6) and lfr.baseline_n_seeds == 2
-    assert list(pd.read_csv(tmp_path / "main.csv").columns[:6]) == ["size", "params", "params_nonemb", "method",
-                                                                   "budget", "lr_mult"]
+    lead = ["size", "params", "params_nonemb", "method", "budget", "lr_mult"]
+    assert list(pd.read_csv(tmp_path / "main.csv").columns[:6]) == lead
     assert set(pd.read_csv(tmp_path / "main_by_seed.csv").budget) == {0.5, 1.0, 2.0, 4.0}
     summarize(runs, tmp_path / "again.csv")  # the seeded bootstrap: the same table, byte for byte
     assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "main.csv").read_bytes()

@@ -268,45 +268,50 @@ def test_edited_data_sections_of_the_default_config_never_replace_its_runs(tmp_p
 
 
 def ladder_config(tmp_path):
-    """The smoke config as a tiny ladder: a second, smaller custom size, 2 seeds, random swept
-    over 3 budgets, a short LFR schedule, half an epoch, one evaluation task, no profiling."""
+    """The smoke config as a tiny ladder in the smoke run's folder (its data, reused): two sizes
+    of its own at half a token per parameter, random swept over 3 budgets, one seed, the
+    learning-rate check at the smaller size, no profiling."""
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     return smoke_with(
-        tmp_path, file="ladder.yaml", name="ladder", models=["pico", "nano"],
-        custom_models={"pico": {"n_layer": 1, "n_head": 2, "n_embd": 32}}, seeds=[0, 1],
+        tmp_path, file="ladder.yaml", name="ladder", models=["p32", "p64"], methods=["random", "lfr"],
+        custom_models={"p32": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+                       "p64": {"n_layer": 2, "n_head": 2, "n_embd": 64}},
         sweep={"methods": ["random"], "budgets": [0.5, 1, 2]}, profile={"methods": []},
-        eval=smoke["eval"] | {"tasks": ["lfr_ppl"]}, train=smoke["train"] | {"epochs": 0.5},
-        method_options={"lfr": {"schedule": [{"kind": "learn", "epochs": 0.25},
-                                             {"kind": "focus", "drop": 0.5, "epochs": 0.25}]}})
+        lr_check={"methods": ["random", "lfr"], "sizes": ["p32"], "multipliers": [2]},
+        train=smoke["train"] | {"tokens_per_param": 0.5, "epochs": 2})
 
 
 @pytest.mark.slow
-def test_a_tiny_ladder_reaches_the_trend_and_its_figure(tmp_path):
-    """Two sizes through the whole DAG to scaling.csv and the `scaling` figure: every size x
-    method measured against a 3-budget frontier, and lfr's line through its sizes with a value
-    (2 of them: a slope without an interval) or, where a size is a bound, the reason there is
-    none."""
+def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_run, tmp_path):
+    """Two sizes through the DAG to scaling.csv and the `scaling` figure: each at half a token
+    per parameter in 2 passes over its subset, measured against a 3-budget frontier, with lfr's
+    line through its sizes (2 of them: a slope without an interval) or the reason there is none,
+    and the learning-rate check's rows."""
     snakemake("results/ladder/figures/scaling.png", "--cores", "2", "--configfile", ladder_config(tmp_path),
-              cwd=tmp_path, check=True)
-    tables = tmp_path / "results/ladder/tables"
+              cwd=smoke_run, check=True)
+    tables = smoke_run / "results/ladder/tables"
     table = pd.read_csv(tables / "scaling.csv", keep_default_na=False, na_values=[""])
     measured = table[table.kind == "measured"]
     assert list(zip(measured["size"], measured.method, strict=True)) == [
-        ("pico", "random"), ("pico", "lfr"), ("nano", "random"), ("nano", "lfr")]
+        ("p32", "random"), ("p32", "lfr"), ("p64", "random"), ("p64", "lfr")]
     assert measured.params.is_monotonic_increasing and (measured.frontier_budgets == 3).all()
-    assert (measured.n_seeds == 2).all() and (measured.verdict != "").all()
+    assert measured.tokens_per_param.between(0.49, 0.51).all() and (measured.verdict != "").all()
     lfr = measured[measured.method == "lfr"]
     assert (lfr.iso_speedup.notna() != lfr.iso_speedup_bound.notna()).all()  # a value or a bound
-    assert (lfr.in_fit == lfr.iso_speedup.notna()).all()
+    in_fit = lfr.in_fit.astype(str) == "True"  # random's rows leave the column empty
+    assert (in_fit == lfr.iso_speedup.notna()).all()
     slope = table[(table.kind == "fit") & (table.quantity == "slope")].iloc[0]
-    if lfr.in_fit.all():
+    if in_fit.all():
         assert np.isfinite(slope.estimate) and "no interval: 2 sizes, 3 needed" in slope.note
-        gpt2 = table[table["size"] == "gpt2-124M"].iloc[0]
-        assert gpt2.kind == "extrapolation" and np.isfinite(gpt2.estimate)
     else:
         assert np.isnan(slope.estimate) and slope.note.startswith("no slope")
-    assert pd.read_csv(tables / "learning_rates.csv").empty  # no learning-rate check asked for
-    assert (tmp_path / "results/ladder/figures/scaling.png").stat().st_size > 10_000
+    rates = pd.read_csv(tables / "learning_rates.csv")
+    same = rates[rates.comparison == "same lr"]
+    pairs = sorted(zip(same.method, same.lr_mult, strict=True))
+    assert pairs == [("lfr", 1.0), ("lfr", 2.0), ("random", 1.0), ("random", 2.0)]
+    assert (smoke_run / "results/ladder/figures/scaling.png").stat().st_size > 10_000
+    main = pd.read_csv(tables / "main.csv")
+    assert main.passes.between(0.99, 4.01).all() and set(main.lr_mult) == {1.0, 2.0}
 
 
 def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
