@@ -160,7 +160,7 @@ def test_a_too_small_corpus_stops_the_dry_run_once_the_data_exists(tmp_path):
     assert "the corpus has 2,000 training blocks (64,000 tokens)" in r.stderr
 
 
-@pytest.mark.parametrize(("name", "train", "evaluate"), [("scale", 84, 36), ("scale-gpu", 106, 42)])
+@pytest.mark.parametrize(("name", "train", "evaluate"), [("scale", 96, 36), ("scale-gpu", 106, 42)])
 def test_the_ladder_configs_plan_every_run(name, train, evaluate, tmp_path):
     """Every size x method x seed at budget 1, random's sweep at every size and the learning-rate
     check; only the grid's runs evaluated. The GPU ladder's corpus needs the network: planned only."""
