@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
     p.add_argument("--threads", type=int, help=THREADS)
     p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
+    p.add_argument("--stop-margin-s", type=float,
+                   help="stop this long before the job's limit (default: max(120 s, 5%% of the limit))")
     p.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
     p.add_argument("--block-scores", type=Path,
                    help="reference scores (score-reference) for methods that need them (ppl-prune, rho-loss)")

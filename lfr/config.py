@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -206,6 +207,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 }
 
 
+def default_stop_margin_s(limit_s: float) -> float:
+    """Seconds before a job's time limit at which a run checkpoints and stops, unless
+    `resources.<size>.stop_margin_s` says: enough to save GPT-2 XL's weights and AdamW state
+    (~18 GB) to a shared filesystem after the step in flight."""
+    return max(120.0, 0.05 * limit_s)
+
+
 class SizeResources(Section):
     nodes: Annotated[int, Field(ge=1)] = 1
     """Nodes per training job; more than 1 needs SLURM (the cluster profile): srun starts one
@@ -214,8 +222,11 @@ class SizeResources(Section):
     """GPUs per node of a training job; more than 1 GPU in all launches torchrun (DDP)."""
     runtime_min: Annotated[int, Field(ge=1)] | None = None
     """Wall-time limit of a training job in minutes (SLURM -t): the run checkpoints and stops
-    shortly before it, and the retry resumes. None: no limit of ours (under SLURM the partition's
-    limit still applies, announced by the profile's SIGUSR1 warning)."""
+    `stop_margin_s` before it, and the retry resumes. None: no limit of ours (under SLURM the
+    run reads its job's limit, the partition's, from squeue and stops before that)."""
+    stop_margin_s: Annotated[float, Field(gt=0)] | None = None
+    """How long before its job's time limit a run checkpoints and stops (None: max(120 s, 5% of
+    the limit)); a small model saves in seconds, a large one on a slow filesystem needs more."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
     """Memory per node (SLURM --mem)."""
 
@@ -224,6 +235,23 @@ class SizeResources(Section):
         if self.nodes > 1 and self.gpus < 1:
             raise key_error(f"nodes={self.nodes} needs gpus >= 1 (GPUs per node): training across "
                             "nodes is DDP over GPUs; set gpus, or nodes: 1", "gpus")
+        return self
+
+    @model_validator(mode="after")
+    def _time_to_train(self) -> SizeResources:
+        """A limit whose stop margin takes half the job or more is refused before any job runs:
+        each job would spend most of its time starting and saving, and a retry gets no further."""
+        if self.runtime_min is None:
+            return self
+        limit = 60 * self.runtime_min
+        margin = self.stop_margin_s or default_stop_margin_s(limit)
+        if 2 * margin >= limit:
+            shortest = math.floor(2 * margin / 60) + 1
+            raise key_error(
+                f"{self.runtime_min} minute(s) is too short to make progress: a run checkpoints and stops "
+                f"{margin:.0f} s before its job's limit (stop_margin_s; default max(120 s, 5% of the "
+                f"limit)), which leaves at most half of each job to train; give at least {shortest} "
+                "minutes, or a smaller stop_margin_s for a model that saves in seconds", "runtime_min")
         return self
 
 

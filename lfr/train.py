@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lfr import checkpoint
-from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
+from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash, default_stop_margin_s
 from lfr.data import BlockStore, target_bytes
 from lfr.distributed import FLAGS, Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
@@ -49,7 +49,7 @@ from lfr.model import (
     num_params,
     scored_batches,
 )
-from lfr.runtime import Interrupted, git_commit
+from lfr.runtime import Interrupted, git_commit, slurm_time
 from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, method_options
 from lfr.sampling.base import epoch_permutation
 from lfr.snapshots import SnapshotWriter, snapshot_steps
@@ -99,6 +99,7 @@ class Job:
     run_info: dict[str, Any] = field(default_factory=dict)
     snapshots: ProfileConfig | None = None
     time_limit_min: float | None = None
+    stop_margin_s: float | None = None
     stop_at_step: int | None = None
     budget: float = 1.0
     """Multiple of the method's default run length (a sweep's run; the sampler scales its plan)."""
@@ -149,14 +150,27 @@ def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline. Checked every step;
-    under DDP the ranks' requests travel with the losses, so a stop takes effect at the next step
-    whose losses are sent: every step if the sampler reads them, else every log row."""
+    """Set by SIGTERM/SIGUSR1 (preemption, scancel, a --signal of the user's) or by a deadline:
+    `stop_margin_s` (None: lfr.config.default_stop_margin_s) before the earlier of the job's limit
+    as given (`time_limit_min` from the launch) and, in a SLURM job, the limit that SLURM enforces
+    (squeue, asked once by each node's first process). Checked every step; under DDP the ranks'
+    requests travel with the losses, so a stop takes effect at the next step whose losses are
+    sent: every step if the sampler reads them, else every log row."""
 
-    def __init__(self, t_launch: float, time_limit_min: float | None) -> None:
-        self.deadline, self.signal = None, None
-        if time_limit_min:  # leave time to save the checkpoint
-            self.deadline = t_launch + 60 * time_limit_min - max(120.0, 0.05 * 60 * time_limit_min)
+    def __init__(self, t_launch: float, time_limit_min: float | None, stop_margin_s: float | None = None,
+                 slurm: tuple[float, float] | None = None) -> None:
+        self.deadline, self.signal, self.budget_s, self.margin_s = None, None, None, 0.0
+        limits = [(t_launch + 60 * time_limit_min, 60 * time_limit_min)] if time_limit_min else []
+        if slurm is None and os.environ.get("LOCAL_RANK", "0") == "0":
+            slurm = slurm_time()
+        if slurm is not None:
+            limits.append((time.time() + slurm[0], slurm[1]))
+        if limits:
+            end, limit = min(limits)
+            self.margin_s = stop_margin_s or default_stop_margin_s(limit)
+            self.deadline, self.budget_s = end - self.margin_s, end - self.margin_s - time.time()
+            log.info("time limit: the run stops in %.0f s, %.0f s before its job's end, to save a "
+                     "checkpoint", self.budget_s, self.margin_s)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
 
@@ -165,8 +179,13 @@ class StopRequest:
 
     def reason(self) -> str | None:
         """Why this process should stop now, or None (under DDP the loop combines the ranks')."""
-        late = self.deadline is not None and time.time() > self.deadline
-        return self.signal or ("the job's time limit is near" if late else None)
+        if self.signal or self.deadline is None or time.time() <= self.deadline:
+            return self.signal
+        if self.budget_s is not None and self.budget_s < self.margin_s:  # more saving than training
+            return (f"the job's time limit is near; it left {max(self.budget_s, 0):.0f} s to train: give "
+                    "the job a longer limit (resources.<size>.runtime_min) or a smaller "
+                    "resources.<size>.stop_margin_s")
+        return "the job's time limit is near"
 
 
 def phase_ends(sampler: Sampler, num_steps: int) -> set[int]:
@@ -279,7 +298,8 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         loss = estimate_val_loss(stepped, val_store, val_ids, tc.batch_size, d, tc.dtype)
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, len(val_ids) * T, val_bytes)}
 
-    stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
+    # from here on, a signal or the job's time limit saves and stops
+    stopper = StopRequest(t_launch, job.time_limit_min, job.stop_margin_s)
     if step == 0:
         metrics.first(sampler.phase(0), validate())
     loader = BatchLoader(train_store, tc.batch_size * tc.grad_accum, d.rank, d.device)
@@ -482,9 +502,10 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
 
 def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,
          out: Path, resume_dir: Path | None = None, time_limit_min: float | None = None,
+         stop_margin_s: float | None = None,
          snapshots: str | None = None, block_scores: Path | None = None, budget: float = 1.0) -> None:
     """The `train` stage; `snapshots`: the profile settings as JSON (the runs `profile:` selects)."""
     job = Job(size, seed, data, tokenizer, out, resume_dir, run_info={"git_commit": git_commit()},
               snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None,
-              time_limit_min=time_limit_min, budget=budget)
+              time_limit_min=time_limit_min, stop_margin_s=stop_margin_s, budget=budget)
     train(cfg, job, Method.registered(cfg, method, block_scores))

@@ -65,6 +65,10 @@ LFR = {"methods": ["random", "lfr"]}
         ({"method_sizes": {"random": []}}, "method_sizes.random", "at least 1"),
         ({"train": {"epochs": 1e300}}, "train.epochs", "less than or equal to 1000000"),
         ({"resources": {"default": {"gpus": -1}}}, "resources.default.gpus", "greater than or equal to 0"),
+        ({"resources": {"default": {"runtime_min": 4}}}, "resources.default.runtime_min: 4 minute(s) is too "
+         "short to make progress", "stops 120 s before its job's limit"),  # half the job or more
+        ({**NANO, "resources": {"nano": {"runtime_min": 1, "stop_margin_s": 30}}},
+         "resources.nano.runtime_min", "give at least 2 minutes, or a smaller stop_margin_s"),
         ({"eval": {"bootstrap_iters": 1}}, "eval.bootstrap_iters", "at least 2"),
         ({"eval": {"mc_choices": 52}}, "eval.mc_choices", "less than or equal to 51"),
         ({"eval": {"tasks": ["lfr_ppl", "lfr_ppl"]}}, "eval.tasks[1]", "listed twice"),
@@ -87,6 +91,12 @@ def test_bound_error_names_the_full_path(raw, key, hint):
         validate_config(raw, "my.yaml")
     msg = str(err.value)
     assert f"  - {key}" in msg and hint in msg, msg
+
+
+def test_a_time_limit_leaving_more_than_the_stop_margin_is_accepted():
+    five = validate_config({"resources": {"default": {"runtime_min": 5}}})  # 3 of 5 minutes to train
+    assert five.resources["default"].runtime_min == 5
+    validate_config({**NANO, "resources": {"nano": {"runtime_min": 1, "stop_margin_s": 29}}})
 
 
 def test_generation_budget_must_leave_context_in_the_whole_config():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -275,7 +276,7 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
         assert StopRequest(time.time(), None).reason() is None  # no limit: never late
         assert StopRequest(time.time(), 60).reason() is None  # 60 min left, 3 min margin
         late = StopRequest(time.time() - 58 * 60, 60)  # 2 min left < the 3 min kept to save
-        assert late.reason() == "the job's time limit is near"
+        assert late.reason().startswith("the job's time limit is near; it left 0 s to train")
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             stopper = StopRequest(time.time(), None)
             os.kill(os.getpid(), sig)
@@ -283,6 +284,48 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_the_deadline_is_the_earlier_of_the_limits_less_the_stop_margin():
+    """The limit SLURM enforces (squeue's time left and limit) counts as much as the job's given
+    limit; the margin is stop_margin_s, else max(120 s, 5% of the limit). A run whose whole
+    budget was shorter than its margin says so when it stops."""
+    import signal
+    import time
+
+    from lfr.train import StopRequest
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        now = time.time()
+        limited = StopRequest(now, 60, stop_margin_s=10, slurm=(30.0, 60.0))  # SLURM's is earlier
+        assert limited.deadline == pytest.approx(now + 20, abs=1)
+        assert StopRequest(now, 1, slurm=(3000.0, 3600.0)).deadline == pytest.approx(now - 60, abs=1)
+        day = StopRequest(now, None, slurm=(86400.0, 86400.0))
+        assert day.deadline == pytest.approx(now + 86400 - 4320, abs=1)  # 5% of a day
+        short = StopRequest(now, None, slurm=(100.0, 180.0))  # 120 s margin: no time to train
+        assert short.reason().startswith("the job's time limit is near; it left 0 s to train: give the "
+                                         "job a longer limit (resources.<size>.runtime_min)")
+        late = StopRequest(now, 10, stop_margin_s=30)  # trained for most of its job
+        late.deadline = time.time() - 1
+        assert late.reason() == "the job's time limit is near"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_slurm_jobs_time_comes_from_squeue(tmp_path, monkeypatch):
+    from lfr.runtime import slurm_seconds, slurm_time
+
+    assert [slurm_seconds(t) for t in ("1-02:03:04", "02:03:04", "03:04", "5", "2-5", "UNLIMITED", "")] == [
+        93784, 7384, 184, 300, 190800, None, None]
+    (tmp_path / "squeue").write_text('#!/bin/sh\necho "$@" > "$0.args"; echo "12:30|1:00:00"\n')
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert slurm_time({}) is None  # not in a SLURM job
+    assert slurm_time({"SLURM_JOB_ID": "42"}) == (750, 3600)
+    assert (tmp_path / "squeue.args").read_text().split() == ["--noheader", "--jobs", "42", "--format",
+                                                              "%L|%l"]
 
 
 def test_a_budget_is_its_own_run_decayed_at_its_own_end(prepared, tmp_path):

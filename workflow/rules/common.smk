@@ -163,8 +163,11 @@ TRAIN_RESOURCES = {
 
 def time_limit_arg(wildcards, resources):
     """`--time-limit-min` only where the job has a limit (the config's runtime_min, or
-    --set-resources): the run then checkpoints and stops before it, and the retry resumes."""
-    return f"--time-limit-min {resources.runtime}" if "runtime" in resources.keys() else ""
+    --set-resources): the run then checkpoints and stops before it, and the retry resumes (under
+    SLURM it also reads the limit that SLURM enforces). `--stop-margin-s`: the config's."""
+    margin = grid.size_resources(CFG, wildcards.size).stop_margin_s
+    limit = [f"--time-limit-min {resources.runtime}"] if "runtime" in resources.keys() else []
+    return " ".join(limit + ([f"--stop-margin-s {margin:g}"] if margin else []))
 
 
 def profiled_runs():
