@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lfr import devices
 from lfr.config import ConfigError, ExperimentConfig
 from lfr.runtime import Interrupted, setup_torch
 
@@ -61,14 +62,30 @@ def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[s
     return cfg, given
 
 
+# The stages that may run on a GPU, and the config section whose `device` says so.
+GPU_STAGES = {"train": "train", "score-reference": "train", "profile": "train", "evaluate": "eval",
+              "reference-bpb": "eval"}
+
+
+def claim_device(stage: str, cfg: ExperimentConfig) -> None:
+    """Keep the devices of this job claimed while the stage runs (a launcher claimed them), or
+    claim one of the box's GPUs for a stage that may use one (lfr/devices.py): jobs side by side
+    on one box never share a device."""
+    devices.hold(os.environ)
+    section = GPU_STAGES.get(stage)
+    if section and getattr(cfg, section).device != "cpu":
+        os.environ.update(devices.claim(1, os.environ))
+
+
 def run_stage(args: argparse.Namespace) -> Any:
     """Call the stage's `main`; return what it returns (printed by `main` below)."""
     options = {k: v for k, v in vars(args).items()
                if k not in ("stage", "config", "config_json", "verbose", "threads")}
-    main = importlib.import_module(STAGES[args.stage]).main
     if args.stage in NO_CONFIG:
-        return main(**options)
+        return importlib.import_module(STAGES[args.stage]).main(**options)
     cfg, given = read_config(args)
+    claim_device(args.stage, cfg)  # before the stage's torch starts CUDA
+    main = importlib.import_module(STAGES[args.stage]).main
     if "data" in options or "tokenizer" in options:
         from lfr.data import check_data_matches
 
