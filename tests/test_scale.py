@@ -84,6 +84,17 @@ def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memor
     assert "--mem 9000" in " ".join(two)  # per node
 
 
+def test_the_example_override_profile_sets_only_keys_the_shipped_profile_leaves_out():
+    """Snakemake merges profiles key by key with the workflow profile last: an override's key that
+    the shipped profile also sets would be silently ignored. Each of its set-resources names a rule."""
+    shipped, example = (yaml.safe_load((REPO / f"workflow/profiles/{name}/profile.yaml").read_text())
+                        for name in ("slurm", "example-cluster"))
+    assert example and not set(example) & set(shipped)
+    smk = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    rules = set(re.findall(r"^rule (\w+):", smk, flags=re.M))
+    assert set(example["set-resources"]) <= rules
+
+
 def start_training(tmp_path, root, epochs):
     cfg = tiny_config(train={"epochs": epochs, "ckpt_every": 25})
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
