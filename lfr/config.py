@@ -122,6 +122,28 @@ class TokenizerConfig(Section):
     """Vocabulary size of the trained BPE (ignored for gpt2, which is always 50257)."""
     train_chars: Annotated[int, Field(ge=10_000)] = 50_000_000
     """The BPE is trained on at most this many characters of the train split."""
+    vocab_multiple: Annotated[int, Field(ge=1, le=4096)] | None = None
+    """Pad the vocabulary with unused tokens up to a multiple of this (64: GPT-2's 50,257 to
+    50,304, as nanoGPT, for faster output-layer kernels); text encodes to the same ids, and the
+    model learns never to predict the padding. None: no padding."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without padding, the three keys only, as before the key existed: the runs, data
+        folders and jobs of existing configs keep their config_hash, checks and params."""
+        dump = handler(self)
+        return {k: v for k, v in dump.items() if k != "vocab_multiple" or v is not None}
+
+    @property
+    def base_vocab_size(self) -> int:
+        """The tokenizer's own vocabulary, before padding."""
+        return 50257 if self.kind == "gpt2" else self.vocab_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The vocabulary with its padding: what the model's input and output layers have."""
+        multiple = self.vocab_multiple or 1
+        return -(-self.base_vocab_size // multiple) * multiple
 
 
 class DataConfig(Section):
@@ -260,6 +282,10 @@ class TrainConfig(Section):
     """Blocks per micro-batch (per GPU)."""
     grad_accum: Annotated[int, Field(ge=1)] = 1
     """Micro-batches per optimizer step."""
+    batch_blocks: Annotated[int, Field(ge=1)] | None = None
+    """Blocks per optimizer step, all GPUs and nodes together: grad_accum follows for each run,
+    batch_blocks / (batch_size x nodes x GPUs), the same step for every size and layout (an error
+    where it does not divide). None: batch_size x grad_accum x nodes x GPUs."""
     epochs: Annotated[float, Field(gt=0, le=1e6)] = 4.0
     """Run length of `random` in passes over all train blocks (LFR derives its own); at most a
     million, like every epochs option (lfr/sampling/base.py: MAX_EPOCHS)."""
@@ -291,6 +317,31 @@ class TrainConfig(Section):
     tensorboard: bool = False
     """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
     the `tensorboard` package)."""
+
+    @model_validator(mode="after")
+    def _one_batch_setting(self) -> TrainConfig:
+        if self.batch_blocks is not None and self.grad_accum != 1:
+            raise key_error("give train.batch_blocks or train.grad_accum, not both: grad_accum follows "
+                            "from batch_blocks", "grad_accum")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without batch_blocks, the keys as before it existed: existing runs keep their
+        config_hash and their jobs' params."""
+        dump = handler(self)
+        return {k: v for k, v in dump.items() if k != "batch_blocks" or v is not None}
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches per optimizer step of a run on `world` processes (nodes x GPUs)."""
+        if self.batch_blocks is None:
+            return self.grad_accum
+        per_micro = self.batch_size * world
+        if self.batch_blocks % per_micro:
+            raise ValueError(f"train.batch_blocks={self.batch_blocks} is not a multiple of train.batch_size "
+                             f"x GPUs = {self.batch_size} x {world} = {per_micro}; change one of them (or "
+                             "the size's resources)")
+        return self.batch_blocks // per_micro
 
 
 class EvalConfig(Section):
@@ -536,7 +587,8 @@ class ExperimentConfig(Section):
 
     @property
     def vocab_size(self) -> int:
-        return 50257 if self.tokenizer.kind == "gpt2" else self.tokenizer.vocab_size
+        """The model's vocabulary: the tokenizer's, padded to tokenizer.vocab_multiple."""
+        return self.tokenizer.padded_vocab_size
 
 
 def token_dtype(choice: str, vocab_size: int) -> str:

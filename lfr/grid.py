@@ -200,6 +200,14 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     if not problems and (p.methods or p.sizes or p.seeds != [0]) and not profiled_runs(cfg):
         problem("selects no run of the grid (`method_sizes` and `size_seeds` included); "
                 "`methods: []` profiles nothing on purpose", "profile")
+    if cfg.train.batch_blocks is not None:  # each size's step, across its nodes and GPUs
+        for size in cfg.models:
+            r = size_resources(cfg, size)
+            try:
+                cfg.train.accumulation(r.nodes * max(r.gpus, 1))
+            except ValueError as err:
+                problem(f"{err}: resources.{size} runs {r.nodes} node(s) x {max(r.gpus, 1)} GPU(s)",
+                        "train", "batch_blocks")
     for name in cfg.eval.reference_tokens:
         if name not in cfg.eval.references:
             problem(f"{name!r} is not in `eval.references` ({cfg.eval.references})", "eval",

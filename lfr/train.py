@@ -256,8 +256,9 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     metrics.parquet has a row every log_every and eval_every steps and after each phase's last
     step (so it holds every phase's exact span), validation losses (val_loss, val_bpb) at
     eval_every and at the end."""
-    tc, t_launch = cfg.train, time.time()
-    d = setup_dist(tc.device)
+    t_launch, d = time.time(), setup_dist(cfg.train.device)
+    tc = cfg.train.model_copy(update={"grad_accum": cfg.train.accumulation(d.world)})  # train.batch_blocks
+    run_cfg, cfg = cfg, cfg.model_copy(update={"train": tc})  # the loop's; run_cfg: as given, for the hash
     for seed_rng in (torch.manual_seed, np.random.seed, random.seed):
         seed_rng(job.seed)
     train_store, val_store = BlockStore.open(job.data_dir, "train"), BlockStore.open(job.data_dir, "val")
@@ -311,7 +312,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         loader.close()
         if live:
             live.close()
-    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
+    return finish_run(run_cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
                       loop.scored_blocks)
 
 
@@ -484,6 +485,9 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         out = Path(job.out_dir)
         snaps.maybe_save(steps, model)
         with atomic_dir(out / "model") as tmp:
+            padding = list(range(cfg.tokenizer.base_vocab_size, meta["vocab_size"]))
+            if padding:  # tokenizer.vocab_multiple: generation (lm-eval's too) never emits them
+                model.generation_config.suppress_tokens = padding
             model.save_pretrained(tmp)
             tok = load_hf_tokenizer(job.tok_dir)
             tok.model_max_length = T

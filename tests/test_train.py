@@ -328,6 +328,62 @@ def test_a_slurm_jobs_time_comes_from_squeue(tmp_path, monkeypatch):
                                                               "%L|%l"]
 
 
+@pytest.mark.slow
+def test_a_padded_vocabulary_is_never_predicted_and_leaves_the_loss_as_it_is(prepared, tmp_path):
+    """tokenizer.vocab_multiple: unused tokens up to the multiple (500 -> 512), the text encoded to
+    the same ids, so no target is ever padding; the model has the padded rows, and a short run
+    (1 epoch, 476 steps) drives their probability to 4e-4: the loss over the whole softmax (the
+    tables' val_loss, lm-eval's) is the loss over the real vocabulary within 1e-3 nats (4e-4 here;
+    1e-5 after 4 epochs; at paper scale, 10^5 steps, far closer). The saved generation config
+    suppresses the padding, so that no generated token is one (lm-eval's generation tasks)."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from lfr.tokenize import tokenize
+    from lfr.tokenizer import prepare_tokenizer, tokenizer_meta
+
+    _, root = prepared
+    tokens = {}
+    for multiple in (None, 64):
+        cfg = tiny_config(tokenizer={"vocab_size": 500, "vocab_multiple": multiple})
+        folder = tmp_path / f"pad{multiple}"
+        prepare_tokenizer(cfg.tokenizer, root / "corpus/train.parquet", folder / "tokenizer")
+        tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", folder / "tokenizer", cfg.data,
+                 folder / "data")
+        tokens[multiple] = [np.fromfile(folder / f"data/{part}.bin", np.uint16) for part in ("train", "val")]
+    assert tokenizer_meta(folder / "tokenizer")["vocab_size"] == cfg.vocab_size == 512
+    assert all(np.array_equal(a, b) for a, b in zip(tokens[None], tokens[64], strict=True))
+    assert max(t.max() for t in tokens[64]) < 500  # never a target
+    summary = run_train(cfg, "random", folder, tmp_path / "run")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run/model").eval()
+    assert model.get_output_embeddings().weight.shape[0] == 512
+    val = BlockStore.open(folder / "data", "val")
+    x, y = (torch.from_numpy(a) for a in val.batch(np.arange(val.num_blocks)))
+    with torch.no_grad():
+        logits = model(input_ids=x).logits
+    whole = F.cross_entropy(logits.flatten(0, 1), y.flatten().long()).item()
+    real = F.cross_entropy(logits[..., :500].flatten(0, 1), y.flatten().long()).item()
+    assert abs(whole - real) < 1e-3 and logits.softmax(-1)[..., 500:].sum(-1).mean() < 1e-3
+    assert summary["val_loss"] == pytest.approx(whole, abs=0.2)  # its subset of the blocks
+    assert model.generation_config.suppress_tokens == list(range(500, 512))
+    prompt = x[:4, :8]
+    generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
+                               do_sample=False)
+    assert generated.max() < 500
+
+
+def test_train_batch_blocks_trains_as_the_grad_accum_it_implies(prepared, tmp_path):
+    _, root = prepared
+    short = {"batch_size": 4, "epochs": 0.2}
+    implied = run_train(tiny_config(train=short | {"batch_blocks": 8}), "random", root, tmp_path / "a")
+    spelled = run_train(tiny_config(train=short | {"grad_accum": 2}), "random", root, tmp_path / "b")
+    assert implied["batch_blocks"] == spelled["batch_blocks"] == 8 and implied["steps"] == spelled["steps"]
+    cols = ["step", "tokens", "train_loss", "val_loss"]
+    pd.testing.assert_frame_equal(*(pd.read_parquet(tmp_path / d / "metrics.parquet")[cols] for d in "ab"))
+    assert implied["settings"]["train"]["batch_blocks"] == 8  # the hash covers the setting as given
+    assert implied["settings"]["train"]["grad_accum"] == 1
+
+
 def test_a_budget_is_its_own_run_decayed_at_its_own_end(prepared, tmp_path):
     """A sweep's run at budget 0.5 trains half the steps of the default run (`random`: 0.5 x
     epochs passes) and its LR reaches the floor at its own last step, not halfway down a cosine."""
