@@ -317,6 +317,10 @@ class TrainConfig(Section):
     tensorboard: bool = False
     """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
     the `tensorboard` package)."""
+    wandb: bool = False
+    """Also log the metrics rows to Weights & Biases, live (needs the `wandb` package): offline
+    into the run's `wandb/` folder where the config is `offline`, else as W&B's own settings say
+    (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, ...)."""
 
     @model_validator(mode="after")
     def _one_batch_setting(self) -> TrainConfig:
@@ -327,10 +331,10 @@ class TrainConfig(Section):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Without batch_blocks, the keys as before it existed: existing runs keep their
-        config_hash and their jobs' params."""
-        dump = handler(self)
-        return {k: v for k, v in dump.items() if k != "batch_blocks" or v is not None}
+        """Without batch_blocks and wandb, the keys as before they existed: existing runs keep
+        their config_hash and their jobs' params."""
+        unset = {"batch_blocks": None, "wandb": False}
+        return {k: v for k, v in handler(self).items() if k not in unset or v != unset[k]}
 
     def accumulation(self, world: int) -> int:
         """Micro-batches per optimizer step of a run on `world` processes (nodes x GPUs)."""

@@ -33,12 +33,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lfr import checkpoint
-from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash, default_stop_margin_s
+from lfr.config import (
+    ExperimentConfig,
+    ProfileConfig,
+    TrainConfig,
+    budget_name,
+    config_hash,
+    default_stop_margin_s,
+)
 from lfr.data import BlockStore, target_bytes
 from lfr.distributed import FLAGS, Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
 from lfr.loader import BatchLoader, StepBatch
-from lfr.metrics import MetricsLog, TensorBoard, peak_flops
+from lfr.metrics import MetricsLog, TensorBoard, WandB, peak_flops
 from lfr.model import (
     autocast,
     block_losses,
@@ -207,14 +214,28 @@ def run_settings(cfg: ExperimentConfig, size: str, method: Method, block_size: i
                  vocab_size: int, budget: float = 1.0) -> dict[str, Any]:
     """What determines a run's result but its seed, with the block size and vocabulary read from
     the data and tokenizer folders. Its hash is the run's `config_hash`, so the seeds of one
-    configuration share it; device, log_every, ckpt_every and tensorboard change no result."""
+    configuration share it; device, log_every, ckpt_every, tensorboard and wandb change no result."""
     dump = cfg.model_dump(mode="json")
     return {"corpus": dump["corpus"], "tokenizer": {**dump["tokenizer"], "vocab_size": vocab_size},
             "data": {**dump["data"], "block_size": block_size},
             "model": cfg.model_preset(size).model_dump(mode="json"),
             "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every",
-                                                                 "tensorboard"}),
+                                                                 "tensorboard", "wandb"}),
             "method": method.name, "method_options": method.options, "budget": budget}
+
+
+def live_logs(cfg: ExperimentConfig, job: Job, method: Method, block_size: int, vocab_size: int,
+              step: int) -> list[TensorBoard | WandB]:
+    """The live curves a run writes as it trains (train.tensorboard, train.wandb); `step`: where
+    it resumed (0: a fresh start)."""
+    tc, out, live = cfg.train, Path(job.out_dir), []
+    if tc.tensorboard:
+        live.append(TensorBoard(out / "tb", step or None))
+    if tc.wandb:
+        settings = run_settings(cfg, job.size, method, block_size, vocab_size, job.budget)
+        live.append(WandB(out, f"{job.size}/{method.name}/budget{budget_name(job.budget)}/seed{job.seed}",
+                          {**settings, "seed": job.seed, "config_hash": config_hash(settings)}, cfg.offline))
+    return live
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: StepBatch,
@@ -289,7 +310,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     snaps = SnapshotWriter(partial / "snapshots.partial", job.snapshots, snapshot_steps(
         ends, num_steps, tokens_per_step, job.snapshots) if job.snapshots and d.main else [])
     peak = peak_flops(tc.peak_tflops, d.device)
-    live = TensorBoard(Path(job.out_dir) / "tb", step or None) if tc.tensorboard and d.main else None
+    live = live_logs(run_cfg, job, method, T, meta["vocab_size"], step) if d.main else []
     metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world,
                          live)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
@@ -310,8 +331,8 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
     finally:
         loader.close()
-        if live:
-            live.close()
+        for curves in live:
+            curves.close()
     return finish_run(run_cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
                       loop.scored_blocks)
 
