@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(f"lfr.launch: node {os.environ.get('SLURM_NODEID', '?')} of {nodes}: "
                          f"{shlex.join(cmd[:len(cmd) - len(argv) + 3])}\n")
         sys.stderr.flush()
-    # torchrun has no handler for SIGUSR1 (the profile's warning before the time limit), so the
+    # torchrun has no handler for SIGUSR1 (a time-limit warning: sbatch --signal of the user's), so the
     # signal would kill it under its workers. Ignored here (an ignore survives exec), it is left
     # to the training processes, whose own handler (lfr/train.py: StopRequest) replaces it.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
