@@ -16,6 +16,9 @@ hits both alike; the table gives the median and the min/max over the repeats. Be
   H100 step, with its memory per block (benchmarks/sampler_scale.py); rows `sampler_scale:<method>`.
 - `profile_vs_train`: tokens/s of the profiling pass (lfr.profile.profile_losses) against
   the training step (lfr.train.optimizer_step).
+- `profile_memory`: peak memory of the profiling pass with the logits a chunk at a time (as it
+  runs) against all at once, each in a process of its own, with the estimate of the same
+  accounting that gives the GPU sizes' figures (benchmarks/profile_memory.py).
 - `input_pipeline`: training steps fed by lfr.loader.BatchLoader (the next step's batch
   prepared in a thread) against the same steps reading each batch inline: on a CPU nothing
   overlaps, so it measures the thread's cost (on a GPU it hides the read behind the step).
@@ -52,14 +55,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from benchmarks import profile_memory as memory
 from benchmarks import sampler_scale as scale
 from benchmarks.table import Row, merge_into, show, table_of
-from lfr.config import ExperimentConfig, ProfileConfig
+from lfr.config import MODEL_PRESETS, ExperimentConfig, ProfileConfig
 from lfr.data import BlockStore
 from lfr.files import write_csv
 from lfr.grid import validate_config
 from lfr.model import build_model, configure_optimizer, model_config
-from lfr.profile import profile_losses
+from lfr.profile import LOGIT_CHUNK_TOKENS, profile_losses
 from lfr.runtime import setup_torch
 from lfr.tokenizer import tokenizer_meta
 
@@ -237,6 +241,24 @@ def bench_profile(root: Path, cfg: ExperimentConfig, repeats: int, steps: int, b
     return alternate(ours, training, repeats, row, lambda a, b: a / b)
 
 
+def bench_profile_memory(repeats: int, batch: int) -> Row:
+    size, vocab, block = "micro", SETUP["tokenizer"]["vocab_size"], SETUP["data"]["block_size"]
+
+    def peak_mb(chunk: int | None) -> float:
+        return memory.measure(size, vocab, block, batch, chunk)["peak_bytes"] / 2**20
+
+    params = memory.measure(size, vocab, block, 1, None)["params"]
+    shape = memory.Shape(MODEL_PRESETS[size], params, vocab, block)
+    chunked, whole = (memory.estimate_bytes(shape, batch, chunk, gpu=False) / 2**20
+                      for chunk in (LOGIT_CHUNK_TOKENS, None))
+    what = (f"peak memory of the profiling pass beyond its start, logits {LOGIT_CHUNK_TOKENS} tokens at "
+            f"a time vs all at once (before), {size}, vocab {vocab}, block {block}, one batch of {batch} "
+            f"blocks, CPU float32, each in a fresh process; estimated {chunked:.0f} and {whole:.0f} MB")
+    row = Row("profile_memory", what, "MB", "ours / reference", "<= 0.5")
+    return alternate(lambda: peak_mb(LOGIT_CHUNK_TOKENS), lambda: peak_mb(None), repeats, row,
+                     lambda a, b: a / b)
+
+
 def bench_input_pipeline(root: Path, cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
     from lfr.distributed import Dist
     from lfr.loader import BatchLoader, StepBatch
@@ -341,7 +363,7 @@ def bench_smoke_dag(threads: int) -> list[Row]:
 # -- driver ---------------------------------------------------------------------------------
 BENCHMARKS = [
     "train_loop", "model_vs_nanogpt", "lfr_sampler_overhead", "sampler_scale", "profile_vs_train",
-    "input_pipeline", "tokenize", "smoke_dag",
+    "profile_memory", "input_pipeline", "tokenize", "smoke_dag",
 ]
 
 
@@ -362,6 +384,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                    help="torch threads (on a shared 2-core machine 2 threads run ~5x slower than 1)")
     p.add_argument("--dag-threads", type=int, default=1, help="threads of the smoke DAG's train/eval jobs")
     p.add_argument("--profile-batch", type=int, default=ProfileConfig().batch_size)
+    p.add_argument("--memory-batch", type=int, default=256, help="blocks in profile_memory's one batch")
+    p.add_argument("--memory-repeats", type=int, default=2, help="profile_memory's pairs (a process each)")
     p.add_argument("--demo-results", type=Path, default=Path("results"),
                    help="a demo run's results folder: its benchmarks/**/*.tsv are reported as demo_job rows")
     p.add_argument("--gpu", action="store_true",
@@ -404,6 +428,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 rows.extend(bench_sampler_scale(args.scale_blocks, args.scale_steps))
             elif name == "profile_vs_train":
                 rows.append(bench_profile(root, cfg, args.repeats, args.steps, args.profile_batch))
+            elif name == "profile_memory":
+                rows.append(bench_profile_memory(args.memory_repeats, args.memory_batch))
             elif name == "input_pipeline":
                 rows.append(bench_input_pipeline(root, cfg, args.repeats, args.steps))
             elif name == "tokenize":

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lfr import devices
 from lfr.config import ConfigError, ExperimentConfig
 from lfr.runtime import Interrupted, setup_torch
 
@@ -61,14 +62,30 @@ def read_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[s
     return cfg, given
 
 
+# The stages that may run on a GPU, and the config section whose `device` says so.
+GPU_STAGES = {"train": "train", "score-reference": "train", "profile": "train", "evaluate": "eval",
+              "reference-bpb": "eval"}
+
+
+def claim_device(stage: str, cfg: ExperimentConfig) -> None:
+    """Keep the devices of this job claimed while the stage runs (a launcher claimed them), or
+    claim one of the box's GPUs for a stage that may use one (lfr/devices.py): jobs side by side
+    on one box never share a device."""
+    devices.hold(os.environ)
+    section = GPU_STAGES.get(stage)
+    if section and getattr(cfg, section).device != "cpu":
+        os.environ.update(devices.claim(1, os.environ))
+
+
 def run_stage(args: argparse.Namespace) -> Any:
     """Call the stage's `main`; return what it returns (printed by `main` below)."""
     options = {k: v for k, v in vars(args).items()
                if k not in ("stage", "config", "config_json", "verbose", "threads")}
-    main = importlib.import_module(STAGES[args.stage]).main
     if args.stage in NO_CONFIG:
-        return main(**options)
+        return importlib.import_module(STAGES[args.stage]).main(**options)
     cfg, given = read_config(args)
+    claim_device(args.stage, cfg)  # before the stage's torch starts CUDA
+    main = importlib.import_module(STAGES[args.stage]).main
     if "data" in options or "tokenizer" in options:
         from lfr.data import check_data_matches
 
@@ -139,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
     p.add_argument("--threads", type=int, help=THREADS)
     p.add_argument("--time-limit-min", type=float, help="the job's wall-time limit: save and stop before it")
+    p.add_argument("--stop-margin-s", type=float,
+                   help="stop this long before the job's limit (default: max(120 s, 5%% of the limit))")
     p.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
     p.add_argument("--block-scores", type=Path,
                    help="reference scores (score-reference) for methods that need them (ppl-prune, rho-loss)")

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -133,6 +134,23 @@ class TokenizerConfig(Section):
     """Vocabulary size of the trained BPE (ignored for gpt2, which is always 50257)."""
     train_chars: Annotated[int, Field(ge=10_000)] = 50_000_000
     """The BPE is trained on at most this many characters of the train split."""
+    vocab_multiple: Annotated[int, Field(ge=1, le=4096)] | None = None
+    """Pad the vocabulary with unused tokens up to a multiple of this (64: GPT-2's 50,257 to
+    50,304, as nanoGPT, for faster output-layer kernels); text encodes to the same ids, and the
+    model learns never to predict the padding. None: no padding."""
+
+    QUIET = frozenset({"vocab_multiple"})  # unpadded: the data folders and runs of before
+
+    @property
+    def base_vocab_size(self) -> int:
+        """The tokenizer's own vocabulary, before padding."""
+        return 50257 if self.kind == "gpt2" else self.vocab_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The vocabulary with its padding: what the model's input and output layers have."""
+        multiple = self.vocab_multiple or 1
+        return -(-self.base_vocab_size // multiple) * multiple
 
 
 class DataConfig(Section):
@@ -218,6 +236,13 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 }
 
 
+def default_stop_margin_s(limit_s: float) -> float:
+    """Seconds before a job's time limit at which a run checkpoints and stops, unless
+    `resources.<size>.stop_margin_s` says: enough to save GPT-2 XL's weights and AdamW state
+    (~18 GB) to a shared filesystem after the step in flight."""
+    return max(120.0, 0.05 * limit_s)
+
+
 class SizeResources(Section):
     nodes: Annotated[int, Field(ge=1)] = 1
     """Nodes per training job; more than 1 needs SLURM (the cluster profile): srun starts one
@@ -226,8 +251,11 @@ class SizeResources(Section):
     """GPUs per node of a training job; more than 1 GPU in all launches torchrun (DDP)."""
     runtime_min: Annotated[int, Field(ge=1)] | None = None
     """Wall-time limit of a training job in minutes (SLURM -t): the run checkpoints and stops
-    shortly before it, and the retry resumes. None: no limit of ours (under SLURM the partition's
-    limit still applies, announced by the profile's SIGUSR1 warning)."""
+    `stop_margin_s` before it, and the retry resumes. None: no limit of ours (under SLURM the
+    run reads its job's limit, the partition's, from squeue and stops before that)."""
+    stop_margin_s: Annotated[float, Field(gt=0)] | None = None
+    """How long before its job's time limit a run checkpoints and stops (None: max(120 s, 5% of
+    the limit)); a small model saves in seconds, a large one on a slow filesystem needs more."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
     """Memory per node (SLURM --mem)."""
 
@@ -238,15 +266,37 @@ class SizeResources(Section):
                             "nodes is DDP over GPUs; set gpus, or nodes: 1", "gpus")
         return self
 
+    @model_validator(mode="after")
+    def _time_to_train(self) -> SizeResources:
+        """A limit whose stop margin takes half the job or more is refused before any job runs:
+        each job would spend most of its time starting and saving, and a retry gets no further."""
+        if self.runtime_min is None:
+            return self
+        limit = 60 * self.runtime_min
+        margin = self.stop_margin_s or default_stop_margin_s(limit)
+        if 2 * margin >= limit:
+            shortest = math.floor(2 * margin / 60) + 1
+            raise key_error(
+                f"{self.runtime_min} minute(s) is too short to make progress: a run checkpoints and stops "
+                f"{margin:.0f} s before its job's limit (stop_margin_s; default max(120 s, 5% of the "
+                f"limit)), which leaves at most half of each job to train; give at least {shortest} "
+                "minutes, or a smaller stop_margin_s for a model that saves in seconds", "runtime_min")
+        return self
+
 
 class TrainConfig(Section):
     batch_size: Annotated[int, Field(ge=1)] = 16
     """Blocks per micro-batch (per GPU)."""
     grad_accum: Annotated[int, Field(ge=1)] = 1
     """Micro-batches per optimizer step."""
+    batch_blocks: Annotated[int, Field(ge=1)] | None = None
+    """Blocks per optimizer step, all GPUs and nodes together: grad_accum follows for each run,
+    batch_blocks / (batch_size x nodes x GPUs), the same step for every size and layout (an error
+    where it does not divide). None: batch_size x grad_accum x nodes x GPUs."""
     epochs: Annotated[float, Field(gt=0, le=1e6)] = 4.0
-    """Run length of `random` in passes over all train blocks (LFR derives its own); at most a
-    million, like every epochs option (lfr/sampling/base.py: MAX_EPOCHS)."""
+    """Run length of every method in passes over all train blocks (over each size's subset with
+    tokens_per_param): LFR scales its schedule to fill it; at most a million, like every epochs
+    option (lfr/sampling/base.py: MAX_EPOCHS)."""
     lr: Annotated[float, Field(gt=0)] = 1e-3
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     """The cosine schedule decays to lr * min_lr_ratio at the last step."""
@@ -286,8 +336,30 @@ class TrainConfig(Section):
     refused (false: the message names the size, the tokens needed and those available), or
     trains on every block with as many more passes as that takes (true; the tables give the
     tokens per parameter and the passes reached)."""
+    wandb: bool = False
+    """Also log the metrics rows to Weights & Biases, live (needs the `wandb` package): offline
+    into the run's `wandb/` folder where the config is `offline`, else as W&B's own settings say
+    (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, ...)."""
 
-    QUIET = frozenset({"tokens_per_param", "repeat_data"})
+    QUIET = frozenset({"tokens_per_param", "repeat_data", "batch_blocks", "wandb"})
+
+    @model_validator(mode="after")
+    def _one_batch_setting(self) -> TrainConfig:
+        if self.batch_blocks is not None and self.grad_accum != 1:
+            raise key_error("give train.batch_blocks or train.grad_accum, not both: grad_accum follows "
+                            "from batch_blocks", "grad_accum")
+        return self
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches per optimizer step of a run on `world` processes (nodes x GPUs)."""
+        if self.batch_blocks is None:
+            return self.grad_accum
+        per_micro = self.batch_size * world
+        if self.batch_blocks % per_micro:
+            raise ValueError(f"train.batch_blocks={self.batch_blocks} is not a multiple of train.batch_size "
+                             f"x GPUs = {self.batch_size} x {world} = {per_micro}; change one of them (or "
+                             "the size's resources)")
+        return self.batch_blocks // per_micro
 
 
 class EvalConfig(Section):
@@ -557,7 +629,8 @@ class ExperimentConfig(Section):
 
     @property
     def vocab_size(self) -> int:
-        return 50257 if self.tokenizer.kind == "gpt2" else self.tokenizer.vocab_size
+        """The model's vocabulary: the tokenizer's, padded to tokenizer.vocab_multiple."""
+        return self.tokenizer.padded_vocab_size
 
 
 def token_dtype(choice: str, vocab_size: int) -> str:

@@ -158,8 +158,9 @@ def corpus_problems(cfg: ExperimentConfig, available: int) -> list[str]:
     problems = []
     for size in cfg.models:
         try:
+            world = world_size(cfg, size)
             block_budget(cfg, size, available, param_count(cfg, size)[0],
-                         cfg.train.batch_size * cfg.train.grad_accum * world_size(cfg, size))
+                         cfg.train.batch_size * cfg.train.accumulation(world) * world)
         except ValueError as err:
             problems.append(f"train.tokens_per_param: {err}")
     return problems
@@ -283,6 +284,14 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     if not problems and (p.methods or p.sizes or p.seeds != [0]) and not profiled_runs(cfg):
         problem("selects no run of the grid (`method_sizes` and `size_seeds` included); "
                 "`methods: []` profiles nothing on purpose", "profile")
+    if cfg.train.batch_blocks is not None:  # each size's step, across its nodes and GPUs
+        for size in cfg.models:
+            r = size_resources(cfg, size)
+            try:
+                cfg.train.accumulation(r.nodes * max(r.gpus, 1))
+            except ValueError as err:
+                problem(f"{err}: resources.{size} runs {r.nodes} node(s) x {max(r.gpus, 1)} GPU(s)",
+                        "train", "batch_blocks")
     for name in cfg.eval.reference_tokens:
         if name not in cfg.eval.references:
             problem(f"{name!r} is not in `eval.references` ({cfg.eval.references})", "eval",

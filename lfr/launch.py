@@ -5,7 +5,9 @@
 One node: plainly for one GPU or the CPU, under `torchrun --standalone` for several GPUs (DDP).
 Several nodes, in a SLURM job with one task per node: srun starts this launcher once per node,
 and each node's torchrun meets the others at a c10d rendezvous on the job's first node, on a port
-and under an id derived from the job id. Imports no torch: it only builds the command and execs.
+and under an id derived from the job id. Where it trains, it first claims its GPUs from the box's
+pool (lfr/devices.py: CUDA_VISIBLE_DEVICES, so that jobs side by side never share a device).
+Imports no torch: it only builds the command and execs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+
+from lfr import devices
 
 ON_NODE = "LFR_LAUNCH_ON_NODE"  # set in srun's tasks: this launcher runs on one node of the job
 USAGE = "usage: python -m lfr.launch NODES GPUS_PER_NODE THREADS ARGS... (runs python ARGS...)"
@@ -58,17 +62,20 @@ def main(argv: list[str]) -> None:
     if len(argv) < 4 or not all(a.isdigit() for a in argv[:3]):
         raise SystemExit(USAGE)
     nodes, gpus, threads = (int(a) for a in argv[:3])
-    cmd = command(nodes, gpus, threads, argv[3:], os.environ)
-    if ON_NODE in os.environ:  # the training log starts with each node's torchrun
+    env = dict(os.environ)
+    if nodes == 1 or ON_NODE in env:  # it trains here (else it starts srun): its devices first
+        env |= devices.claim(gpus, env)
+    cmd = command(nodes, gpus, threads, argv[3:], env)
+    if ON_NODE in env:  # the training log starts with each node's torchrun
         sys.stderr.write(f"lfr.launch: node {os.environ.get('SLURM_NODEID', '?')} of {nodes}: "
                          f"{shlex.join(cmd[:len(cmd) - len(argv) + 3])}\n")
         sys.stderr.flush()
-    # torchrun has no handler for SIGUSR1 (the profile's warning before the time limit), so the
+    # torchrun has no handler for SIGUSR1 (a time-limit warning: sbatch --signal of the user's), so the
     # signal would kill it under its workers. Ignored here (an ignore survives exec), it is left
     # to the training processes, whose own handler (lfr/train.py: StopRequest) replaces it.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        os.execvpe(cmd[0], cmd, {**os.environ, ON_NODE: "1"} if nodes > 1 else os.environ)
+        os.execvpe(cmd[0], cmd, {**env, ON_NODE: "1"} if nodes > 1 else env)
     except FileNotFoundError:
         raise SystemExit(f"lfr.launch: {cmd[0]} is not on PATH (a job on several nodes runs srun, "
                          "inside a SLURM job)") from None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,8 @@ class MetricsLog:
 
     def __init__(self, rows: list[dict[str, Any]], elapsed_before: float, tokens_per_step: int,
                  flops_per_token: float, peak_flops_total: float | None,
-                 tensorboard: TensorBoard | None = None) -> None:
-        self.rows, self.tokens_per_step, self.tensorboard = rows, tokens_per_step, tensorboard
+                 live: Sequence[TensorBoard | WandB] = ()) -> None:
+        self.rows, self.tokens_per_step, self.live = rows, tokens_per_step, live
         self.flops_per_token, self.peak = flops_per_token, peak_flops_total
         self.t_start = time.perf_counter() - elapsed_before
         self.window, self.train_time = time.perf_counter(), 0.0
@@ -74,8 +77,8 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        if self.tensorboard:
-            self.tensorboard.write(row)
+        for curves in self.live:
+            curves.write(row)
 
     def train_tokens_per_s(self, steps: int) -> float:
         return steps * self.tokens_per_step / max(self.train_time, 1e-9)
@@ -105,3 +108,31 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class WandB:
+    """Live curves on Weights & Biases (`train.wandb`): every metrics row under the TensorBoard
+    tags plus `tokens` and the sampler's `phase`, at its step, and the run's settings as the W&B
+    config. With the config's `offline` (the default), W&B runs offline into the run folder's
+    wandb/ (`wandb sync` uploads it later); else as its own settings say (WANDB_PROJECT, default
+    lfr-repro; WANDB_ENTITY; WANDB_MODE). The W&B run's id is the run folder's, so that the jobs
+    of a resumed run log into one W&B run (steps it logged before are dropped by W&B)."""
+
+    def __init__(self, run_dir: Path, name: str, settings: dict[str, Any], offline: bool) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ImportError("train.wandb: true needs the wandb package: pip install wandb (or set "
+                              "train.wandb: false)") from err
+        run_id = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "lfr-repro"), name=name, id=run_id,
+                              resume="allow", dir=run_dir, config=settings,
+                              mode="offline" if offline else None, settings=wandb.Settings(console="off"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        values = {tag: row[key] for key, tag in TENSORBOARD_TAGS.items()
+                  if key in row and math.isfinite(row[key])}
+        self.run.log({**values, "tokens": row["tokens"], "phase": row["phase"]}, step=row["step"])
+
+    def close(self) -> None:
+        self.run.finish()

@@ -87,17 +87,21 @@ def autocast(device: torch.device, dtype: str) -> Any:
 
 @torch.no_grad()
 def scored_batches(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
-                   device: torch.device, dtype: str) -> Iterator[tuple[slice, torch.Tensor]]:
+                   device: torch.device, dtype: str,
+                   chunk_tokens: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
     """Every batched no-grad loss pass (validation, profiling, reference scoring): the model in
     eval mode over `ids` in batches; yields (positions in `ids`, their per-block losses on the
-    device). The model's train/eval mode is restored at the end."""
+    device). `chunk_tokens`: the logits a few blocks at a time (chunked_block_losses; a plain HF
+    model, not a DDP or compiled wrapper). The model's train/eval mode is restored at the end."""
     was_training = model.training
     model.eval()
     for i in range(0, len(ids), batch_size):
         batch = store.batch(ids[i : i + batch_size])
         x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in batch)
         with autocast(device, dtype):
-            yield slice(i, i + len(x)), block_losses(model, x, y)
+            losses = block_losses(model, x, y) if chunk_tokens is None else \
+                chunked_block_losses(model, x, y, chunk_tokens)
+            yield slice(i, i + len(x)), losses
     model.train(was_training)
 
 
@@ -107,9 +111,26 @@ def block_losses(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     The same numbers serve as the training loss (their mean) and as the per-block score that
     data-selection methods record, so recording costs no extra FLOPs.
     """
-    logits = model(input_ids=x).logits  # (B, T, V)
+    return mean_block_ce(model(input_ids=x).logits, y)
+
+
+def mean_block_ce(logits: Tensor, y: Tensor) -> Tensor:
+    """Each block's mean token cross-entropy, (B,), from its logits (B, T, V), in float32."""
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
     return loss.view(y.shape).mean(dim=1)
+
+
+def chunked_block_losses(model: PreTrainedModel, x: Tensor, y: Tensor, chunk_tokens: int) -> Tensor:
+    """block_losses of a no-grad pass in bounded memory: the model's body once, without the
+    key/value cache that HF keeps by default (every layer's keys and values: 40 GB for GPT-2 XL
+    at 128 blocks of 1024), then its output layer and the cross-entropy a few whole blocks at a
+    time, at most `chunk_tokens` tokens (one block if a block is longer): memory holds one
+    chunk's logits, not the batch's B x T x V (~65 GB at GPT-2's vocabulary, batch 128, block
+    1024, with their float32 copy and softmax)."""
+    hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state  # (B, T, C)
+    head, rows = model.get_output_embeddings(), max(1, chunk_tokens // x.shape[1])
+    return torch.cat([mean_block_ce(head(hidden[i : i + rows]), y[i : i + rows])
+                      for i in range(0, len(x), rows)])
 
 
 def configure_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,

@@ -35,6 +35,9 @@ from lfr.snapshots import load_weights, read_index
 log = logging.getLogger(__name__)
 # int64 block_id, float32 loss, int64 step and tokens; run, phase and domain dictionary-encoded.
 BYTES_PER_ROW = 8 + 4 + 8 + 8 + 3 * 2
+# The output layer and its cross-entropy run over this many tokens at a time, whatever
+# profile.batch_size: at GPT-2's 50,304 outputs ~4 GB of logits with their float32 copy and softmax.
+LOGIT_CHUNK_TOKENS = 8192
 
 
 def sample_blocks(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
@@ -46,10 +49,12 @@ def sample_blocks(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
 
 
 def profile_losses(model: torch.nn.Module, store: BlockStore, ids: np.ndarray, batch_size: int,
-                   device: torch.device, dtype: str = "float32") -> np.ndarray:
-    """Mean token loss (float32) of each block in `ids`, eval mode, training's autocast."""
+                   device: torch.device, dtype: str = "float32",
+                   chunk_tokens: int | None = LOGIT_CHUNK_TOKENS) -> np.ndarray:
+    """Mean token loss (float32) of each block in `ids`, eval mode, training's autocast; the
+    logits `chunk_tokens` at a time (None: the whole batch's at once, as validation does)."""
     out = np.empty(len(ids), dtype=np.float32)
-    for part, losses in scored_batches(model, store, ids, batch_size, device, dtype):
+    for part, losses in scored_batches(model, store, ids, batch_size, device, dtype, chunk_tokens):
         out[part] = losses.float().cpu().numpy()
     return out
 

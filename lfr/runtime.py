@@ -4,6 +4,7 @@ commit of the code that ran, and the exception that means "stopped early, rerun 
 from __future__ import annotations
 
 import ctypes
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,37 @@ def resolve_device(requested: str, key: str = "train.device") -> Any:
     if requested not in ("auto", "cpu", "cuda"):
         raise ValueError(f"{key}={requested!r}: choose auto, cpu or cuda")
     return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda) else "cpu")
+
+
+def slurm_seconds(text: str) -> float | None:
+    """A SLURM duration in seconds: minutes, minutes:seconds, hours:minutes:seconds, or
+    days-hours[:minutes[:seconds]]; None for UNLIMITED, NOT_SET, INVALID and anything else."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text.strip())
+    if m is None:
+        return None
+    fields = [int(f) for f in m[2].split(":")]
+    if m[1] is not None:  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = fields + [0] * (3 - len(fields))
+    else:  # minutes[:seconds], or hours:minutes:seconds
+        hours, minutes, seconds = fields if len(fields) == 3 else [0, *fields, 0][:3]
+    return float(((int(m[1] or 0) * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def slurm_time(env: dict[str, str] | None = None) -> tuple[float, float] | None:
+    """(seconds left, time limit in seconds) of the SLURM job this process runs in, from squeue;
+    None outside a job, without a limit, or if squeue does not answer in 10 s. Whatever set the
+    limit (sbatch -t, the partition's default, a later `scontrol update`), this is the one that
+    SLURM will enforce."""
+    import os
+
+    job = (os.environ if env is None else env).get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--jobs", job, "--format", "%L|%l"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    left, _, limit = out.strip().partition("|")
+    seconds = slurm_seconds(left), slurm_seconds(limit)
+    return None if None in seconds else seconds  # type: ignore[return-value]

@@ -81,25 +81,25 @@ def prepare_tokenizer(cfg: TokenizerConfig, train_docs: Path, out_dir: Path,
     """Build the tokenizer and save it to out_dir; return its metadata.
 
     `built_from` in the metadata: `cfg` and `corpus` (the config train_docs were read with, when
-    the stage was given it), for `lfr.data.check_data_matches`. `pad_to`: append unused special
-    tokens up to this vocabulary size, so that a model built from the metadata has that many
-    output rows (nanoGPT pads GPT-2's 50257 to 50304, a multiple of 64, for faster kernels);
-    text encodes to the same ids."""
+    the stage was given it), for `lfr.data.check_data_matches`. `pad_to` (default: the config's
+    tokenizer.vocab_multiple): append unused special tokens up to this vocabulary size, so that a
+    model built from the metadata has that many output rows (nanoGPT pads GPT-2's 50257 to
+    50304, a multiple of 64, for faster kernels); text encodes to the same ids."""
     from transformers import PreTrainedTokenizerFast
 
     tok = build_gpt2() if cfg.kind == "gpt2" else train_bpe(
         _train_texts(train_docs, cfg.train_chars), cfg.vocab_size
     )
-    expected = GPT2_VOCAB_SIZE if cfg.kind == "gpt2" else cfg.vocab_size
+    expected = cfg.base_vocab_size
+    pad_to = pad_to or cfg.padded_vocab_size  # tokenizer.vocab_multiple
     if tok.get_vocab_size() != expected:
         raise ValueError(
             f"tokenizer: got {tok.get_vocab_size()} tokens, expected {expected}; the train split "
             f"is too small for tokenizer.vocab_size={cfg.vocab_size}, lower it"
         )
-    if pad_to is not None:
-        if pad_to < expected:
-            raise ValueError(f"pad_to={pad_to} is smaller than the tokenizer's {expected} tokens")
-        tok.add_special_tokens([f"<|pad{i}|>" for i in range(expected, pad_to)])
+    if pad_to < expected:
+        raise ValueError(f"pad_to={pad_to} is smaller than the tokenizer's {expected} tokens")
+    tok.add_special_tokens([f"<|pad{i}|>" for i in range(expected, pad_to)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT)
     blob = tok.to_str()
     meta = {

@@ -33,13 +33,20 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lfr import checkpoint
-from lfr.config import ExperimentConfig, ProfileConfig, TrainConfig, config_hash
+from lfr.config import (
+    ExperimentConfig,
+    ProfileConfig,
+    TrainConfig,
+    budget_name,
+    config_hash,
+    default_stop_margin_s,
+)
 from lfr.data import BlockStore, BlockSubset, subset_ids, target_bytes
 from lfr.distributed import FLAGS, Dist, InFlight, all_sum, finish, send_to_host, setup_dist
 from lfr.files import atomic_dir, write_json, write_parquet
 from lfr.grid import block_budget
 from lfr.loader import BatchLoader, StepBatch
-from lfr.metrics import MetricsLog, TensorBoard, peak_flops
+from lfr.metrics import MetricsLog, TensorBoard, WandB, peak_flops
 from lfr.model import (
     autocast,
     block_losses,
@@ -51,7 +58,7 @@ from lfr.model import (
     num_params,
     scored_batches,
 )
-from lfr.runtime import Interrupted, git_commit
+from lfr.runtime import Interrupted, git_commit, slurm_time
 from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, method_options
 from lfr.sampling.base import epoch_permutation
 from lfr.snapshots import SnapshotWriter, snapshot_steps
@@ -106,6 +113,7 @@ class Job:
     run_info: dict[str, Any] = field(default_factory=dict)
     snapshots: ProfileConfig | None = None
     time_limit_min: float | None = None
+    stop_margin_s: float | None = None
     stop_at_step: int | None = None
     budget: float = 1.0
     """Multiple of the method's default run length (a sweep's run; the sampler scales its plan)."""
@@ -158,14 +166,27 @@ def bits_per_byte(nats_per_token: float, tokens: int, n_bytes: int) -> float:
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGUSR1 (preemption, SLURM's --signal) or by a deadline. Checked every step;
-    under DDP the ranks' requests travel with the losses, so a stop takes effect at the next step
-    whose losses are sent: every step if the sampler reads them, else every log row."""
+    """Set by SIGTERM/SIGUSR1 (preemption, scancel, a --signal of the user's) or by a deadline:
+    `stop_margin_s` (None: lfr.config.default_stop_margin_s) before the earlier of the job's limit
+    as given (`time_limit_min` from the launch) and, in a SLURM job, the limit that SLURM enforces
+    (squeue, asked once by each node's first process). Checked every step; under DDP the ranks'
+    requests travel with the losses, so a stop takes effect at the next step whose losses are
+    sent: every step if the sampler reads them, else every log row."""
 
-    def __init__(self, t_launch: float, time_limit_min: float | None) -> None:
-        self.deadline, self.signal = None, None
-        if time_limit_min:  # leave time to save the checkpoint
-            self.deadline = t_launch + 60 * time_limit_min - max(120.0, 0.05 * 60 * time_limit_min)
+    def __init__(self, t_launch: float, time_limit_min: float | None, stop_margin_s: float | None = None,
+                 slurm: tuple[float, float] | None = None) -> None:
+        self.deadline, self.signal, self.budget_s, self.margin_s = None, None, None, 0.0
+        limits = [(t_launch + 60 * time_limit_min, 60 * time_limit_min)] if time_limit_min else []
+        if slurm is None and os.environ.get("LOCAL_RANK", "0") == "0":
+            slurm = slurm_time()
+        if slurm is not None:
+            limits.append((time.time() + slurm[0], slurm[1]))
+        if limits:
+            end, limit = min(limits)
+            self.margin_s = stop_margin_s or default_stop_margin_s(limit)
+            self.deadline, self.budget_s = end - self.margin_s, end - self.margin_s - time.time()
+            log.info("time limit: the run stops in %.0f s, %.0f s before its job's end, to save a "
+                     "checkpoint", self.budget_s, self.margin_s)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
 
@@ -174,8 +195,13 @@ class StopRequest:
 
     def reason(self) -> str | None:
         """Why this process should stop now, or None (under DDP the loop combines the ranks')."""
-        late = self.deadline is not None and time.time() > self.deadline
-        return self.signal or ("the job's time limit is near" if late else None)
+        if self.signal or self.deadline is None or time.time() <= self.deadline:
+            return self.signal
+        if self.budget_s is not None and self.budget_s < self.margin_s:  # more saving than training
+            return (f"the job's time limit is near; it left {max(self.budget_s, 0):.0f} s to train: give "
+                    "the job a longer limit (resources.<size>.runtime_min) or a smaller "
+                    "resources.<size>.stop_margin_s")
+        return "the job's time limit is near"
 
 
 def phase_ends(sampler: Sampler, num_steps: int) -> set[int]:
@@ -197,14 +223,28 @@ def run_settings(cfg: ExperimentConfig, size: str, method: Method, block_size: i
                  vocab_size: int, budget: float = 1.0) -> dict[str, Any]:
     """What determines a run's result but its seed, with the block size and vocabulary read from
     the data and tokenizer folders. Its hash is the run's `config_hash`, so the seeds of one
-    configuration share it; device, log_every, ckpt_every and tensorboard change no result."""
+    configuration share it; device, log_every, ckpt_every, tensorboard and wandb change no result."""
     dump = cfg.model_dump(mode="json")
     return {"corpus": dump["corpus"], "tokenizer": {**dump["tokenizer"], "vocab_size": vocab_size},
             "data": {**dump["data"], "block_size": block_size},
             "model": cfg.model_preset(size).model_dump(mode="json"),
             "train": cfg.train.model_dump(mode="json", exclude={"device", "log_every", "ckpt_every",
-                                                                 "tensorboard"}),
+                                                                 "tensorboard", "wandb"}),
             "method": method.name, "method_options": method.options, "budget": budget}
+
+
+def live_logs(cfg: ExperimentConfig, job: Job, method: Method, block_size: int, vocab_size: int,
+              step: int) -> list[TensorBoard | WandB]:
+    """The live curves a run writes as it trains (train.tensorboard, train.wandb); `step`: where
+    it resumed (0: a fresh start)."""
+    tc, out, live = cfg.train, Path(job.out_dir), []
+    if tc.tensorboard:
+        live.append(TensorBoard(out / "tb", step or None))
+    if tc.wandb:
+        settings = run_settings(cfg, job.size, method, block_size, vocab_size, job.budget)
+        live.append(WandB(out, f"{job.size}/{method.name}/budget{budget_name(job.budget)}/seed{job.seed}",
+                          {**settings, "seed": job.seed, "config_hash": config_hash(settings)}, cfg.offline))
+    return live
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: StepBatch,
@@ -259,8 +299,9 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     if job.lr_mult != 1:  # the learning-rate check: its lr is in run.json's settings and hash
         scaled = cfg.train.model_copy(update={"lr": cfg.train.lr * job.lr_mult})
         cfg = cfg.model_copy(update={"train": scaled})
-    tc, t_launch = cfg.train, time.time()
-    d = setup_dist(tc.device)
+    t_launch, d = time.time(), setup_dist(cfg.train.device)
+    tc = cfg.train.model_copy(update={"grad_accum": cfg.train.accumulation(d.world)})  # train.batch_blocks
+    run_cfg, cfg = cfg, cfg.model_copy(update={"train": tc})  # the loop's; run_cfg: as given, for the hash
     for seed_rng in (torch.manual_seed, np.random.seed, random.seed):
         seed_rng(job.seed)
     train_store, val_store = BlockStore.open(job.data_dir, "train"), BlockStore.open(job.data_dir, "val")
@@ -293,7 +334,7 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     snaps = SnapshotWriter(partial / "snapshots.partial", job.snapshots, snapshot_steps(
         ends, num_steps, tokens_per_step, job.snapshots) if job.snapshots and d.main else [])
     peak = peak_flops(tc.peak_tflops, d.device)
-    live = TensorBoard(Path(job.out_dir) / "tb", step or None) if tc.tensorboard and d.main else None
+    live = live_logs(run_cfg, job, method, T, meta["vocab_size"], step) if d.main else []
     metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world,
                          live)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
@@ -303,7 +344,8 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         loss = estimate_val_loss(stepped, val_store, val_ids, tc.batch_size, d, tc.dtype)
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, len(val_ids) * T, val_bytes)}
 
-    stopper = StopRequest(t_launch, job.time_limit_min)  # from here on, a signal saves and stops
+    # from here on, a signal or the job's time limit saves and stops
+    stopper = StopRequest(t_launch, job.time_limit_min, job.stop_margin_s)
     if step == 0:
         metrics.first(sampler.phase(0), validate())
     loader = BatchLoader(store, tc.batch_size * tc.grad_accum, d.rank, d.device)
@@ -313,9 +355,9 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
     finally:
         loader.close()
-        if live:
-            live.close()
-    return finish_run(cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
+        for curves in live:
+            curves.close()
+    return finish_run(run_cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
                       loop.scored_blocks, ids)
 
 
@@ -495,6 +537,9 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         out = Path(job.out_dir)
         snaps.maybe_save(steps, model)
         with atomic_dir(out / "model") as tmp:
+            padding = list(range(cfg.tokenizer.base_vocab_size, meta["vocab_size"]))
+            if padding:  # tokenizer.vocab_multiple: generation (lm-eval's too) never emits them
+                model.generation_config.suppress_tokens = padding
             model.save_pretrained(tmp)
             tok = load_hf_tokenizer(job.tok_dir)
             tok.model_max_length = T
@@ -513,10 +558,12 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
 
 def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,
          out: Path, resume_dir: Path | None = None, time_limit_min: float | None = None,
+         stop_margin_s: float | None = None,
          snapshots: str | None = None, block_scores: Path | None = None, budget: float = 1.0,
          lr_mult: float = 1.0) -> None:
     """The `train` stage; `snapshots`: the profile settings as JSON (the runs `profile:` selects)."""
     job = Job(size, seed, data, tokenizer, out, resume_dir, run_info={"git_commit": git_commit()},
               snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None,
-              time_limit_min=time_limit_min, budget=budget, lr_mult=lr_mult)
+              time_limit_min=time_limit_min, stop_margin_s=stop_margin_s, budget=budget,
+              lr_mult=lr_mult)
     train(cfg, job, Method.registered(cfg, method, block_scores))

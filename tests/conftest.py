@@ -63,6 +63,39 @@ def prepared(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke config's whole DAG (corpus to figures), run once per session on the local
+    executor: tests/test_workflow.py checks it, tests/test_slurm.py compares a cluster's run with it."""
+    import subprocess
+    import sys
+
+    cwd = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
+                        "all", "--workflow-profile", "none", "--cores", "2", "--configfile",
+                        str(REPO / "config/smoke.yaml")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return cwd
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A one-node SLURM on localhost (tests/slurm_cluster.py), started once per session and
+    stopped at its end; skipped, with the reason, where it cannot start (LFR_TEST_SLURM=0: never)."""
+    import slurm_cluster
+
+    if os.environ.get("LFR_TEST_SLURM") == "0":
+        pytest.skip("LFR_TEST_SLURM=0")
+    try:
+        cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    except slurm_cluster.Unavailable as err:
+        pytest.skip(str(err))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def trained(prepared, tmp_path_factory):
     """(config, prepared dir, run dir, summary) of one tiny `random` run."""
     cfg, root = prepared

@@ -65,6 +65,15 @@ LFR = {"methods": ["random", "lfr"]}
         ({"method_sizes": {"random": []}}, "method_sizes.random", "at least 1"),
         ({"train": {"epochs": 1e300}}, "train.epochs", "less than or equal to 1000000"),
         ({"resources": {"default": {"gpus": -1}}}, "resources.default.gpus", "greater than or equal to 0"),
+        ({"train": {"batch_blocks": 480, "grad_accum": 5}}, "train.grad_accum", "not both"),
+        ({"train": {"batch_size": 12, "batch_blocks": 480},
+          "resources": {"default": {"gpus": 8}, "micro": {"nodes": 4, "gpus": 8}}},
+         "train.batch_blocks: train.batch_blocks=480 is not a multiple of train.batch_size x GPUs = "
+         "12 x 32 = 384", "resources.micro runs 4 node(s) x 8 GPU(s)"),
+        ({"resources": {"default": {"runtime_min": 4}}}, "resources.default.runtime_min: 4 minute(s) is too "
+         "short to make progress", "stops 120 s before its job's limit"),  # half the job or more
+        ({**NANO, "resources": {"nano": {"runtime_min": 1, "stop_margin_s": 30}}},
+         "resources.nano.runtime_min", "give at least 2 minutes, or a smaller stop_margin_s"),
         ({"eval": {"bootstrap_iters": 1}}, "eval.bootstrap_iters", "at least 2"),
         ({"eval": {"mc_choices": 52}}, "eval.mc_choices", "less than or equal to 51"),
         ({"eval": {"tasks": ["lfr_ppl", "lfr_ppl"]}}, "eval.tasks[1]", "listed twice"),
@@ -87,6 +96,19 @@ def test_bound_error_names_the_full_path(raw, key, hint):
         validate_config(raw, "my.yaml")
     msg = str(err.value)
     assert f"  - {key}" in msg and hint in msg, msg
+
+
+def test_grad_accum_follows_from_the_global_batch_for_any_layout():
+    train = validate_config({"train": {"batch_size": 12, "batch_blocks": 480}}).train
+    assert [train.accumulation(world) for world in (1, 8, 40)] == [40, 5, 1]
+    assert validate_config({}).train.accumulation(8) == 1  # without it: grad_accum, as before
+    assert "batch_blocks" not in validate_config({}).train.model_dump()  # existing hashes and params
+
+
+def test_a_time_limit_leaving_more_than_the_stop_margin_is_accepted():
+    five = validate_config({"resources": {"default": {"runtime_min": 5}}})  # 3 of 5 minutes to train
+    assert five.resources["default"].runtime_min == 5
+    validate_config({**NANO, "resources": {"nano": {"runtime_min": 1, "stop_margin_s": 29}}})
 
 
 def test_generation_budget_must_leave_context_in_the_whole_config():

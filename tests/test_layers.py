@@ -75,6 +75,7 @@ def planted(tmp_path: Path, module: str, line: str) -> Path:
 PLANTS = [
     ("lfr/sampling/base.py", "import torch", {"sampling"}),
     ("lfr/report/summarize.py", "from lfr.train import train", {"report"}),
+    ("lfr/devices.py", "from lfr import runtime", {"launch"}),  # runtime imports torch where it runs
     ("lfr/sampling/base.py", "from lfr import grid", {"acyclic"}),  # grid imports sampling
     # cli imports config (a cycle) and torch (through lfr.runtime), and so then does every user of
     # config (the samplers; the report side does not use it)

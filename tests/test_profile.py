@@ -56,6 +56,29 @@ def test_profile_losses_match_the_final_model_and_count_their_tokens(profiled):
     assert len(table) == profile["snapshots"] * 48 and table.domain.notna().all()
 
 
+@pytest.mark.parametrize("size", ["nano", "llama-nano"])
+def test_the_chunked_pass_gives_todays_per_block_losses(prepared, size):
+    """The profiling pass takes the logits a few blocks at a time (lfr.model.chunked_block_losses,
+    without HF's key/value cache); each block's loss is the whole batch's (rtol 1e-5), also when
+    the chunks do not divide the batch. A freshly initialised model of each architecture."""
+    from lfr.config import MODEL_PRESETS
+    from lfr.model import build_model, model_config
+    from lfr.profile import LOGIT_CHUNK_TOKENS, profile_losses
+    from lfr.tokenizer import tokenizer_meta
+
+    _, root = prepared
+    store, meta = BlockStore.open(root / "data", "train"), tokenizer_meta(root / "tokenizer")
+    torch.manual_seed(0)
+    shape = model_config(MODEL_PRESETS[size], meta["vocab_size"], store.block_size, meta["eot_id"])
+    model = build_model(shape)
+    ids, cpu = np.arange(40), torch.device("cpu")
+    today = profile_losses(model, store, ids, 16, cpu, chunk_tokens=None)  # the whole batch's logits
+    for chunk in (3 * store.block_size, LOGIT_CHUNK_TOKENS, 1):  # 3 blocks; all 16; one block
+        np.testing.assert_allclose(profile_losses(model, store, ids, 16, cpu, chunk_tokens=chunk), today,
+                                   rtol=1e-5)
+    assert model.training  # the pass restores the mode
+
+
 def test_profiling_a_run_without_snapshots_says_how_to_fix_it(trained, tmp_path):
     _, root, run_dir, _ = trained
     with pytest.raises(ValueError, match="profile:"):

@@ -62,14 +62,18 @@ def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memor
                     f"{root}/runs/micro/random/budget1/seed0/run.json",
                     "--configfile", str(tmp_path / "cfg.yaml"),
                     "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
-                    "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime"],
+                    "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime",
+                    # fitted key by key over the rule's requests (README: Fitting the profile)
+                    "--set-resources", "train:qos=long", "train:constraint=a100",
+                    "train:slurm_extra='--exclusive'"],
                    capture_output=True, text=True, env=env, timeout=300)
     lines = (tmp_path / "sbatch.log").read_text().splitlines()
     one, two = (next(line.split() for line in lines if f"size={size}" in line) for size in ("nano", "micro"))
-    for flags in (one, two):  # every job step is warned (B: would signal only the batch shell)
-        assert "--signal=USR1@300" in flags and not any("B:USR1" in f for f in flags), flags
+    for flags in (one, two):  # no --signal: the run reads its time limit from SLURM
+        assert not any(f.startswith("--signal") for f in flags), flags
         assert "-A myacct" in " ".join(flags) and "-p gpu" in " ".join(flags)
         assert "--cpus-per-gpu=8" in flags and not any(f.startswith("--ntasks-per-gpu") for f in flags)
+        assert {"--qos=long", "--exclusive"} <= set(flags) and "-C a100" in " ".join(flags)
     # one node: the job's 2 GPUs on it, one task (the plugin's srun step around the rule)
     assert {"--nodes=1", "--gpus=2"} <= set(one) and "-t 90" in " ".join(one)
     assert "--mem 12000" in " ".join(one)
@@ -78,6 +82,17 @@ def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memor
     assert {"--nodes=2", "--ntasks=2", "--gres=gpu:4"} <= set(two), two
     assert not any(f.startswith("--gpus") for f in two) and "-t 60" in " ".join(two)
     assert "--mem 9000" in " ".join(two)  # per node
+
+
+def test_the_example_override_profile_sets_only_keys_the_shipped_profile_leaves_out():
+    """Snakemake merges profiles key by key with the workflow profile last: an override's key that
+    the shipped profile also sets would be silently ignored. Each of its set-resources names a rule."""
+    shipped, example = (yaml.safe_load((REPO / f"workflow/profiles/{name}/profile.yaml").read_text())
+                        for name in ("slurm", "example-cluster"))
+    assert example and not set(example) & set(shipped)
+    smk = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    rules = set(re.findall(r"^rule (\w+):", smk, flags=re.M))
+    assert set(example["set-resources"]) <= rules
 
 
 def start_training(tmp_path, root, epochs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -275,7 +276,7 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
         assert StopRequest(time.time(), None).reason() is None  # no limit: never late
         assert StopRequest(time.time(), 60).reason() is None  # 60 min left, 3 min margin
         late = StopRequest(time.time() - 58 * 60, 60)  # 2 min left < the 3 min kept to save
-        assert late.reason() == "the job's time limit is near"
+        assert late.reason().startswith("the job's time limit is near; it left 0 s to train")
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             stopper = StopRequest(time.time(), None)
             os.kill(os.getpid(), sig)
@@ -283,6 +284,104 @@ def test_a_stop_is_asked_by_sigterm_sigusr1_or_the_deadline():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_the_deadline_is_the_earlier_of_the_limits_less_the_stop_margin():
+    """The limit SLURM enforces (squeue's time left and limit) counts as much as the job's given
+    limit; the margin is stop_margin_s, else max(120 s, 5% of the limit). A run whose whole
+    budget was shorter than its margin says so when it stops."""
+    import signal
+    import time
+
+    from lfr.train import StopRequest
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        now = time.time()
+        limited = StopRequest(now, 60, stop_margin_s=10, slurm=(30.0, 60.0))  # SLURM's is earlier
+        assert limited.deadline == pytest.approx(now + 20, abs=1)
+        assert StopRequest(now, 1, slurm=(3000.0, 3600.0)).deadline == pytest.approx(now - 60, abs=1)
+        day = StopRequest(now, None, slurm=(86400.0, 86400.0))
+        assert day.deadline == pytest.approx(now + 86400 - 4320, abs=1)  # 5% of a day
+        short = StopRequest(now, None, slurm=(100.0, 180.0))  # 120 s margin: no time to train
+        assert short.reason().startswith("the job's time limit is near; it left 0 s to train: give the "
+                                         "job a longer limit (resources.<size>.runtime_min)")
+        late = StopRequest(now, 10, stop_margin_s=30)  # trained for most of its job
+        late.deadline = time.time() - 1
+        assert late.reason() == "the job's time limit is near"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_slurm_jobs_time_comes_from_squeue(tmp_path, monkeypatch):
+    from lfr.runtime import slurm_seconds, slurm_time
+
+    assert [slurm_seconds(t) for t in ("1-02:03:04", "02:03:04", "03:04", "5", "2-5", "UNLIMITED", "")] == [
+        93784, 7384, 184, 300, 190800, None, None]
+    (tmp_path / "squeue").write_text('#!/bin/sh\necho "$@" > "$0.args"; echo "12:30|1:00:00"\n')
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert slurm_time({}) is None  # not in a SLURM job
+    assert slurm_time({"SLURM_JOB_ID": "42"}) == (750, 3600)
+    assert (tmp_path / "squeue.args").read_text().split() == ["--noheader", "--jobs", "42", "--format",
+                                                              "%L|%l"]
+
+
+@pytest.mark.slow
+def test_a_padded_vocabulary_is_never_predicted_and_leaves_the_loss_as_it_is(prepared, tmp_path):
+    """tokenizer.vocab_multiple: unused tokens up to the multiple (500 -> 512), the text encoded to
+    the same ids, so no target is ever padding; the model has the padded rows, and a short run
+    (1 epoch, 476 steps) drives their probability to 4e-4: the loss over the whole softmax (the
+    tables' val_loss, lm-eval's) is the loss over the real vocabulary within 1e-3 nats (4e-4 here;
+    1e-5 after 4 epochs; at paper scale, 10^5 steps, far closer). The saved generation config
+    suppresses the padding, so that no generated token is one (lm-eval's generation tasks)."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from lfr.tokenize import tokenize
+    from lfr.tokenizer import prepare_tokenizer, tokenizer_meta
+
+    _, root = prepared
+    tokens = {}
+    for multiple in (None, 64):
+        cfg = tiny_config(tokenizer={"vocab_size": 500, "vocab_multiple": multiple})
+        folder = tmp_path / f"pad{multiple}"
+        prepare_tokenizer(cfg.tokenizer, root / "corpus/train.parquet", folder / "tokenizer")
+        tokenize(root / "corpus/train.parquet", root / "corpus/val.parquet", folder / "tokenizer", cfg.data,
+                 folder / "data")
+        tokens[multiple] = [np.fromfile(folder / f"data/{part}.bin", np.uint16) for part in ("train", "val")]
+    assert tokenizer_meta(folder / "tokenizer")["vocab_size"] == cfg.vocab_size == 512
+    assert all(np.array_equal(a, b) for a, b in zip(tokens[None], tokens[64], strict=True))
+    assert max(t.max() for t in tokens[64]) < 500  # never a target
+    summary = run_train(cfg, "random", folder, tmp_path / "run")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run/model").eval()
+    assert model.get_output_embeddings().weight.shape[0] == 512
+    val = BlockStore.open(folder / "data", "val")
+    x, y = (torch.from_numpy(a) for a in val.batch(np.arange(val.num_blocks)))
+    with torch.no_grad():
+        logits = model(input_ids=x).logits
+    whole = F.cross_entropy(logits.flatten(0, 1), y.flatten().long()).item()
+    real = F.cross_entropy(logits[..., :500].flatten(0, 1), y.flatten().long()).item()
+    assert abs(whole - real) < 1e-3 and logits.softmax(-1)[..., 500:].sum(-1).mean() < 1e-3
+    assert summary["val_loss"] == pytest.approx(whole, abs=0.2)  # its subset of the blocks
+    assert model.generation_config.suppress_tokens == list(range(500, 512))
+    prompt = x[:4, :8]
+    generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16,
+                               do_sample=False)
+    assert generated.max() < 500
+
+
+def test_train_batch_blocks_trains_as_the_grad_accum_it_implies(prepared, tmp_path):
+    _, root = prepared
+    short = {"batch_size": 4, "epochs": 0.2}
+    implied = run_train(tiny_config(train=short | {"batch_blocks": 8}), "random", root, tmp_path / "a")
+    spelled = run_train(tiny_config(train=short | {"grad_accum": 2}), "random", root, tmp_path / "b")
+    assert implied["batch_blocks"] == spelled["batch_blocks"] == 8 and implied["steps"] == spelled["steps"]
+    cols = ["step", "tokens", "train_loss", "val_loss"]
+    pd.testing.assert_frame_equal(*(pd.read_parquet(tmp_path / d / "metrics.parquet")[cols] for d in "ab"))
+    assert implied["settings"]["train"]["batch_blocks"] == 8  # the hash covers the setting as given
+    assert implied["settings"]["train"]["grad_accum"] == 1
 
 
 def test_a_budget_is_its_own_run_decayed_at_its_own_end(prepared, tmp_path):

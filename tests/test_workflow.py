@@ -105,14 +105,6 @@ TIMING = ["wall_s", "gpu_hours", "train_tokens_per_s"]
 SMOKE = data_root(REPO / "config/smoke.yaml")  # results/corpora/<key>: the smoke data's root
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke config's whole DAG (corpus to figures), run once for the tests below."""
-    cwd = tmp_path_factory.mktemp("smoke")
-    snakemake("all", "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), cwd=cwd, check=True)
-    return cwd
-
-
 @pytest.mark.slow
 def test_end_to_end_smoke_run(smoke_run):
     main = pd.read_csv(smoke_run / "results/smoke/tables/main.csv")

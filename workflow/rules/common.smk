@@ -148,6 +148,51 @@ def train_gpus(wildcards):
     return grid.size_resources(CFG, wildcards.size).gpus
 
 
+def profile_gpus(wildcards):
+    """A profiling pass runs on one GPU where its run trained on GPUs."""
+    return min(1, train_gpus(wildcards))
+
+
+def reference_gpus(wildcards):
+    """A reference model (ppl-prune, rho-loss) trains on one GPU where its size's runs use GPUs."""
+    return min(1, grid.size_resources(CFG, wildcards.ref_size).gpus)
+
+
+# What each job asks a cluster for, in the SLURM plugin's resource names (README: Fitting the
+# profile to a cluster). They sit in the rules, not in the profile, so that a user fits them one
+# key at a time: `--set-resources evaluate:mem_mb=32000` (or the set-resources of an override
+# profile) replaces that key of that rule and keeps the rest, whereas a command line's
+# --set-resources replaces a profile's whole set-resources. A local run reads only `gpu` (with
+# the local profile: how many of the box's devices a job takes).
+CPU_JOB = {"mem_mb": 16000, "runtime": 120}
+GPU_JOB = {"gpu": 1, "cpus_per_gpu": 8, "mem_mb": 64000, "runtime": 240}
+CLUSTER_JOBS = {
+    "corpus": CPU_JOB,  # paper-v2 streams SlimPajama for hours: README, where the corpus is read
+    "tokenizer": CPU_JOB,
+    "tokenize": {**CPU_JOB, "cpus_per_task": 32, "mem_mb": 64000, "runtime": 480},
+    "eval_tasks": CPU_JOB,
+    "train": {"cpus_per_gpu": 8},  # nodes, GPUs, memory and time limit per size: the config's
+    "score_reference": {"cpus_per_gpu": 8},
+    "evaluate": GPU_JOB,
+    "evaluate_reference": GPU_JOB,
+    "profile": {key: v for key, v in GPU_JOB.items() if key != "gpu"},  # gpu: profile.smk
+    "reference_bpb": {**GPU_JOB, "runtime": 60},  # one forward pass per validation block
+}
+
+
+def cluster_resources(rule, gpus=None):
+    """The rule's CLUSTER_JOBS entry and its partition: $LFR_GPU_PARTITION for a job with GPUs,
+    else $LFR_CPU_PARTITION (either unset: the cluster's default). `gpus`: the job's GPU count, a
+    function of the wildcards, where the config decides it (the size's resources); else the
+    entry's `gpu`."""
+
+    def partition(wildcards):
+        has_gpus = gpus(wildcards) if gpus else CLUSTER_JOBS[rule].get("gpu")
+        return os.environ.get("LFR_GPU_PARTITION" if has_gpus else "LFR_CPU_PARTITION")
+
+    return {**CLUSTER_JOBS[rule], "slurm_partition": partition}
+
+
 def train_slurm(size):
     """A training job's resources (None: unset), in the SLURM plugin's terms where it reads them;
     `node_gpus`, GPUs per node, is lfr.launch's. `runtime` only if the config asks for a limit.
@@ -173,8 +218,11 @@ TRAIN_RESOURCES = {
 
 def time_limit_arg(wildcards, resources):
     """`--time-limit-min` only where the job has a limit (the config's runtime_min, or
-    --set-resources): the run then checkpoints and stops before it, and the retry resumes."""
-    return f"--time-limit-min {resources.runtime}" if "runtime" in resources.keys() else ""
+    --set-resources): the run then checkpoints and stops before it, and the retry resumes (under
+    SLURM it also reads the limit that SLURM enforces). `--stop-margin-s`: the config's."""
+    margin = grid.size_resources(CFG, wildcards.size).stop_margin_s
+    limit = [f"--time-limit-min {resources.runtime}"] if "runtime" in resources.keys() else []
+    return " ".join(limit + ([f"--stop-margin-s {margin:g}"] if margin else []))
 
 
 def profiled_runs():

@@ -12,6 +12,8 @@ rule corpus:
         f"{DATA}/logs/corpus.log",
     params:
         config=stage_config("corpus"),
+    resources:
+        **cluster_resources("corpus"),
     conda:
         "../envs/lfr.yaml"
     message:

@@ -12,6 +12,8 @@ rule eval_tasks:
         f"{DATA}/logs/eval_tasks.log",
     params:
         config=stage_config("eval", "data", exclude=["eval.references", "eval.reference_tokens"]),
+    resources:
+        **cluster_resources("eval_tasks"),
     conda:
         "../envs/lfr.yaml"
     message:

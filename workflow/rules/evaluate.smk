@@ -16,6 +16,8 @@ rule evaluate:
     params:
         config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),  # adding one: no rerun
     threads: 1  # as train (train.smk)
+    resources:
+        **cluster_resources("evaluate"),
     conda:
         "../envs/lfr.yaml"
     message:
@@ -39,6 +41,8 @@ rule evaluate_reference:
         config=stage_config("eval", exclude=["eval.references", "eval.reference_tokens"]),
         model=reference_model,
     threads: 1  # as train (train.smk)
+    resources:
+        **cluster_resources("evaluate_reference"),
     conda:
         "../envs/lfr.yaml"
     message:

@@ -23,7 +23,8 @@ rule profile:
         out_dir=subpath(output.summary, parent=True),
     threads: 1  # as train (train.smk)
     resources:
-        gpu=lambda wildcards: min(1, train_gpus(wildcards)),
+        gpu=profile_gpus,  # a GPU where the run trained on one
+        **cluster_resources("profile", profile_gpus),
     conda:
         "../envs/lfr.yaml"
     message:

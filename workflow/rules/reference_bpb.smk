@@ -17,6 +17,8 @@ rule reference_bpb:
         model=reference_model,
         data_dir=subpath(input.meta, parent=True),
     threads: 1  # as train (train.smk)
+    resources:
+        **cluster_resources("reference_bpb"),
     conda:
         "../envs/lfr.yaml"
     message:

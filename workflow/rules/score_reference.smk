@@ -23,9 +23,10 @@ rule score_reference:
         resume_dir=f"{DATA}/resume/scores/{{method}}/{{ref_size}}/seed{{seed}}",
     threads: 1  # as train
     resources:
-        gpu=lambda wildcards: min(1, grid.size_resources(CFG, wildcards.ref_size).gpus),
+        gpu=reference_gpus,
         runtime=lambda wildcards: grid.size_resources(CFG, wildcards.ref_size).runtime_min,
         mem_mb=lambda wildcards: grid.size_resources(CFG, wildcards.ref_size).mem_mb,
+        **cluster_resources("score_reference", reference_gpus),
     conda:
         "../envs/lfr.yaml"
     message:

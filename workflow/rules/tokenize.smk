@@ -19,6 +19,8 @@ rule tokenize:
         config=stage_config("corpus", "tokenizer", "data"),  # likewise, in meta.json
         format=DATA_FORMAT,  # a new layout of the data folder (lfr/data.py) rebuilds it
         out_dir=subpath(output.meta, parent=True),
+    resources:
+        **cluster_resources("tokenize"),
     conda:
         "../envs/lfr.yaml"
     message:

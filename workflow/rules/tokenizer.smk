@@ -11,6 +11,8 @@ rule tokenizer:
         f"{DATA}/logs/tokenizer.log",
     params:
         config=stage_config("corpus", "tokenizer"),  # the tokenizer records what it was built from
+    resources:
+        **cluster_resources("tokenizer"),
     conda:
         "../envs/lfr.yaml"
     message:

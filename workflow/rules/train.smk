@@ -30,6 +30,7 @@ rule train:
     threads: 1  # on a CPU, jobs side by side beat threads (README: Demo budget); SLURM: set-threads
     resources:
         **TRAIN_RESOURCES,  # nodes, GPUs, runtime and memory per size (config resources:)
+        **cluster_resources("train", train_gpus),
     conda:
         "../envs/lfr.yaml"
     message:
