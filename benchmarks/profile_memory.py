@@ -55,10 +55,9 @@ import numpy as np, torch
 from lfr.config import MODEL_PRESETS
 from lfr.model import build_model, model_config, num_params
 from lfr.profile import profile_losses
-from lfr.runtime import setup_torch
 
 size, vocab, block, batch, chunk = sys.argv[1], *map(int, sys.argv[2:6])
-setup_torch(1)
+torch.set_num_threads(1)  # not setup_torch: its allocator setting keeps freed memory in RSS
 model = build_model(model_config(MODEL_PRESETS[size], vocab, block, 0))
 
 class Blocks:  # random tokens: memory does not depend on them

@@ -253,9 +253,10 @@ class SizeResources(Section):
     """Wall-time limit of a training job in minutes (SLURM -t): the run checkpoints and stops
     `stop_margin_s` before it, and the retry resumes. None: no limit of ours (under SLURM the
     run reads its job's limit, the partition's, from squeue and stops before that)."""
-    stop_margin_s: Annotated[float, Field(gt=0)] | None = None
+    stop_margin_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     """How long before its job's time limit a run checkpoints and stops (None: max(120 s, 5% of
-    the limit)); a small model saves in seconds, a large one on a slow filesystem needs more."""
+    the limit); at most a day); a small model saves in seconds, a large one on a slow filesystem
+    needs more."""
     mem_mb: Annotated[int, Field(ge=100)] = 8000
     """Memory per node (SLURM --mem)."""
 

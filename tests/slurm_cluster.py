@@ -23,7 +23,7 @@ PACKAGES = ["slurm-wlm", "munge"]
 CLIENTS = ["sbatch", "squeue", "scancel", "scontrol", "srun", "sinfo", "sacct", "sacctmgr", "sshare"]
 DAEMONS = ["munged", "slurmctld", "slurmd", *CLIENTS]
 NODE = "lfrnode"
-CPUS = 2
+CPUS = min(2, len(os.sched_getaffinity(0)))  # SLURM binds jobs to CPUs (task/affinity): real ones
 MEM_MB = 6000  # what the node offers; the tests fit the profile's requests to it
 NODE_SIZE = f"CPUs={CPUS} RealMemory={MEM_MB} Gres=gpu:2 State=UNKNOWN"
 

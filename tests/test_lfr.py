@@ -91,6 +91,19 @@ def test_a_schedule_that_cannot_fit_randoms_steps_is_refused():
     assert make("lfr", 100, 30, epochs=4, reps=5).num_steps() == 13
 
 
+def test_extreme_phase_lengths_plan_at_once():
+    """Phases far shorter than a block, or far longer than the run, are scaled like any other
+    (planning once hung on both: a scale that never grew, and every draw of a huge phase listed)."""
+    tiny = [{"kind": "learn", "tokens": 1}, {"kind": "focus", "drop": 0.5, "tokens": 1}]
+    s = make("lfr", 200, 3, epochs=1, schedule=tiny)
+    assert s.num_steps() == make("random", 200, 3, epochs=1).num_steps() == 66
+    huge = make("lfr", 200, 3, epochs=1, schedule=[{"kind": "learn", "epochs": 1e6}])
+    assert [p.num_steps for p in huge.plan] == [66]
+    with pytest.raises(ValueError, match="keeps no block"):  # 1 block, half of it dropped
+        make("lfr", 1, 1, epochs=4, schedule=[{"kind": "learn", "epochs": 1},
+                                               {"kind": "focus", "drop": 0.6, "epochs": 1}])
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.integers(2, 3000), st.integers(1, 64), st.integers(1, 5), st.sampled_from([1, 2, 4]),
        st.sampled_from([0.25, 0.5, 1.0, 2.0]), st.sampled_from(["lfr", "lfr-random-drop"]),

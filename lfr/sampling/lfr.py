@@ -52,6 +52,9 @@ from lfr.sampling.base import (
 BYTES_PER_BLOCK = 4 * 3 + 4 * 3 + 1 + 8
 
 
+MAX_DOUBLINGS = 200
+"""Doublings of the scale `_fit_scale` tries (to ~1e60): far beyond any run's length."""
+
 MAX_REPEATS = 1000
 """Each repeat is a phase of the plan, built before step 0: a huge count would hang the planning."""
 
@@ -169,8 +172,12 @@ class LFRSampler(Sampler):
     def _plan(self) -> list[PhaseRun]:
         """The phases, scaled to fill random's steps at this budget (see the module doc)."""
         B, target = self.batch_blocks, equal_token_steps(self.run, self.options.epochs)
-        plan, draws = self._phases(self.run.budget)
-        if abs(sum(draws) - target * B) >= B or plan[-1].start_step >= target:
+        try:
+            plan, draws = self._phases(self.run.budget)
+            fits = abs(sum(draws) - target * B) < B and plan[-1].start_step < target
+        except ValueError:  # a focus that keeps nothing at this scale may keep blocks at a larger
+            fits = False
+        if not fits:
             plan, _ = self._phases(self._fit_scale(target))
         last = plan[-1]
         if last.start_step >= target:
@@ -192,14 +199,14 @@ class LFRSampler(Sampler):
                 index = len(plan)
                 active = num_kept(int(scored.sum()), spec.drop) if spec.kind == "focus" else N
                 unit = active if self.options.epoch_unit == "active" else N
-                draws = (spec.tokens // self.run.block_size if spec.tokens else spec.epochs * unit)
-                draws *= scale
+                draws = scale * (spec.tokens / self.run.block_size if spec.tokens else spec.epochs * unit)
                 steps = max(1, math.ceil(draws / B))
                 if active < 1:
                     raise ValueError(f"LFR phase {index} ({spec.kind}) keeps no block; lower `drop`")
                 plan.append(PhaseRun(index, spec.kind, spec.drop, active, step, steps))
                 if spec.kind != "focus":
-                    scored[self._draws(index, np.arange(N), 0, steps * B)] = True
+                    # the first N draws are a pass over all blocks: later ones score nothing new
+                    scored[self._draws(index, np.arange(N), 0, min(steps * B, N))] = True
                 step += steps
                 planned.append(draws)
         return plan, planned
@@ -215,8 +222,14 @@ class LFRSampler(Sampler):
             return plan[-1].start_step + draws[-1] / self.batch_blocks
 
         lo, hi = 0.0, max(self.run.budget, 1.0)
-        while planned(hi) <= target:
+        for _ in range(MAX_DOUBLINGS):
+            if planned(hi) > target:
+                break
             lo, hi = hi, 2 * hi
+        else:  # even every block scored leaves a focus with nothing, or nothing grows with scale
+            self._phases(hi)  # raises the phase's own reason where there is one
+            raise ValueError(f"LFR's schedule cannot be scaled to fill {target} steps; give its "
+                             "phases lengths in epochs")
         while hi - lo > 1e-4 * hi:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if planned(mid) <= target else (lo, mid)
