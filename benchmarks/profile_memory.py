@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from lfr.model import build_model, model_config, num_params
 from lfr.profile import profile_losses
 
 size, vocab, block, batch, chunk = sys.argv[1], *map(int, sys.argv[2:6])
-torch.set_num_threads(1)  # not setup_torch: its allocator setting keeps freed memory in RSS
+torch.set_num_threads(1)  # not setup_torch: it makes glibc keep freed memory (in RSS)
 model = build_model(model_config(MODEL_PRESETS[size], vocab, block, 0))
 
 class Blocks:  # random tokens: memory does not depend on them
@@ -81,8 +82,12 @@ print(json.dumps({"peak_bytes": peak - before, "params": num_params(model)}))
 
 def measure(size: str, vocab: int, block: int, batch: int, chunk_tokens: int | None) -> dict:
     """The CPU pass's peak beyond its start, in a fresh process (and the model's parameters)."""
+    # fixed glibc thresholds: its default raises them as large blocks are freed, which keeps some of
+    # them in RSS from one run to the next (the peak then varied by a quarter)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", MEASURE, size, str(vocab), str(block), str(batch),
-                          str(chunk_tokens or 0)], capture_output=True, text=True, check=True, timeout=600)
+                          str(chunk_tokens or 0)], capture_output=True, text=True, check=True, timeout=600,
+                         env=env)
     return json.loads(out.stdout.splitlines()[-1])
 
 

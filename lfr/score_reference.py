@@ -45,7 +45,9 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
     shard = reference_shard(store.num_blocks, opts.reference_fraction, seed)
     epochs = opts.reference_epochs or cfg.train.epochs
     reference = Method(f"{method}-reference", cfg.method_options.get(method, {}),
-                       lambda facts: ShardSampler(facts, shard, epochs))
+                       lambda facts, ids: ShardSampler(facts, shard, epochs))
+    # its shard of the whole pool, whatever subset a size's runs draw from (they take its scores)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"tokens_per_param": None})})
     summary = train(cfg, Job(size, seed, data_dir, tok_dir, out_dir / "reference", resume_dir,
                              run_info or {}), reference)
 

@@ -66,7 +66,7 @@ def test_candidates_are_scored_by_the_model_the_step_trains_and_their_tokens_are
     half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 0.5})})
     samplers: list[ScoresItsBatch] = []
 
-    def build(facts: RunFacts) -> Sampler:
+    def build(facts: RunFacts, ids: np.ndarray | None) -> Sampler:
         samplers.append(kind(facts, SamplerOptions()))
         return samplers[-1]
 
