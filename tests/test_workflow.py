@@ -300,7 +300,8 @@ def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_run, tmp_path):
     assert pairs == [("lfr", 1.0), ("lfr", 2.0), ("random", 1.0), ("random", 2.0)]
     assert (smoke_run / "results/ladder/figures/scaling.png").stat().st_size > 10_000
     main = pd.read_csv(tables / "main.csv")
-    assert main.passes.between(0.99, 4.01).all() and set(main.lr_mult) == {1.0, 2.0}
+    # budget 0.5 of 2 passes is one, less its last step's rounding on a small subset
+    assert main.passes.between(0.95, 4.01).all() and set(main.lr_mult) == {1.0, 2.0}
 
 
 def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
