@@ -18,8 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-cpu.txt pyproject.to
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# Ends with the headline of results/tables/summary.md (written by rule summarize, from main.csv).
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) all
+	@echo; awk '/^\*\*Headline/,/^$$/' results/tables/summary.md; echo "The table in brief: results/tables/summary.md"
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q
@@ -54,6 +56,6 @@ schema: $(STAMP)
 # Keeps results/benchmarks.csv (`make bench`: a measurement of the code, not a pipeline output).
 clean:
 	rm -rf results/corpora results/corpus results/tokenizer results/data results/runs results/resume \
-	  results/profiles results/scores results/eval results/eval_tasks results/tables/*.csv \
+	  results/profiles results/scores results/eval results/eval_tasks results/tables/*.csv results/tables/summary.md \
 	  results/figures results/logs results/benchmarks results/report.html \
 	  results/*/tables results/*/figures .snakemake

@@ -125,3 +125,46 @@ def test_unequal_budgets_divide_by_the_baselines_tokens_and_never_extrapolate(tm
     assert lfr.common_tokens == 400
     assert lfr.baseline_val_loss_at_common_tokens == pytest.approx(4.0)
     assert not main.loc["lfr-reverse"].reached and math.isnan(main.loc["lfr-reverse"].crossing_speedup)
+
+
+def test_the_summary_gives_the_headline_and_each_method_against_random(runs, tmp_path):
+    """summary.md, written next to main.csv: the headline (lfr at its size with most seeds), then a
+    row per method at budget 1; a bound reads as one, a single seed's difference has no interval."""
+    summarize(runs, tmp_path / "main.csv")
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert lines[2:6] == ["**Headline:** lfr against random at s, 2 seeds, budget 1:",
+                          "- iso-loss speed-up > 1.000x (a bound)",  # random's frontier is one point
+                          "- Δ val_loss at equal tokens -0.500 [-0.500, -0.500] nats",  # 3.5 - 4.0
+                          "- verdict: better than random"]
+    assert lines[9:12] == ["| s | random | 2 | 4.000 | 1 | - | baseline |",
+                           "| s | lfr | 2 | 3.500 | > 1.000x (a bound) | -0.500 [-0.500, -0.500] | better |",
+                           "| s | lfr-reverse | 1 | 4.700 | < 1.000x (a bound) | +0.700 | not resolved |"]
+
+
+def test_the_summary_reads_a_demo_like_table_back_from_csv(tmp_path):
+    """The demo's shape: lfr at two sizes (the one with 3 seeds is the headline), random's other
+    budgets, a learning-rate check's row and a released reference model left out of the rows."""
+    from lfr.report.headline import summary_markdown
+
+    nan = math.nan
+    cols = ["size", "method", "budget", "lr_mult", "n_seeds", "val_loss", "iso_speedup", "iso_speedup_lo",
+            "iso_speedup_hi", "iso_speedup_bound", "iso_speedup_bound_value", "delta_val_loss",
+            "delta_val_loss_lo", "delta_val_loss_hi", "verdict"]
+    rows = [("micro", "random", 1.0, 1.0, 1, 5.159, 1.0, nan, nan, "", nan, 0.0, nan, nan, "baseline"),
+            ("micro", "lfr", 1.0, 1.0, 1, 5.263, nan, nan, nan, "<", 0.61, 0.104, nan, nan, "not resolved"),
+            ("nano", "random", 1.0, 1.0, 3, 5.488, 1.0, 1.0, 1.0, "", nan, 0.0, 0.0, 0.0, "baseline"),
+            ("nano", "random", 2.0, 1.0, 3, 5.048, 1.0, 1.0, 1.0, "", nan, 0.0, 0.0, 0.0, "baseline"),
+            ("nano", "lfr", 1.0, 1.0, 3, 5.567, 0.900, 0.881, 0.919, "", nan, 0.079, 0.068, 0.090, "worse"),
+            ("nano", "lfr", 1.0, 2.0, 3, 5.6, 0.8, 0.7, 0.9, "", nan, 0.1, 0.05, 0.15, "worse"),
+            ("gpt2", "reference", nan, nan, 1, nan, nan, nan, nan, "", nan, nan, nan, nan, "")]
+    pd.DataFrame(rows, columns=cols).to_csv(tmp_path / "main.csv", index=False)
+    text = summary_markdown(pd.read_csv(tmp_path / "main.csv"))  # empty strings read back as NaN
+    assert "lfr against random at nano, 3 seeds, budget 1:\n- iso-loss speed-up 0.900x [0.881, 0.919]\n" \
+           "- Δ val_loss at equal tokens +0.079 [+0.068, +0.090] nats\n- verdict: worse than random\n" in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert table == ["| micro | random | 1 | 5.159 | 1 | - | baseline |",
+                     "| micro | lfr | 1 | 5.263 | < 0.610x (a bound) | +0.104 | not resolved |",
+                     "| nano | random | 3 | 5.488 | 1 | - | baseline |",
+                     "| nano | lfr | 3 | 5.567 | 0.900x [0.881, 0.919] | +0.079 [+0.068, +0.090] | worse |"]
+    assert summary_markdown(pd.DataFrame(rows[:1] + rows[2:4], columns=cols)).splitlines()[2].startswith(
+        "**Headline:** none")

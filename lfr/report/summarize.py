@@ -1,4 +1,5 @@
-"""Stage `summarize`: finished runs and evaluations -> `main.csv` and `main_by_seed.csv`.
+"""Stage `summarize`: finished runs and evaluations -> `main.csv`, `main_by_seed.csv` and
+`summary.md` (main.csv in brief: lfr/report/headline.py).
 
 Reads only files (run.json, metrics.parquet, eval parquets, references' val_bpb.json) and never
 imports torch.
@@ -46,7 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lfr.files import write_csv
+from lfr.files import write_csv, write_with
+from lfr.report.headline import summary_markdown
 from lfr.report.speedup import (
     BASELINE,
     EQUAL_COLUMNS,
@@ -275,7 +277,8 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
               by_seed_csv: Path | None = None, forgetting_csv: Path | None = None,
               reference_bpb: list[Path] = (), reference_tokens: dict[str, float] | None = None
               ) -> pd.DataFrame:
-    """Write main.csv (size x method x budget, mean over seeds) and main_by_seed.csv; return main.
+    """Write main.csv (size x method x budget, mean over seeds), main_by_seed.csv and summary.md
+    next to it; return main.
 
     With `forgetting_csv`, the profiled runs also carry their profiling tokens (forward-only,
     not part of `tokens`) and forgetting fractions (means over the profiled seeds only).
@@ -306,6 +309,7 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     main = main[lead + rest + CROSSING_COLUMNS]
     write_csv(by_seed_csv or Path(out_csv).with_name("main_by_seed.csv"), by_seed)
     write_csv(out_csv, main)
+    write_with(Path(out_csv).with_name("summary.md"), lambda p: p.write_text(summary_markdown(main)))
     return main
 
 

@@ -1,4 +1,5 @@
-# Stage `summarize` (lfr/report/summarize.py): the main tables from the runs and evaluations.
+# Stage `summarize` (lfr/report/summarize.py): the main tables from the runs and evaluations, and
+# summary.md, main.csv in brief (written next to it; `make demo` prints its headline).
 # -------------------------------------------------------------------------------------------
 
 
@@ -19,6 +20,7 @@ rule summarize:
             caption="../report/main_by_seed.rst",
             category="Tables",
         ),
+        summary=f"{TABLES}/summary.md",
     log:
         f"{SET_LOGS}/summarize.log",
     params:
