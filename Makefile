@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: demo test bench gpu-check lint report dry-run schema clean
+.PHONY: demo test test-fast bench gpu-check lint report dry-run schema clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+# The edit loop: the suite without the end-to-end DAG runs (marked slow).
+test-fast: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m benchmarks --out results/benchmarks.csv

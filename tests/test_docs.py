@@ -1,4 +1,9 @@
-"""Every shell command the READMEs print works as printed, so the docs cannot drift from the code.
+"""Every shell command the docs print works as printed, so the docs cannot drift from the code.
+
+The docs: README.md, every page under docs/ (and every page of mkdocs.yml's nav), config/README.md
+and the results/ READMEs. The site builds strictly (no broken link or anchor, no page left out of
+the nav), no table row is copied from one page into another, and each measured figure the README
+quotes is one of the dated results of docs/results.md.
 
 Commands come from the ```bash blocks (every line) and from inline `code` that starts with
 snakemake, make, python -m lfr, python -m benchmarks or lm_eval. Each runs from the repository
@@ -14,7 +19,8 @@ root with outputs in a temporary folder, and only as far as it can without side 
   reads the arguments, and the program stops there (they time, evaluate or train for minutes);
   ours in this process, lm_eval in its own;
 - `cd DIR`: DIR is a folder the workflow writes (a dry run of it as a target);
-- export: sets the variables for the rest of its block.
+- export: sets the variables for the rest of its block;
+- source .venv/bin/activate: the venv that make creates, the one this suite runs in.
 
 Placeholders map to real values: `my.yaml` to a small unnamed config, `DIR` to a fresh folder,
 `<stage>` to every stage. A command that needs the network ends with the comment
@@ -38,7 +44,20 @@ import pytest
 import yaml
 from conftest import REPO, pip_requirements
 
-DOCS = ["README.md", "config/README.md", "results/README.md", "results/tables/README.md"]
+
+def nav_pages(nav: list) -> list[str]:
+    """The files of mkdocs.yml's nav (nested sections included), relative to docs/."""
+    pages: list[str] = []
+    for item in nav:
+        for value in (item.values() if isinstance(item, dict) else [item]):
+            pages += nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+MKDOCS = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+SITE_PAGES = sorted({p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")}
+                    | {f"docs/{page}" for page in nav_pages(MKDOCS["nav"])})
+DOCS = ["README.md", *SITE_PAGES, "config/README.md", "results/README.md", "results/tables/README.md"]
 PREFIXES = ("snakemake", "make", "python -m lfr", "python -m benchmarks", "python -m benchmarks.ladder",
             "lm_eval")
 NETWORK = "needs network"
@@ -239,6 +258,9 @@ def run_words(words: list[str], env: dict[str, str], tmp: Path, what: str) -> No
         run_snakemake(["snakemake", "--cores", "1", words[1]], env, tmp, what)
     elif words[0] == "export":
         assert all(re.fullmatch(r"\w+=\S+", w) for w in words[1:]), what
+    elif words[0] == "source":  # make's venv is the one running this suite, so it is active here
+        venv = re.search(r"^VENV := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+        assert venv and words[1:] == [f"{venv[1]}/bin/activate"], f"{what}\nnot make's venv"
     else:
         pytest.fail(f"{what}\nno rule to run this command; add one to tests/test_docs.py")
 
@@ -263,3 +285,44 @@ def test_a_printed_command_works_as_printed(cmd, tmp_path):
     if cmd.network:
         pytest.skip(f"{NETWORK}: {cmd.text}")
     run_words(words, dict(cmd.env) | env, tmp_path, f"{cmd.doc}: {cmd.text}")
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """mkdocs.yml's site: a broken link or anchor, or a page under docs/ left out of the nav,
+    fails the build (its `validation` settings, warnings as errors)."""
+    r = run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"),
+             "-d", str(tmp_path / "site")], {})
+    check(r, "mkdocs build --strict")
+    assert (tmp_path / "site/index.html").is_file() and (tmp_path / "site/results/index.html").is_file()
+
+
+def table_rows(text: str) -> list[str]:
+    """The body rows of a doc's Markdown tables (the rows after a `|---|` line), spaces folded."""
+    rows, body = [], False
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        body = line.startswith("|") and (body or re.fullmatch(r"\|( ?:?-+:? ?\|)+", line) is not None)
+        if body and not line.startswith("|-"):
+            rows.append(line)
+    return rows
+
+
+def test_no_table_row_is_copied_between_pages():
+    """A table has one home: a measured result or a definition copied by hand into a second page
+    drifts from the first. (The `duplicates` tool reads code, not Markdown.)"""
+    homes: dict[str, list[str]] = {}
+    for doc in DOCS:
+        for row in dict.fromkeys(table_rows((REPO / doc).read_text())):
+            homes.setdefault(row, []).append(doc)
+    assert {row: docs for row, docs in homes.items() if len(docs) > 1} == {}
+    assert table_rows("| a | b |\n|---|---|\n| 1 | 2 |\n\ntext\n") == ["| 1 | 2 |"]
+
+
+def test_the_readmes_figures_are_dated_results():
+    """Each figure with an interval that the README puts in bold is one of docs/results.md's
+    dated measurements, so the front door cannot drift from them."""
+    readme, results = (REPO / "README.md").read_text(), (REPO / "docs/results.md").read_text()
+    figures = re.findall(r"\*\*(-?[\d.]+)x? (\[-?[\d.]+, -?[\d.]+\])\*\*", readme)
+    assert len(figures) >= 2  # the demo's speed-up, the ladder's slope
+    for value, interval in figures:
+        assert re.search(rf"{re.escape(value)}x? {re.escape(interval)}", results), (value, interval)
