@@ -5,7 +5,7 @@
 # (the target goes first: --configfile takes several values). A config with a `name` writes its
 # tables and figures to results/<name>/.
 #
-# Every rule calls one `python -m lfr <stage>`; the library does the work (see README.md).
+# Every rule calls one `python -m lfr <stage>`; the library does the work (see docs/pipeline.md).
 
 from snakemake.utils import min_version
 

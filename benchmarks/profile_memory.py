@@ -2,7 +2,7 @@
 the logits a chunk at a time (lfr.model.chunked_block_losses, as the pass runs) and all at once
 (before); estimated, by the same accounting, for every GPT-2 size on a GPU.
 
-    python benchmarks/profile_memory.py                   # the GPU estimates (README: Benchmarks)
+    python benchmarks/profile_memory.py                   # the GPU estimates (docs/scale.md)
     python benchmarks/profile_memory.py --measure micro 8192 128 256 8192   # one CPU measurement
 
 A measurement runs in a process of its own (peak RSS cannot be reset): the model, one warm-up

@@ -2,7 +2,7 @@
 is a plain HF folder.
 
 We use the HF modules rather than hand-written ones: on CPU GPT-2's trains at the speed of a
-nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`, README: Speed) and they
+nanoGPT-style module (`python -m benchmarks --only model_vs_nanogpt`, docs/benchmarks.md) and they
 remove the export step that lm-eval would otherwise need. The loop sees only `model(input_ids)`
 and `.logits`, so the architecture (`ModelPreset.arch`) is this module's business alone.
 Shapes: B batch, T time (block_size), V vocab.

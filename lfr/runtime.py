@@ -31,7 +31,7 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every allocation over 32 MiB with fresh mmap'd pages (a 16x128x8192
     float32 logits tensor is 64 MiB), which the kernel zero-fills again on every training step;
-    raising both thresholds removes those page faults (README: Speed). Process-wide, CPU memory
+    raising both thresholds removes those page faults (docs/benchmarks.md). Process-wide, CPU memory
     only; False where there is no glibc (macOS, musl).
     """
     try:

@@ -1,5 +1,5 @@
 """Bad input data: each case fails with a message that names the fix, or has a documented
-behaviour (README, "Bad input data"). Stages run on the session's tiny prepared tokenizer."""
+behaviour (docs/data.md, "Bad input data"). Stages run on the session's tiny prepared tokenizer."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def test_nanogpt_reference_frees_its_logits_and_matches_our_model():
 
 
 def test_profile_memory_is_measured_in_a_fresh_process_and_matches_its_estimate(tmp_path):
-    """The accounting behind the README's GPU figures (benchmarks/profile_memory.py) predicts the
+    """The accounting behind docs/scale.md's GPU figures (benchmarks/profile_memory.py) predicts the
     CPU pass's measured peak within 30%, logits chunked and not: alone it counted 13-24% more than
     was measured, within the whole suite the same pass's peak RSS came out 21% above it."""
     out = tmp_path / "benchmarks.csv"

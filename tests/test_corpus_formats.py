@@ -1,6 +1,6 @@
 """The corpus layouts researchers have: compressed shards, parquet codecs, BOMs, odd text fields,
 nested fields and folders that mix corpus files with others. Each case reads the documents or
-stops with one ValueError that names the file (README, "Your own corpus" and "Bad input data")."""
+stops with one ValueError that names the file (docs/data.md, "Your own corpus" and "Bad input data")."""
 
 from __future__ import annotations
 

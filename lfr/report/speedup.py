@@ -26,7 +26,7 @@ point gives a value only at exactly that loss (random's own row) and bounds else
 
 **Its 95% interval** (`iso_interval` says which). *Paired t*, where the method's seeds are also
 random's seeds at every budget (at least 2): a seed is one initialisation shared by all its runs,
-and its effect on the final loss is often larger than the differences between methods (README:
+and its effect on the final loss is often larger than the differences between methods (docs/results.md:
 the demo). Each shared seed gets its own
 speed-up against the frontier of random's runs of that seed; the interval is the point estimate x
 exp(+-t(n-1) x SD of the log speed-ups / sqrt(n)). Where a seed's own speed-up is a bound, or the

@@ -158,8 +158,8 @@ def reference_gpus(wildcards):
     return min(1, grid.size_resources(CFG, wildcards.ref_size).gpus)
 
 
-# What each job asks a cluster for, in the SLURM plugin's resource names (README: Fitting the
-# profile to a cluster). They sit in the rules, not in the profile, so that a user fits them one
+# What each job asks a cluster for, in the SLURM plugin's resource names (docs/cluster.md: Fitting
+# the profile to a cluster). They sit in the rules, not in the profile, so that a user fits them one
 # key at a time: `--set-resources evaluate:mem_mb=32000` (or the set-resources of an override
 # profile) replaces that key of that rule and keeps the rest, whereas a command line's
 # --set-resources replaces a profile's whole set-resources. A local run reads only `gpu` (with
@@ -167,7 +167,7 @@ def reference_gpus(wildcards):
 CPU_JOB = {"mem_mb": 16000, "runtime": 120}
 GPU_JOB = {"gpu": 1, "cpus_per_gpu": 8, "mem_mb": 64000, "runtime": 240}
 CLUSTER_JOBS = {
-    "corpus": CPU_JOB,  # paper-v2 streams SlimPajama for hours: README, where the corpus is read
+    "corpus": CPU_JOB,  # paper-v2 streams SlimPajama for hours: docs/cluster.md, where the corpus is read
     "tokenizer": CPU_JOB,
     "tokenize": {**CPU_JOB, "cpus_per_task": 32, "mem_mb": 64000, "runtime": 480},
     "eval_tasks": CPU_JOB,

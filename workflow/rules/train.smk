@@ -27,7 +27,7 @@ rule train:
         block_scores=block_scores_arg,
         time_limit=time_limit_arg,
         lr_mult=lambda wildcards: wildcards.lr.removeprefix("-lr") or "1",
-    threads: 1  # on a CPU, jobs side by side beat threads (README: Demo budget); SLURM: set-threads
+    threads: 1  # on a CPU, jobs side by side beat threads (docs/benchmarks.md); SLURM: set-threads
     resources:
         **TRAIN_RESOURCES,  # nodes, GPUs, runtime and memory per size (config resources:)
         **cluster_resources("train", train_gpus),
