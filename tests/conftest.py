@@ -1,8 +1,13 @@
-"""Shared fixtures: offline env, CPU only, and one tiny prepared dataset per session."""
+"""Shared fixtures: offline env, CPU only, and one tiny prepared dataset per session.
+
+`make test` spreads the suite over the cores (pytest-xdist, `--dist loadgroup`): the expensive
+session fixtures are built once per session for all workers (`shared`), the tests marked `slow`
+are handed out first, and tests that need one resource (the SLURM cluster) share a group."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +20,8 @@ if os.environ.get("LFR_TEST_GPU") != "1":  # CPU only, unless the GPU tests are 
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread a worker: the workers fill the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,21 +69,47 @@ def prepared(tmp_path_factory):
     return cfg, root
 
 
+def shared(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test session however many xdist
+    workers ask for it: the first builds it, the others wait for it and read it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder; each worker's own lies below it
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke config's whole DAG (corpus to figures), run once per session on the local
-    executor: tests/test_workflow.py checks it, tests/test_slurm.py compares a cluster's run with it."""
+    executor: tests/test_workflow.py checks it, tests/test_slurm.py compares a cluster's run with
+    it. Read it only; a test that runs Snakemake in it takes `smoke_copy`."""
     import subprocess
     import sys
 
-    cwd = tmp_path_factory.mktemp("smoke")
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
-                        "all", "--workflow-profile", "none", "--cores", "2", "--configfile",
-                        str(REPO / "config/smoke.yaml")],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return cwd
+    def build(cwd: Path) -> None:
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+                            str(cwd), "all", "--workflow-profile", "none", "--cores", "2",
+                            "--configfile", str(REPO / "config/smoke.yaml")],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    return shared(tmp_path_factory, "smoke", build)
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path):
+    """A copy of the smoke run of this test's own (times kept: nothing reruns), to run Snakemake in."""
+    return Path(shutil.copytree(smoke_run, tmp_path / "smoke", symlinks=True))
 
 
 @pytest.fixture(scope="session")
@@ -206,9 +239,11 @@ def reference(prepared, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only with LFR_TEST_GPU=1 on a machine with CUDA (README: Tests)."""
+    """The `slow` tests first (xdist hands tests out in this order, so that no long one ends the
+    run alone); `gpu` tests run only with LFR_TEST_GPU=1 on a machine with CUDA."""
     import torch
 
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: files keep their order
     if os.environ.get("LFR_TEST_GPU") == "1" and torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA and LFR_TEST_GPU=1")

@@ -26,7 +26,7 @@ import yaml
 from conftest import REPO
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one worker
 
 # The override profile for a node of 2 CPUs and 6 GB without accounting: layered on the shipped
 # profile with --profile, it sets keys the shipped one leaves to the cluster.

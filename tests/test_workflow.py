@@ -143,10 +143,10 @@ def test_rerun_gives_the_identical_table(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_holds_the_figures(smoke_run):
+def test_report_holds_the_figures(smoke_copy):
     snakemake("all", "--report", "results/smoke/report.html", "--configfile", str(REPO / "config/smoke.yaml"),
-              cwd=smoke_run, check=True)
-    html = (smoke_run / "results/smoke/report.html").read_text(errors="replace")
+              cwd=smoke_copy, check=True)
+    html = (smoke_copy / "results/smoke/report.html").read_text(errors="replace")
     for name in ("val_loss.png", "lfr_phases.png", "speedup.png", "downstream.png", "main.csv",
                  "main_by_seed.csv", "forgetting.csv", "domains.csv", "kept_domains.csv",
                  "forgetting.png"):
@@ -197,20 +197,20 @@ def test_changing_one_methods_options_retrains_only_that_method(smoke_run, tmp_p
 
 
 @pytest.mark.slow
-def test_a_second_config_builds_its_own_tables_and_keeps_the_firsts(smoke_run, tmp_path):
+def test_a_second_config_builds_its_own_tables_and_keeps_the_firsts(smoke_copy, tmp_path):
     """Like config/peers.yaml after the demo: it reuses the finished runs, trains only its new
     method, and writes results/<name>/ while results/smoke/ stays as it was."""
-    first = {p: p.read_bytes() for p in (smoke_run / "results/smoke").rglob("*") if p.is_file()}
+    first = {p: p.read_bytes() for p in (smoke_copy / "results/smoke").rglob("*") if p.is_file()}
     other = smoke_with(tmp_path, name="other", methods=["random", "lfr", "infobatch"],
                        profile={"methods": ["random", "lfr"], "sample_blocks": 64})
-    r = snakemake("all", "-n", "--configfile", other, cwd=smoke_run, check=True)
+    r = snakemake("all", "-n", "--configfile", other, cwd=smoke_copy, check=True)
     assert planned_training(r) == [("nano", "infobatch", "0")]
-    snakemake("all", "--cores", "2", "--configfile", other, cwd=smoke_run, check=True)
-    assert {p: p.read_bytes() for p in (smoke_run / "results/smoke").rglob("*") if p.is_file()} == first
-    main = pd.read_csv(smoke_run / "results/other/tables/main.csv")
+    snakemake("all", "--cores", "2", "--configfile", other, cwd=smoke_copy, check=True)
+    assert {p: p.read_bytes() for p in (smoke_copy / "results/smoke").rglob("*") if p.is_file()} == first
+    main = pd.read_csv(smoke_copy / "results/other/tables/main.csv")
     assert main.method.tolist() == ["random", "lfr", "infobatch"]
-    assert (smoke_run / "results/other/figures/val_loss.png").is_file()
-    assert (smoke_run / "results/other/tables/forgetting.csv").is_file()
+    assert (smoke_copy / "results/other/figures/val_loss.png").is_file()
+    assert (smoke_copy / "results/other/tables/forgetting.csv").is_file()
 
 
 def tree_digest(root):
@@ -222,26 +222,26 @@ def tree_digest(root):
 
 
 @pytest.mark.slow
-def test_another_corpus_in_the_same_folder_builds_its_own_and_leaves_the_firsts(smoke_run, tmp_path):
+def test_another_corpus_in_the_same_folder_builds_its_own_and_leaves_the_firsts(smoke_copy, tmp_path):
     """A config with other data in a folder with results: a mistyped corpus path stops the dry
     run naming the key and the path; a good one builds its own data root, and every file of the
     smoke run (its runs, data, tables, figures) stays byte-identical."""
-    before = tree_digest(smoke_run / "results")
+    before = tree_digest(smoke_copy / "results")
     typo = smoke_with(tmp_path, file="typo.yaml", corpus={"source": "files", "paths": ["corpsu/*.txt"]})
-    r = snakemake("all", "-n", "--configfile", typo, cwd=smoke_run)
+    r = snakemake("all", "-n", "--configfile", typo, cwd=smoke_copy)
     assert r.returncode != 0
     assert "corpus.paths: 'corpsu/*.txt' matches no file" in r.stderr and "Nothing was run" in r.stderr
     other = smoke_with(tmp_path, name="other-corpus", corpus={"source": "bundled", "fraction": 0.02},
                        methods=["random"], profile={"methods": []}, eval={"tasks": ["lfr_ppl"]})
     snakemake("results/other-corpus/tables/main.csv", "--cores", "2", "--configfile", other,
-              cwd=smoke_run, check=True)
+              cwd=smoke_copy, check=True)
     root = data_root(other)
     assert root.startswith("results/corpora/") and root != SMOKE
-    after = tree_digest(smoke_run / "results")
+    after = tree_digest(smoke_copy / "results")
     assert {p: h for p, h in after.items() if p in before} == before
     new = {p.parts[0] if p.parts[0] != "corpora" else "/".join(p.parts[:2]) for p in set(after) - set(before)}
     assert new == {root.removeprefix("results/"), "other-corpus", "logs"}
-    main = pd.read_csv(smoke_run / "results/other-corpus/tables/main.csv")
+    main = pd.read_csv(smoke_copy / "results/other-corpus/tables/main.csv")
     assert main.method.tolist() == ["random"] and main.val_loss.notna().all()
 
 
@@ -274,14 +274,14 @@ def ladder_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_run, tmp_path):
+def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_copy, tmp_path):
     """Two sizes through the DAG to scaling.csv and the `scaling` figure: each at half a token
     per parameter in 2 passes over its subset, measured against a 3-budget frontier, lfr's line
     refused with its reason (one seed: no interval to weigh a size by; tests/test_scaling.py fits
     lines), and the learning-rate check's rows."""
     snakemake("results/ladder/figures/scaling.png", "--cores", "2", "--configfile", ladder_config(tmp_path),
-              cwd=smoke_run, check=True)
-    tables = smoke_run / "results/ladder/tables"
+              cwd=smoke_copy, check=True)
+    tables = smoke_copy / "results/ladder/tables"
     table = pd.read_csv(tables / "scaling.csv", keep_default_na=False, na_values=[""])
     measured = table[table.kind == "measured"]
     assert list(zip(measured["size"], measured.method, strict=True)) == [
@@ -298,7 +298,7 @@ def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_run, tmp_path):
     same = rates[rates.comparison == "same lr"]
     pairs = sorted(zip(same.method, same.lr_mult, strict=True))
     assert pairs == [("lfr", 1.0), ("lfr", 2.0), ("random", 1.0), ("random", 2.0)]
-    assert (smoke_run / "results/ladder/figures/scaling.png").stat().st_size > 10_000
+    assert (smoke_copy / "results/ladder/figures/scaling.png").stat().st_size > 10_000
     main = pd.read_csv(tables / "main.csv")
     # budget 0.5 of 2 passes is one, less its last step's rounding on a small subset
     assert main.passes.between(0.95, 4.01).all() and set(main.lr_mult) == {1.0, 2.0}
