@@ -33,7 +33,7 @@ STAGES = {  # stage: its module; the modules import torch etc. only when their s
     "profile": "lfr.profile",
     "forgetting": "lfr.report.forgetting", "summarize": "lfr.report.summarize",
     "scaling": "lfr.report.scaling", "plot": "lfr.report.plot",
-    "schema": "lfr.config",
+    "schema": "lfr.schema",
 }
 NO_CONFIG = {"summarize", "scaling", "plot", "schema"}  # stages that read no config
 
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-kept", type=Path, required=True, help="kept_domains.csv to write")
     p.add_argument("--out-blocks", type=Path, required=True,
                    help="forgetting_blocks.parquet to write (each profiled block's class per run)")
-    stage("schema", "print the config's JSON Schema")
+    p = stage("schema", "print the config's JSON Schema, or its reference page (--format markdown)")
+    importlib.import_module("lfr.schema").add_arguments(p)
     assert set(sub.choices) == set(STAGES)
     return parser
 

@@ -24,10 +24,10 @@ from transformers import AutoModelForCausalLM
 
 from lfr.config import ExperimentConfig
 from lfr.data import BlockStore
-from lfr.grid import reference_size
+from lfr.grid import reference_model_size
 from lfr.model import scored_batches
 from lfr.runtime import git_commit, resolve_device
-from lfr.sampling import BlockScores, method_options
+from lfr.sampling import BlockScores, validated_options
 from lfr.sampling.ppl_prune import ReferenceOptions, ShardSampler, reference_shard
 from lfr.train import Job, Method, train
 
@@ -38,7 +38,8 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
                     out_dir: Path, resume_dir: Path | None = None,
                     run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the reference model and score the pool; return reference.json's content."""
-    opts, size = method_options(method, cfg.method_options.get(method, {})), reference_size(cfg, method)
+    opts = validated_options(method, cfg.method_options.get(method, {}))
+    size = reference_model_size(cfg, method)
     assert isinstance(opts, ReferenceOptions), f"{method}'s options must subclass ReferenceOptions"
     out_dir = Path(out_dir)
     store = BlockStore.open(data_dir, "train")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_dtype
+from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_file_dtype
 from lfr.corpus import read_documents
 from lfr.data import DATA_FORMAT
 from lfr.files import atomic_path, write_json, write_parquet
@@ -47,7 +47,7 @@ def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Pat
     """Tokenize one split to a flat token file and its block table; return its statistics."""
     meta = tokenizer_meta(tok_dir)
     encode, eot = piece_encoder(tok_dir), meta["eot_id"]
-    dtype = np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"]))
+    dtype = np.dtype(token_file_dtype(cfg.token_dtype, meta["vocab_size"]))
     doc_ids: list[str] = []
     domains: list[str | None] = []
     doc_ends: list[int] = []
@@ -103,7 +103,7 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
     info = {
         "format": DATA_FORMAT,
         "block_size": cfg.block_size,
-        "dtype": np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"])).name,
+        "dtype": np.dtype(token_file_dtype(cfg.token_dtype, meta["vocab_size"])).name,
         "vocab_size": meta["vocab_size"],
         "eot_id": meta["eot_id"],
         "tokenizer_kind": meta["kind"],

@@ -59,7 +59,7 @@ from lfr.model import (
     scored_batches,
 )
 from lfr.runtime import Interrupted, git_commit, slurm_time
-from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, method_options
+from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, validated_options
 from lfr.sampling.base import epoch_permutation
 from lfr.snapshots import SnapshotWriter, snapshot_steps
 from lfr.tokenizer import load_hf_tokenizer, tokenizer_meta
@@ -87,7 +87,7 @@ class Method:
         """A method of the registry with its options from the config; `block_scores`: the
         reference scores (score-reference stage) of a method that needs them."""
         options = cfg.method_options.get(name, {})
-        method_options(name, options)  # a bad name or option fails here, before any model is built
+        validated_options(name, options)  # a bad name or option fails here, before any model is built
         scores = BlockScores.read(block_scores) if block_scores is not None else None
 
         def build(facts: RunFacts, ids: np.ndarray | None = None) -> Sampler:

@@ -377,7 +377,7 @@ def params_at_row(fit: Fit, target: float, inside: tuple[float, float]) -> dict[
             "estimate": value, "estimate_lo": lo, "estimate_hi": hi, "note": note}
 
 
-def band(method: str, rungs: list[Rung]) -> pd.DataFrame:
+def trend_band(method: str, rungs: list[Rung]) -> pd.DataFrame:
     """The line and its pointwise band on BAND_POINTS parameter counts from half the smallest
     fitted size to twice GPT-2 124M or the largest, and at each fitted size (the figure's):
     `kind` fit inside the fitted sizes, else extrapolation."""
@@ -550,7 +550,7 @@ def scaling(by_seed: pd.DataFrame, forgetting: Path | None = None,
         rungs = [r for _, r, note in entries if not note]
         left_out = [f"{s} ({note})" for s, _, note in entries if note]
         rows += trend_rows(method, rungs, left_out, ladder)
-        bands.append(band(method, rungs))
+        bands.append(trend_band(method, rungs))
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table[TEXT] = table[TEXT].astype(object).where(table[TEXT].notna(), "")
     table[COUNTS] = table[COUNTS].astype("Int64")

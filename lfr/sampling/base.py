@@ -33,7 +33,8 @@ class SamplerOptions(BaseModel):
     """Options of one sampler; plug-ins subclass this. Unknown keys are errors, and so are inf and
     NaN (YAML's `.inf` passes `gt=0`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)  # docs/configuration.md shows them
 
 
 class RunLengthOptions(SamplerOptions):
