@@ -13,6 +13,7 @@ In memory and on disk a profiled block costs BYTES_PER_ROW per snapshot.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -103,6 +104,14 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     log.info("profile %s: %d snapshots x %d blocks, %.0f tokens/s", run, len(snaps), len(ids),
              summary["profile_tokens_per_s"])
     return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr profile`."""
+    parser.add_argument("--run", type=Path, required=True, help="a finished run folder (with snapshots/)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--out", type=Path, required=True, help="folder for losses.parquet, summary.json")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, run: Path, data: Path, out: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ The training run of a method reads them back with `BlockScores.read` (`--block-s
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
     log.info("scored %d blocks with the %s reference (val loss %.3f)", len(pool), size,
              summary["val_loss"])
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr score-reference`."""
+    parser.add_argument("--method", required=True, help="the method whose options hold the reference's")
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (model init, data order)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder: block_scores.parquet, reference.json")
+    parser.add_argument("--resume-dir", type=Path, help="resume checkpoints of the reference's training")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, method: str, seed: int, data: Path, tokenizer: Path, out: Path,

@@ -13,6 +13,7 @@ its loss (the loss that val_loss includes), so val_bpb is val_loss rescaled by o
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -115,6 +116,17 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
     write_json(out_dir / "meta.json", info)
     log.info("tokenize: %s", info)
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr tokenize`."""
+    parser.add_argument("--train-docs", type=Path, required=True,
+                        help="training documents written by `corpus` (parquet)")
+    parser.add_argument("--val-docs", type=Path, required=True,
+                        help="held-out documents written by `corpus` (parquet)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for token files, block tables, meta.json")
 
 
 def main(cfg: ExperimentConfig, given: frozenset[str], train_docs: Path, val_docs: Path,

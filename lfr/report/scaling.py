@@ -65,6 +65,7 @@ chosen on the runs it is then compared with, on both sides alike.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import zlib
@@ -556,6 +557,15 @@ def scaling(by_seed: pd.DataFrame, forgetting: Path | None = None,
     table[COUNTS] = table[COUNTS].astype("Int64")
     band_table = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame(columns=BAND_COLUMNS)
     return table, lrs, band_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr scaling`."""
+    parser.add_argument("--by-seed", type=Path, required=True,
+                        help="results/tables/main_by_seed.csv (summarize)")
+    parser.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="scaling.csv to write; learning_rates.csv and scaling_band.csv go next to it")
 
 
 def main(by_seed: Path, out: Path, forgetting: Path | None = None) -> str:
