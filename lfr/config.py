@@ -242,6 +242,10 @@ def default_stop_margin_s(limit_s: float) -> float:
 
 
 class SizeResources(Section):
+    """The resources of a size's training jobs (`resources.default` for the sizes not named). The
+    cluster profile maps them to SLURM: --nodes, --gpus (or --ntasks and --gres=gpu:<gpus> across
+    nodes), -t and --mem; on one GPU box a job claims `gpus` of its GPUs."""
+
     nodes: Annotated[int, Field(ge=1)] = 1
     """Nodes per training job; more than 1 needs SLURM (the cluster profile): srun starts one
     torchrun per node, which meet at a rendezvous on the job's first node."""
@@ -333,13 +337,13 @@ class TrainConfig(Section):
     """Peak bf16 TFLOP/s per GPU for MFU; default: looked up from the detected GPU's name."""
     tensorboard: bool = False
     """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
-    the `tensorboard` package)."""
+    the `tensorboard` package; `tensorboard --logdir results/runs`); changes no result."""
     tokens_per_param: Annotated[float, Field(gt=0)] | None = None
-    """Budget 1 of every size = this x the model's total parameters (embeddings counted once): each
-    size trains `epochs` passes over a seeded subset of the training blocks sized to that token
-    count (the same subset for every method and seed; smaller sizes' subsets nest in larger
-    ones'), and a sweep's budget b repeats it b x epochs times. None: every size trains on all
-    blocks."""
+    """Budget 1 of every size = this x the model's total parameters (embeddings counted once; 20 is
+    Chinchilla's): each size trains `epochs` passes over a seeded subset of the training blocks
+    sized to that token count (the same subset for every method and seed; smaller sizes' subsets
+    nest in larger ones'), and a sweep's budget b repeats it b x epochs times. None: every size
+    trains on all blocks."""
     repeat_data: bool = False
     """With tokens_per_param: a size whose subset would need more blocks than the corpus holds is
     refused (false: the message names the size, the tokens needed and those available), or
@@ -347,8 +351,9 @@ class TrainConfig(Section):
     tokens per parameter and the passes reached)."""
     wandb: bool = False
     """Also log the metrics rows to Weights & Biases, live (needs the `wandb` package): offline
-    into the run's `wandb/` folder where the config is `offline`, else as W&B's own settings say
-    (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, ...)."""
+    into the run's `wandb/` folder where the config is `offline` (`wandb sync` uploads it), else
+    as W&B's own settings say (WANDB_PROJECT, default lfr-repro; WANDB_ENTITY, WANDB_MODE); one
+    W&B run per run folder, continued on a resume; changes no result."""
 
     QUIET = frozenset({"tokens_per_param", "repeat_data", "batch_blocks", "wandb"})
 
@@ -373,12 +378,14 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     tasks: Annotated[Names, Field(min_length=1)] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
-    """lm-eval task, group or tag names, checked against lm-eval's registry; `lfr_*` are the
-    offline tasks built from held-out documents. Not empty: every run is evaluated, and lm-eval
-    fails on no task (after training)."""
+    """lm-eval task, group or tag names, checked against lm-eval's registry before any job (its
+    list is cached in ~/.cache/lfr/); `lfr_*` are the offline tasks built from held-out
+    documents. Not empty: every run is evaluated, and lm-eval fails on no task (after
+    training)."""
     references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
     """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
-    method `reference`; the name becomes a folder of results/eval/reference/."""
+    method `reference`, and their val_bpb on our validation text; the name becomes a folder of
+    results/eval/reference/."""
     reference_tokens: dict[str, Annotated[float, Field(gt=0)]] = {}
     """Public training tokens of some `references` (e.g. Pythia's 300B): the main table then gives
     the paper-style share `reference_token_share:<name>` (tokens to reach its val_bpb / these)."""
@@ -458,7 +465,10 @@ class SweepConfig(Section):
     sizes: Names | None = None
     """Sweep only these sizes (None: every size in `models`)."""
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)] = [1.0]
-    """Multiples of each method's default run length (1: the grid's run, always trained)."""
+    """Multiples of each method's default run length (1: the grid's run, always trained), each a
+    run of its own (`results/runs/<size>/<method>/budget<b>/`) whose LR schedule decays at its own
+    end. Sweep runs are summarized (the frontier behind the iso-loss speed-ups), not profiled or
+    evaluated."""
 
     @field_validator("budgets")
     @classmethod

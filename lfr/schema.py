@@ -141,14 +141,19 @@ def sections(model: type[BaseModel], key: str) -> Iterator[tuple[str, type[BaseM
             yield from sections(sub, below)
 
 
+QUIET = ("Left out of job params and run hashes while at its default: runs made before the key "
+         "existed are not retrained.")
+
+
 def table(model: type[BaseModel], key: str) -> list[str]:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         kind = type_text(field.annotation)
         if more := bounds([*field.metadata, FieldInfo(json_schema_extra=field.json_schema_extra)]):
             kind += f" ({', '.join(more)})"
+        meaning = f"{field.description} {QUIET if name in getattr(model, 'QUIET', ()) else ''}"
         rows.append(f"| `{f'{key}.{name}' if key else name}` | {cell(kind)} | {cell(default_text(field))} "
-                    f"| {cell(field.description)} |")
+                    f"| {cell(meaning)} |")
     return rows
 
 

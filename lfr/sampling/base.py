@@ -41,7 +41,9 @@ class RunLengthOptions(SamplerOptions):
     """Options of a method without a schedule of its own: it runs as long as `random`."""
 
     epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
+    """Run length in passes' worth of draws over all blocks; default train.epochs, random's (equal
+    tokens). Another value trains other tokens than random's: the config check says so and the
+    tables leave the method out of the equal-budget comparison."""
 
 
 @dataclass(frozen=True)
