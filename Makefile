@@ -54,8 +54,10 @@ report: $(STAMP)
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n all
 
+# Both generated from lfr/config.py's models and the methods' options; tests/test_config.py checks them.
 schema: $(STAMP)
 	$(BIN)/python -m lfr schema > workflow/schemas/config.schema.json
+	$(BIN)/python -m lfr schema --format markdown > docs/configuration.md
 
 # Keeps results/benchmarks.csv (`make bench`: a measurement of the code, not a pipeline output).
 clean:

@@ -63,7 +63,7 @@ from lfr.files import write_csv
 from lfr.grid import validate_config
 from lfr.metrics import peak_flops
 from lfr.model import build_model, model_config
-from lfr.profile import profile_losses, sample_blocks
+from lfr.profile import profile_losses, sampled_block_ids
 from lfr.runtime import setup_torch
 from lfr.sampling import RunFacts, build_sampler
 
@@ -228,7 +228,7 @@ def profile_pass(run_dir: Path, data_dir: Path, shape: Shape) -> tuple[float, fl
     device = torch.device(shape.device)
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(device)
     store = BlockStore.open(data_dir, "train")
-    ids = sample_blocks(store.num_blocks, shape.profile_blocks, 0)
+    ids = sampled_block_ids(store.num_blocks, shape.profile_blocks, 0)
     profile_losses(model, store, ids[: shape.profile_batch], shape.profile_batch, device, "bfloat16")  # warm
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

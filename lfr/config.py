@@ -1,36 +1,31 @@
-"""The experiment config's schema: one typed view of `config/*.yaml`, its error messages.
+"""The experiment config's schema: one typed view of `config/*.yaml`.
 
 The same models validate the Snakemake config and the JSON that each `python -m lfr <stage>`
-receives, so a typo fails before any job runs, with a message that names the key. This module is
-the schema alone: it imports no other lfr module (and no torch), so that everything else can
-import it. The checks that need the method registry (method names, each method's options) and
-across the grid's keys are lfr/grid.py's, whose `validate_config`/`load_config` are the entry
-points. `workflow/schemas/config.schema.json` is generated from these models (`python -m lfr
-schema`); a test keeps the two in sync.
+receives, so a typo fails before any job runs, with a message that names the key. Each field's
+docstring is its documentation: docs/configuration.md and workflow/schemas/config.schema.json are
+generated from these models (`make schema`; lfr/schema.py), and a test keeps both in sync.
+
+This module is the schema alone: it imports no other lfr module (and no torch), so that everything
+else can import it. Around it: lfr/config_errors.py turns validation errors into one line per bad
+key; lfr/config_files.py reads config files and Snakemake's `--config` overrides; lfr/grid.py adds
+the checks that need a registry (method names and options, lm-eval task names) or the whole grid,
+and its `validate_config`/`load_config` are the entry points.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import logging
 import math
-import os
-import re
-from collections.abc import Iterable, Iterator
-from functools import cache
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -165,8 +160,11 @@ class ModelPreset(Section):
     """`gpt2`: transformers' GPT2LMHeadModel (learned positions, LayerNorm, GELU MLP); `llama`:
     LlamaForCausalLM (RoPE, RMSNorm, SwiGLU MLP, no biases)."""
     n_layer: Annotated[int, Field(ge=1)]
+    """Transformer blocks (depth)."""
     n_head: Annotated[int, Field(ge=1)]
+    """Attention heads per block; a divisor of n_embd (head width n_embd / n_head)."""
     n_embd: Annotated[int, Field(ge=8)]
+    """Width: the embedding and residual-stream dimension."""
     n_kv_head: Annotated[int, Field(ge=1)] | None = None
     """llama only: key/value heads (grouped-query attention), a divisor of n_head; None: n_head."""
     intermediate_size: Annotated[int, Field(ge=1)] | None = None
@@ -244,6 +242,10 @@ def default_stop_margin_s(limit_s: float) -> float:
 
 
 class SizeResources(Section):
+    """The resources of a size's training jobs (`resources.default` for the sizes not named). The
+    cluster profile maps them to SLURM: --nodes, --gpus (or --ntasks and --gres=gpu:<gpus> across
+    nodes), -t and --mem; on one GPU box a job claims `gpus` of its GPUs."""
+
     nodes: Annotated[int, Field(ge=1)] = 1
     """Nodes per training job; more than 1 needs SLURM (the cluster profile): srun starts one
     torchrun per node, which meet at a rendezvous on the job's first node."""
@@ -299,24 +301,34 @@ class TrainConfig(Section):
     tokens_per_param): LFR scales its schedule to fill it; at most a million, like every epochs
     option (lfr/sampling/base.py: MAX_EPOCHS)."""
     lr: Annotated[float, Field(gt=0)] = 1e-3
+    """Peak learning rate of AdamW, reached after the warmup; lr_check.multipliers scale it."""
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     """The cosine schedule decays to lr * min_lr_ratio at the last step."""
     warmup_frac: Annotated[float, Field(ge=0, lt=1)] = 0.02
     """Linear warmup over this fraction of the planned steps."""
     weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    """AdamW's decoupled weight decay, applied to the weight matrices and embeddings (not to
+    biases and norm weights)."""
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """AdamW's decay rate of the gradient's running mean."""
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    """AdamW's decay rate of the squared gradient's running mean."""
     grad_clip: Annotated[float, Field(ge=0)] = 1.0
     """Clip the global grad norm to this value; 0 disables clipping."""
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Dropout probability while training (a llama has it in its attention only); 0: none."""
     eval_every: Annotated[int, Field(ge=1)] = 100
     """Optimizer steps between validation-loss evaluations (and always at the last step)."""
     eval_blocks: Annotated[int, Field(ge=1)] = 256
     """Size of the fixed validation subset (seed 0, the same for every run)."""
     log_every: Annotated[int, Field(ge=1)] = 10
+    """Optimizer steps between rows of the metrics log (metrics.parquet); each row waits for the
+    device once, so on a GPU keep it at tens of steps or more."""
     ckpt_every: Annotated[int, Field(ge=1)] = 500
     """Optimizer steps between resume checkpoints."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where training (and reference scoring and profiling) runs: `auto` takes a GPU if there is
+    one; `cuda` fails if there is none."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Autocast dtype on CUDA; CPU always trains in float32."""
     compile: bool = False
@@ -325,13 +337,13 @@ class TrainConfig(Section):
     """Peak bf16 TFLOP/s per GPU for MFU; default: looked up from the detected GPU's name."""
     tensorboard: bool = False
     """Also write the metrics log as TensorBoard events to the run's `tb/` folder, live (needs
-    the `tensorboard` package)."""
+    the `tensorboard` package; `tensorboard --logdir results/runs`); changes no result."""
     tokens_per_param: Annotated[float, Field(gt=0)] | None = None
-    """Budget 1 of every size = this x the model's total parameters (embeddings counted once): each
-    size trains `epochs` passes over a seeded subset of the training blocks sized to that token
-    count (the same subset for every method and seed; smaller sizes' subsets nest in larger
-    ones'), and a sweep's budget b repeats it b x epochs times. None: every size trains on all
-    blocks."""
+    """Budget 1 of every size = this x the model's total parameters (embeddings counted once; 20 is
+    Chinchilla's): each size trains `epochs` passes over a seeded subset of the training blocks
+    sized to that token count (the same subset for every method and seed; smaller sizes' subsets
+    nest in larger ones'), and a sweep's budget b repeats it b x epochs times. None: every size
+    trains on all blocks."""
     repeat_data: bool = False
     """With tokens_per_param: a size whose subset would need more blocks than the corpus holds is
     refused (false: the message names the size, the tokens needed and those available), or
@@ -339,8 +351,9 @@ class TrainConfig(Section):
     tokens per parameter and the passes reached)."""
     wandb: bool = False
     """Also log the metrics rows to Weights & Biases, live (needs the `wandb` package): offline
-    into the run's `wandb/` folder where the config is `offline`, else as W&B's own settings say
-    (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, ...)."""
+    into the run's `wandb/` folder where the config is `offline` (`wandb sync` uploads it), else
+    as W&B's own settings say (WANDB_PROJECT, default lfr-repro; WANDB_ENTITY, WANDB_MODE); one
+    W&B run per run folder, continued on a resume; changes no result."""
 
     QUIET = frozenset({"tokens_per_param", "repeat_data", "batch_blocks", "wandb"})
 
@@ -365,17 +378,21 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     tasks: Annotated[Names, Field(min_length=1)] = ["lfr_ppl", "lfr_cloze", "lfr_mc"]
-    """lm-eval task, group or tag names, checked against lm-eval's registry; `lfr_*` are the
-    offline tasks built from held-out documents. Not empty: every run is evaluated, and lm-eval
-    fails on no task (after training)."""
+    """lm-eval task, group or tag names, checked against lm-eval's registry before any job (its
+    list is cached in ~/.cache/lfr/); `lfr_*` are the offline tasks built from held-out
+    documents. Not empty: every run is evaluated, and lm-eval fails on no task (after
+    training)."""
     references: Annotated[list[Annotated[str, Field(pattern=HUB_ID)]], *Unique] = []
     """HF hub models (`gpt2`, `EleutherAI/pythia-160m`) evaluated by the same rule as rows with
-    method `reference`; the name becomes a folder of results/eval/reference/."""
+    method `reference`, and their val_bpb on our validation text; the name becomes a folder of
+    results/eval/reference/."""
     reference_tokens: dict[str, Annotated[float, Field(gt=0)]] = {}
     """Public training tokens of some `references` (e.g. Pythia's 300B): the main table then gives
     the paper-style share `reference_token_share:<name>` (tokens to reach its val_bpb / these)."""
     batch_size: Annotated[int, Field(ge=1)] = 16
+    """lm-eval's batch size: requests per forward pass."""
     num_fewshot: Annotated[int, Field(ge=0)] = 0
+    """Examples shown before each item (lm-eval's few-shot); 0: zero-shot."""
     limit: Annotated[int, Field(ge=1)] | None = None
     """Evaluate at most this many items per task (None: all)."""
     bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
@@ -393,6 +410,8 @@ class EvalConfig(Section):
     seed: Seed = 0
     """Seed of the local task items and of lm-eval's sampling."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where lm-eval runs the model: `auto` takes a GPU if there is one; `cuda` fails if there is
+    none."""
     cache_dir: str = "resources/hf_cache"
     """HF_HOME for datasets of standard tasks (filled by the prefetch rule)."""
 
@@ -402,60 +421,6 @@ class EvalConfig(Section):
         if iters == 1:
             raise ValueError("one resample has no spread; use 0 (no stderr) or at least 2")
         return iters
-
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        """A typo fails now, not after the training jobs."""
-        unknown = [i for i, t in enumerate(tasks) if t not in LOCAL_TASKS]
-        if not unknown:
-            return tasks  # the offline demo needs no lm-eval registry
-        try:
-            known = lm_eval_tasks()
-        except ImportError as err:  # not skipped: the names would fail only after training
-            raise key_error(f"cannot check these task names: lm-eval is not importable ({err})",
-                            unknown[0]) from None
-        for i in unknown:
-            if tasks[i] not in known:
-                close = difflib.get_close_matches(tasks[i], known, n=3)
-                hint = f"did you mean {' or '.join(map(repr, close))}?" if close else \
-                    "see `lm-eval ls tasks`"
-                raise key_error(f"{tasks[i]!r} is not an lm-eval task, group or tag; {hint}", i)
-        return tasks
-
-
-LOCAL_TASKS = ("lfr_ppl", "lfr_cloze", "lfr_mc")
-"""Built by the eval-tasks stage, so not in lm-eval's registry."""
-
-
-@cache
-def lm_eval_tasks() -> frozenset[str]:
-    """Every task, group and tag name of the installed lm-eval. Indexing its YAML files takes
-    seconds, so the list is cached on disk per lm-eval version and install."""
-    import lm_eval
-
-    tasks_dir = Path(lm_eval.__file__).parent / "tasks"
-    key = config_hash([lm_eval.__version__, str(tasks_dir), tasks_dir.stat().st_mtime_ns])
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    cached = Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
-    try:
-        return frozenset(json.loads(cached.read_text()))
-    except (OSError, ValueError):
-        pass
-    from lm_eval.tasks import TaskManager
-
-    # a warning, so that the pause is explained even where logging is not configured (Snakefile)
-    logging.getLogger(__name__).warning("indexing lm-eval's tasks to check eval.tasks (once; cached "
-                                        "in %s)", cached)
-    names = sorted(TaskManager().all_tasks)
-    try:  # atomic, for parallel validations; an unwritable cache only costs the next run time
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(names))
-        tmp.replace(cached)
-    except OSError:
-        pass
-    return frozenset(names)
 
 
 class ProfileConfig(Section):
@@ -500,7 +465,10 @@ class SweepConfig(Section):
     sizes: Names | None = None
     """Sweep only these sizes (None: every size in `models`)."""
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)] = [1.0]
-    """Multiples of each method's default run length (1: the grid's run, always trained)."""
+    """Multiples of each method's default run length (1: the grid's run, always trained), each a
+    run of its own (`results/runs/<size>/<method>/budget<b>/`) whose LR schedule decays at its own
+    end. Sweep runs are summarized (the frontier behind the iso-loss speed-ups), not profiled or
+    evaluated."""
 
     @field_validator("budgets")
     @classmethod
@@ -559,8 +527,11 @@ class ExperimentConfig(Section):
     profiles and evaluations are shared by every config of the same corpus, tokenizer and data
     (results/runs etc.; another data setting's under results/corpora/<key>/: lfr/folders.py)."""
     corpus: CorpusConfig = CorpusConfig()
+    """The text to train on and its split into train and validation documents."""
     tokenizer: TokenizerConfig = TokenizerConfig()
+    """The tokenizer that turns the documents into tokens."""
     data: DataConfig = DataConfig()
+    """The token files and their fixed blocks, the unit that every method selects."""
     custom_models: dict[Annotated[str, Field(pattern=FOLDER)], ModelPreset] = {}
     """Extra model sizes, e.g. {wide: {n_layer: 2, n_head: 4, n_embd: 256}}; a name is a folder of
     results/runs/."""
@@ -579,6 +550,7 @@ class ExperimentConfig(Section):
     """Seeds for some sizes instead of `seeds` (it wins for the sizes it names), e.g. {nano: [0, 1]}:
     more seeds where runs are cheap."""
     train: TrainConfig = TrainConfig()
+    """Training: batch, run length, optimizer and schedule, logging, device (every run)."""
     eval: EvalConfig = EvalConfig()
     """Downstream evaluation with lm-evaluation-harness."""
     profile: ProfileConfig = ProfileConfig()
@@ -615,7 +587,7 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _dtype_fits(self) -> ExperimentConfig:
         try:
-            token_dtype(self.data.token_dtype, self.vocab_size)
+            token_file_dtype(self.data.token_dtype, self.vocab_size)
         except ValueError as err:
             raise key_error(str(err), "data", "token_dtype") from None
         return self
@@ -634,7 +606,7 @@ class ExperimentConfig(Section):
         return self.tokenizer.padded_vocab_size
 
 
-def token_dtype(choice: str, vocab_size: int) -> str:
+def token_file_dtype(choice: str, vocab_size: int) -> str:
     """The dtype name of the token files for `data.token_dtype` and a vocabulary size."""
     if choice == "uint32" or (choice == "auto" and vocab_size > 65_536):
         return "uint32"
@@ -669,163 +641,7 @@ class ConfigError(ValueError):
         return problems
 
 
-def path(loc: Iterable[str | int]) -> str:
-    """A pydantic location as a config key: `method_options.lfr.schedule[0].drop`; a key that is
-    not a plain name is quoted (`custom_models['v 1']`), so the path stays one unambiguous line."""
-    parts, out = list(loc), ""
-    for i, part in enumerate(parts):
-        if part == "[key]":  # the key itself has the wrong type, e.g. YAML's `1:`
-            out += " (the key)"
-        elif isinstance(part, int) and parts[i + 1 : i + 2] != ["[key]"]:
-            out += f"[{part}]"
-        elif not re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
-            out += f"[{part!r}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "<top level>"
-
-
-def flat_errors(errors: list[Any], prefix: tuple = ()) -> Iterator[tuple[str, Any]]:
-    """(full key, error) of each error; key_error's `sub` is moved below the location it was
-    raised at."""
-    for e in errors:
-        ctx = e.get("ctx") or {}
-        yield path((*prefix, *e["loc"], *ctx.get("sub", ()))), e
-
-
-def is_number(value: Any) -> bool:
-    """Whether `value` is a string that reads as a number."""
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return isinstance(value, str)
-
-
-def problem_lines(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    """`<key>: <what is wrong>` of each error, the key its full path (below `prefix`)."""
-    lines = []
-    for key, e in flat_errors(err.errors(), prefix):
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against config/README.md"
-        quiet = e["type"] in ("missing", "extra_forbidden", "value_error", "config_key") or not e["loc"]
-        got = "" if quiet else f" (got {e['input']!r})"
-        if e["type"] in ("int_type", "float_type") and is_number(e.get("input")):
-            got += "; a number in quotes is text, and so is YAML's 1e-3: write 1.0e-3"
-        lines.append(f"{key}: {msg}{got}")
-    return lines
-
-
-def format_errors(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
-    """One line per bad key, each named by its full path (below `prefix`)."""
-    return str(ConfigError.of(source, problem_lines(err, prefix)))
-
-
-def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
-    """Checks across sections that only the whole config can make: a job validates just the
-    sections it gets (the others take their defaults)."""
-    problems = []
-    if cfg.eval.max_gen_toks >= cfg.data.block_size and set(cfg.eval.tasks) - set(LOCAL_TASKS):
-        problems.append(f"eval.max_gen_toks: {cfg.eval.max_gen_toks} leaves no context of "
-                        f"data.block_size={cfg.data.block_size} to generation tasks; lower it")
-    return problems
-
-
-def schema_problems(raw: Any, whole: bool = False) -> tuple[ExperimentConfig | None, list[str]]:
-    """The config that `raw` validates to by this schema (None if it does not) and its problems,
-    `<key>: <what is wrong>` each. `whole`: `raw` is the whole config (the Snakefile's), not the
-    sections of one job. Method names and options, and the checks across keys that need the
-    grid, are lfr/grid.py's (`validate_config`, the entry point)."""
-    try:
-        cfg = ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        return None, problem_lines(err)
-    return cfg, whole_config_problems(cfg) if whole else []
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a config file (an empty file: no keys)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    return raw
-
-
 def config_hash(payload: Any) -> str:
     """Short, stable hash of any JSON-serialisable payload (sorted keys)."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def json_schema() -> dict[str, Any]:
-    schema = ExperimentConfig.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
-
-
-def _branch(schema: dict[str, Any], value: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    """The part of a JSON Schema node that applies to `value`: $ref resolved, and of an anyOf
-    the option of the value's kind (a mapping: object, a list: array); a scalar gets the node."""
-    if "$ref" in schema:
-        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
-    kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
-    for option in schema.get("anyOf", []):
-        option = _branch(option, None, defs)  # resolves a $ref
-        if kind and option.get("type") == kind:
-            return _branch(option, value, defs)
-    return schema
-
-
-def _types(schema: dict[str, Any]) -> set[str]:
-    """JSON types a node allows (empty: any value, e.g. a method's options)."""
-    return {t for t in [schema.get("type"), *(o.get("type") for o in schema.get("anyOf", []))] if t}
-
-
-def _typed(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
-    schema = _branch(schema, value, defs)
-    if isinstance(value, dict):
-        props, extra = schema.get("properties", {}), schema.get("additionalProperties", {})
-        return {k: _typed(v, props.get(k, extra if isinstance(extra, dict) else {}), defs)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_typed(v, schema.get("items", {}), defs) for v in value]
-    if not isinstance(value, str) or "string" in _types(schema):
-        return value
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value  # left for the validation to name
-    if isinstance(parsed, str) and "number" in _types(schema):
-        try:  # JSON's 3e-4 is a string to YAML 1.1
-            return float(value)
-        except ValueError:
-            pass
-    return parsed
-
-
-def typed_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Command-line overrides (Snakemake's --config) as a config file would give them.
-
-    Snakemake reads every leaf of a --config value as a string (`seeds=[0,1]` gives ['0', '1']),
-    which the JSON Schema then rejects; each string where the config expects no string is read
-    as YAML (which covers JSON), so it validates like the same value from a file."""
-    schema = json_schema()
-    return _typed(dict(overrides), schema, schema.get("$defs", {}))
-
-
-def merge_config(config: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """Merge overrides into config in place: mappings key by key, anything else replaced."""
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            merge_config(config[key], value)
-        else:
-            config[key] = value
-
-
-def main() -> str:
-    """The `schema` stage."""
-    return json.dumps(json_schema(), indent=2)

@@ -13,6 +13,7 @@ whole corpus, whatever `fraction` keeps for training. Output: two parquet files,
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import codecs
 import glob
@@ -461,6 +462,12 @@ def read_documents(path: Path, batch_size: int = 4096) -> Iterator[list[dict]]:
         raise FileNotFoundError(f"{path} not found; run the `corpus` stage first")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
         yield batch.to_pylist()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr corpus`."""
+    parser.add_argument("--train-out", type=Path, required=True, help="parquet of the training documents")
+    parser.add_argument("--val-out", type=Path, required=True, help="parquet of the held-out documents")
 
 
 def main(cfg: ExperimentConfig, train_out: Path, val_out: Path) -> None:

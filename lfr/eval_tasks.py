@@ -12,6 +12,7 @@ round-robin over domains with a seeded order, so every domain is represented.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
@@ -213,6 +214,14 @@ def load_local_tasks(task_dir: Path) -> list[dict]:
         files["test"] = str((path.parent / files["test"]).resolve())
         configs.append({**cfg, "custom_dataset": jsonl_dataset})
     return configs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr eval-tasks`."""
+    parser.add_argument("--val-docs", type=Path, required=True,
+                        help="held-out documents written by `corpus` (parquet)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the task YAMLs and jsonl files")
 
 
 def main(cfg: ExperimentConfig, val_docs: Path, tokenizer: Path, out: Path) -> dict:

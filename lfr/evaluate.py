@@ -9,6 +9,7 @@ lm-eval's per-item scores with the task's own aggregation functions.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -114,6 +115,19 @@ def evaluate(cfg: EvalConfig, model: str, task_dir: Path | None, out_json: Path,
     write_parquet(out_parquet, table)
     log.info("evaluate: %s", table[table.domain == "all"].to_string(index=False))
     return table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr evaluate`."""
+    parser.add_argument("--model", required=True, help="HF model folder, or a hub name (reference)")
+    parser.add_argument("--tasks", type=Path, help="folder written by `eval-tasks`")
+    parser.add_argument("--size", required=True, help="the `size` of the result rows (a reference: its name)")
+    parser.add_argument("--method", required=True, help="the `method` of the result rows")
+    parser.add_argument("--seed", type=int, required=True,
+                        help="the `seed` of the result rows (-1: reference)")
+    parser.add_argument("--out-json", type=Path, required=True, help="lm-eval's raw results")
+    parser.add_argument("--out-parquet", type=Path, required=True, help="tidy results, one row per metric")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, model: str, tasks: Path | None, size: str, method: str, seed: int,

@@ -1,10 +1,10 @@
 """The experiment grid: which runs a validated config plans, and the checks that need the methods.
 
-lfr/config.py is the schema alone; this module adds what needs the method registry
-(lfr.sampling): method names, each method's options (validated by the method itself, through
-`lfr.sampling.method_options`), and the checks across keys of the grid (`method_sizes`,
-`profile`, `size_seeds`, `resources`). `validate_config` and `load_config` are the entry points
-of the CLI and the Snakefile: one ConfigError names every bad key. The queries (`runs`,
+lfr/config.py is the schema alone; this module adds what needs a registry: method names, each
+method's options (validated by the method itself, through `lfr.sampling.validated_options`),
+lm-eval's task names (lfr/lm_eval_registry.py), and the checks across keys of the grid
+(`method_sizes`, `profile`, `size_seeds`, `resources`). `validate_config` and `load_config` are
+the entry points of the CLI and the Snakefile: one ConfigError names every bad key. The queries (`runs`,
 `profiled_runs`, ...) are functions of a config that these validated. This module imports no torch.
 """
 
@@ -16,16 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lfr.config import (
-    MODEL_PRESETS,
-    ConfigError,
-    ExperimentConfig,
-    SizeResources,
-    path,
-    read_yaml,
-    schema_problems,
-)
-from lfr.sampling import SAMPLERS, method_options
+from pydantic import ValidationError
+
+from lfr.config import MODEL_PRESETS, ConfigError, ExperimentConfig, SizeResources
+from lfr.config_errors import path, problem_lines
+from lfr.config_files import read_yaml
+from lfr.lm_eval_registry import LOCAL_TASKS, unknown_task
+from lfr.sampling import SAMPLERS, validated_options
 
 Run = tuple[str, str, int]
 """(size, method, seed) of one run of the grid, at the default budget 1."""
@@ -43,7 +40,7 @@ def runs(cfg: ExperimentConfig) -> list[Run]:
             for seed in cfg.size_seeds.get(size, cfg.seeds)]
 
 
-def budgets(cfg: ExperimentConfig, size: str, method: str) -> list[float]:
+def run_budgets(cfg: ExperimentConfig, size: str, method: str) -> list[float]:
     """The budgets (multiples of the default run length) a method trains at a size: 1, and the
     sweep's where it sweeps that method and size; ascending."""
     sw = cfg.sweep
@@ -52,13 +49,13 @@ def budgets(cfg: ExperimentConfig, size: str, method: str) -> list[float]:
 
 
 def trained_runs(cfg: ExperimentConfig) -> list[TrainedRun]:
-    """Every training run: each run of the grid at each of its budgets (`budgets`). Only the
+    """Every training run: each run of the grid at each of its budgets (`run_budgets`). Only the
     budget-1 runs (`runs`) are profiled and evaluated downstream."""
     seeds: dict[tuple[str, str], list[int]] = {}
     for size, method, seed in runs(cfg):
         seeds.setdefault((size, method), []).append(seed)
     return [(size, method, budget, seed) for (size, method), run_seeds in seeds.items()
-            for budget in budgets(cfg, size, method) for seed in run_seeds]
+            for budget in run_budgets(cfg, size, method) for seed in run_seeds]
 
 
 def lr_runs(cfg: ExperimentConfig) -> list[LRRun]:
@@ -166,12 +163,12 @@ def corpus_problems(cfg: ExperimentConfig, available: int) -> list[str]:
     return problems
 
 
-def reference_size(cfg: ExperimentConfig, method: str) -> str:
+def reference_model_size(cfg: ExperimentConfig, method: str) -> str:
     """The size of the reference model of a method that needs reference scores (ppl-prune, rho-loss): its
     option `reference_size`, else the smallest size in `models`, the cheapest to train."""
     if not SAMPLERS[method].needs_block_scores:
         raise ValueError(f"method {method!r} uses no reference model")
-    opts = method_options(method, cfg.method_options.get(method, {}))
+    opts = validated_options(method, cfg.method_options.get(method, {}))
     return getattr(opts, "reference_size", None) or smallest_model(cfg)
 
 
@@ -180,7 +177,7 @@ def unequal_lengths(cfg: ExperimentConfig) -> list[str]:
     `epochs` option): its runs train other tokens at every budget, so the tables leave it out of
     the equal-budget comparison (iso_speedup still compares it, at its own compute)."""
     def epochs(method: str) -> float:
-        return getattr(method_options(method, cfg.method_options.get(method, {})), "epochs",
+        return getattr(validated_options(method, cfg.method_options.get(method, {})), "epochs",
                        None) or cfg.train.epochs
 
     if "random" not in cfg.methods:
@@ -200,7 +197,7 @@ def validate_config(raw: Any, source: str = "config", whole: bool = False) -> Ex
     keys; raise one ConfigError naming every bad key. `whole`: `raw` is the whole config (the
     Snakefile's), not the sections of one job."""
     cfg, problems = schema_problems(raw, whole)
-    problems += method_problems(raw)
+    problems += method_problems(raw) + task_problems(raw)
     if cfg is not None and not problems:
         problems = grid_problems(cfg)
     if problems:
@@ -224,6 +221,43 @@ def config_order(problem: str) -> int:
     return TOP_KEYS.get(key, -1)
 
 
+def whole_config_problems(cfg: ExperimentConfig) -> list[str]:
+    """Checks across sections that only the whole config can make: a job validates just the
+    sections it gets (the others take their defaults)."""
+    problems = []
+    if cfg.eval.max_gen_toks >= cfg.data.block_size and set(cfg.eval.tasks) - set(LOCAL_TASKS):
+        problems.append(f"eval.max_gen_toks: {cfg.eval.max_gen_toks} leaves no context of "
+                        f"data.block_size={cfg.data.block_size} to generation tasks; lower it")
+    return problems
+
+
+def schema_problems(raw: Any, whole: bool = False) -> tuple[ExperimentConfig | None, list[str]]:
+    """The config that `raw` validates to by lfr/config.py's schema (None if it does not) and its
+    problems, `<key>: <what is wrong>` each. `whole`: `raw` is the whole config (the Snakefile's),
+    not the sections of one job."""
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        return None, problem_lines(err)
+    return cfg, whole_config_problems(cfg) if whole else []
+
+
+
+
+def task_problems(raw: Any) -> list[str]:
+    """Every name of `eval.tasks` that is neither ours nor lm-eval's: a typo fails now, not after
+    the training jobs. Values of the wrong type are the schema's to name."""
+    section = raw.get("eval") if isinstance(raw, dict) else None
+    tasks = section.get("tasks") if isinstance(section, dict) else None
+    problems = []
+    for i, name in enumerate(tasks if isinstance(tasks, list) else []):
+        if isinstance(name, str) and (why := unknown_task(name)):
+            problems.append(f"{path(('eval', 'tasks', i))}: {why}")
+            if "not importable" in why:
+                break  # one line says it
+    return problems
+
+
 def method_problems(raw: Any) -> list[str]:
     """The unknown names of `methods` and every bad key of `method_options`, each method's options
     validated by the method. Values of the wrong type are the schema's to name."""
@@ -243,7 +277,7 @@ def method_problems(raw: Any) -> list[str]:
                             f"{sorted(SAMPLERS)}")
             continue
         try:
-            method_options(name, opts)
+            validated_options(name, opts)
         except ConfigError as err:
             problems += err.problems
     return problems
@@ -270,7 +304,7 @@ def grid_problems(cfg: ExperimentConfig) -> list[str]:
     sizes = {**MODEL_PRESETS, **cfg.custom_models}
     references = set()  # e.g. ppl-prune's or rho-loss's reference model, trained by a job of its own
     for method, raw in cfg.method_options.items():
-        size = getattr(method_options(method, raw), "reference_size", None)
+        size = getattr(validated_options(method, raw), "reference_size", None)
         if size is not None and size not in sizes:
             problem(f"{size!r} is unknown; choose from {sorted(sizes)}", "method_options", method,
                     "reference_size")

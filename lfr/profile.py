@@ -13,6 +13,7 @@ In memory and on disk a profiled block costs BYTES_PER_ROW per snapshot.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -40,7 +41,7 @@ BYTES_PER_ROW = 8 + 4 + 8 + 8 + 3 * 2
 LOGIT_CHUNK_TOKENS = 8192
 
 
-def sample_blocks(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
+def sampled_block_ids(num_blocks: int, size: int | None, seed: int) -> np.ndarray:
     """The profiled block ids, sorted: all blocks, or a seeded sample of `size` of them."""
     if size is None or size >= num_blocks:
         return np.arange(num_blocks, dtype=np.int64)
@@ -69,7 +70,7 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model").to(dev)
     store = BlockStore.open(data_dir, "train")
     pool = subset_ids(store.num_blocks, info.get("subset_blocks") or store.num_blocks)  # what it trained on
-    ids = pool[sample_blocks(len(pool), cfg.sample_blocks, cfg.sample_seed)]
+    ids = pool[sampled_block_ids(len(pool), cfg.sample_blocks, cfg.sample_seed)]
     domains = pd.read_parquet(Path(data_dir) / "train_blocks.parquet", columns=["domain"])["domain"]
     domain = domains.to_numpy(dtype=object)[ids]
     run = f"{info['size']}/{info['method']}/seed{info['seed']}"
@@ -103,6 +104,14 @@ def profile_run(run_dir: Path, data_dir: Path, cfg: ProfileConfig, out: Path,
     log.info("profile %s: %d snapshots x %d blocks, %.0f tokens/s", run, len(snaps), len(ids),
              summary["profile_tokens_per_s"])
     return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr profile`."""
+    parser.add_argument("--run", type=Path, required=True, help="a finished run folder (with snapshots/)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--out", type=Path, required=True, help="folder for losses.parquet, summary.json")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, run: Path, data: Path, out: Path) -> dict[str, Any]:

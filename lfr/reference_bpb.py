@@ -14,6 +14,7 @@ rolling windows (`get_rolling_token_windows`).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
@@ -89,6 +90,17 @@ def reference_bpb(cfg: ExperimentConfig, model_name: str, data_dir: Path, tok_di
     write_json(out_json, info)
     log.info("reference-bpb: %s", info)
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr reference-bpb`."""
+    parser.add_argument("--model", required=True,
+                        help="hub name of the reference model (or a HF model folder)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--tokenizer", type=Path, required=True,
+                        help="folder written by `tokenizer` (ours: spells the blocks)")
+    parser.add_argument("--out", type=Path, required=True, help="val_bpb.json to write")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, model: str, data: Path, tokenizer: Path, out: Path) -> str:

@@ -15,6 +15,7 @@ The training run of a method reads them back with `BlockScores.read` (`--block-s
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ from transformers import AutoModelForCausalLM
 
 from lfr.config import ExperimentConfig
 from lfr.data import BlockStore
-from lfr.grid import reference_size
+from lfr.grid import reference_model_size
 from lfr.model import scored_batches
 from lfr.runtime import git_commit, resolve_device
-from lfr.sampling import BlockScores, method_options
+from lfr.sampling import BlockScores, validated_options
 from lfr.sampling.ppl_prune import ReferenceOptions, ShardSampler, reference_shard
 from lfr.train import Job, Method, train
 
@@ -38,7 +39,8 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
                     out_dir: Path, resume_dir: Path | None = None,
                     run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the reference model and score the pool; return reference.json's content."""
-    opts, size = method_options(method, cfg.method_options.get(method, {})), reference_size(cfg, method)
+    opts = validated_options(method, cfg.method_options.get(method, {}))
+    size = reference_model_size(cfg, method)
     assert isinstance(opts, ReferenceOptions), f"{method}'s options must subclass ReferenceOptions"
     out_dir = Path(out_dir)
     store = BlockStore.open(data_dir, "train")
@@ -72,6 +74,18 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
     log.info("scored %d blocks with the %s reference (val loss %.3f)", len(pool), size,
              summary["val_loss"])
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr score-reference`."""
+    parser.add_argument("--method", required=True, help="the method whose options hold the reference's")
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (model init, data order)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder: block_scores.parquet, reference.json")
+    parser.add_argument("--resume-dir", type=Path, help="resume checkpoints of the reference's training")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
 def main(cfg: ExperimentConfig, method: str, seed: int, data: Path, tokenizer: Path, out: Path,

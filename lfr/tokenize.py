@@ -13,6 +13,7 @@ its loss (the loss that val_loss includes), so val_bpb is val_loss rescaled by o
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_dtype
+from lfr.config import CorpusConfig, DataConfig, ExperimentConfig, token_file_dtype
 from lfr.corpus import read_documents
 from lfr.data import DATA_FORMAT
 from lfr.files import atomic_path, write_json, write_parquet
@@ -47,7 +48,7 @@ def tokenize_split(docs_path: Path, tok_dir: Path, cfg: DataConfig, bin_out: Pat
     """Tokenize one split to a flat token file and its block table; return its statistics."""
     meta = tokenizer_meta(tok_dir)
     encode, eot = piece_encoder(tok_dir), meta["eot_id"]
-    dtype = np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"]))
+    dtype = np.dtype(token_file_dtype(cfg.token_dtype, meta["vocab_size"]))
     doc_ids: list[str] = []
     domains: list[str | None] = []
     doc_ends: list[int] = []
@@ -103,7 +104,7 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
     info = {
         "format": DATA_FORMAT,
         "block_size": cfg.block_size,
-        "dtype": np.dtype(token_dtype(cfg.token_dtype, meta["vocab_size"])).name,
+        "dtype": np.dtype(token_file_dtype(cfg.token_dtype, meta["vocab_size"])).name,
         "vocab_size": meta["vocab_size"],
         "eot_id": meta["eot_id"],
         "tokenizer_kind": meta["kind"],
@@ -115,6 +116,17 @@ def tokenize(train_docs: Path, val_docs: Path, tok_dir: Path, cfg: DataConfig, o
     write_json(out_dir / "meta.json", info)
     log.info("tokenize: %s", info)
     return info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr tokenize`."""
+    parser.add_argument("--train-docs", type=Path, required=True,
+                        help="training documents written by `corpus` (parquet)")
+    parser.add_argument("--val-docs", type=Path, required=True,
+                        help="held-out documents written by `corpus` (parquet)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for token files, block tables, meta.json")
 
 
 def main(cfg: ExperimentConfig, given: frozenset[str], train_docs: Path, val_docs: Path,

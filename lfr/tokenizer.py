@@ -8,6 +8,7 @@ Hub tokenizers silently come back empty offline, hence the vocabulary-size check
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import json
@@ -270,6 +271,13 @@ def batch_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]]:
         return out
 
     return encode
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr tokenizer`."""
+    parser.add_argument("--train-docs", type=Path, required=True,
+                        help="training documents written by `corpus` (parquet)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for tokenizer.json and its meta")
 
 
 def main(cfg: ExperimentConfig, given: frozenset[str], train_docs: Path, out: Path) -> None:

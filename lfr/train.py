@@ -11,6 +11,7 @@ torchrun (DDP): every rank draws the same global ids and trains its slice.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -59,7 +60,7 @@ from lfr.model import (
     scored_batches,
 )
 from lfr.runtime import Interrupted, git_commit, slurm_time
-from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, method_options
+from lfr.sampling import BlockScores, RunFacts, Sampler, build_sampler, validated_options
 from lfr.sampling.base import epoch_permutation
 from lfr.snapshots import SnapshotWriter, snapshot_steps
 from lfr.tokenizer import load_hf_tokenizer, tokenizer_meta
@@ -87,7 +88,7 @@ class Method:
         """A method of the registry with its options from the config; `block_scores`: the
         reference scores (score-reference stage) of a method that needs them."""
         options = cfg.method_options.get(name, {})
-        method_options(name, options)  # a bad name or option fails here, before any model is built
+        validated_options(name, options)  # a bad name or option fails here, before any model is built
         scores = BlockScores.read(block_scores) if block_scores is not None else None
 
         def build(facts: RunFacts, ids: np.ndarray | None = None) -> Sampler:
@@ -554,6 +555,38 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
             shutil.rmtree(job.resume_dir, ignore_errors=True)
     finish(d)
     return summary
+
+
+def positive_multiple(text: str) -> float:
+    """`--budget` and `--lr-mult`: a finite multiple above 0."""
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive multiple, e.g. 0.5 or 2")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr train`."""
+    parser.add_argument("--size", required=True, help="model size (MODEL_PRESETS or custom_models)")
+    parser.add_argument("--method", required=True, help="data-selection method (lfr/sampling registry)")
+    parser.add_argument("--seed", type=int, required=True, help="the run's seed (model init, data order)")
+    parser.add_argument("--budget", type=positive_multiple, default=1.0,
+                        help="multiple of the method's default run length (sweep.budgets; default 1)")
+    parser.add_argument("--lr-mult", type=positive_multiple, default=1.0,
+                        help="multiple of train.lr (lr_check.multipliers; default 1)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder written by `tokenizer`")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="run folder: model/, metrics.parquet, run.json")
+    parser.add_argument("--resume-dir", type=Path, help="resume checkpoints (not a Snakemake output)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--time-limit-min", type=float,
+                        help="the job's wall-time limit: save and stop before it")
+    parser.add_argument("--stop-margin-s", type=float,
+                        help="stop this long before the job's limit (default: max(120 s, 5%% of the limit))")
+    parser.add_argument("--snapshots", help="profile settings as JSON: save weight snapshots for `profile`")
+    parser.add_argument("--block-scores", type=Path, help="reference scores (score-reference) for methods "
+                        "that need them (ppl-prune, rho-loss)")
 
 
 def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, tokenizer: Path,

@@ -3,15 +3,19 @@ command-line overrides. The methods' checks and the grid's are tests/test_grid.p
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pytest
 import yaml
 from conftest import REPO
 
-from lfr import config
-from lfr.config import ConfigError, json_schema, merge_config, read_yaml, typed_overrides
+from lfr import lm_eval_registry
+from lfr.config import ConfigError, ExperimentConfig
+from lfr.config_files import merge_config, read_yaml, typed_overrides
 from lfr.grid import load_config, validate_config
+from lfr.sampling import SAMPLERS
+from lfr.schema import json_schema, reference_page, sections
 
 
 @pytest.mark.parametrize(
@@ -123,7 +127,7 @@ def test_task_names_are_not_skipped_without_lm_eval(monkeypatch):
     def missing():
         raise ImportError("No module named 'lm_eval'")
 
-    monkeypatch.setattr(config, "lm_eval_tasks", missing)
+    monkeypatch.setattr(lm_eval_registry, "lm_eval_tasks", missing)
     validate_config({"eval": {"tasks": ["lfr_mc"]}})  # the offline tasks need no registry
     with pytest.raises(ConfigError, match=r"eval.tasks\[1\]: cannot check these task names: lm-eval is not"):
         validate_config({"eval": {"tasks": ["lfr_mc", "hellaswag"]}})
@@ -149,6 +153,60 @@ def test_a_config_file_must_be_a_mapping(tmp_path):
 def test_committed_schema_is_up_to_date():
     committed = json.loads((REPO / "workflow/schemas/config.schema.json").read_text())
     assert committed == json_schema(), "run `make schema` to regenerate the JSON Schema"
+
+
+def test_committed_reference_page_is_up_to_date():
+    committed = (REPO / "docs/configuration.md").read_text()
+    assert committed == reference_page(), ("docs/configuration.md differs from the schema's docstrings: "
+                                           "run `make schema` to regenerate it (edit the docstrings, not it)")
+
+
+def test_every_key_has_a_description_on_the_reference_page():
+    """Each field of the config and of every method's options has a docstring, and the page shows
+    each key with it (nested sections and list items included; methods that share their options,
+    LFR's controls, under the first of them)."""
+    first = {}
+    for name, sampler in SAMPLERS.items():
+        first.setdefault(sampler.Options, name)
+    page, keys = reference_page(), 0
+    options = [s for model, name in first.items() for s in sections(model, f"method_options.{name}")]
+    for key, model in [*sections(ExperimentConfig, ""), *options]:
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no docstring"
+            assert f"| `{key}.{name}` |" in page if key else f"| `{name}` |" in page
+            keys += 1
+    assert keys == 142  # 102 of the config, 40 of the methods' options
+    assert "| `train.lr` | number (above 0) | `0.001` | Peak learning rate" in page
+    assert "| `method_options.lfr.schedule[].drop` | number (at least 0, below 1) | `0.0` |" in page
+    assert "| `custom_models.<size>.n_layer` | integer (at least 1) | required |" in page
+
+
+def config_keys() -> dict[str, str]:
+    """Every key name of the config and of the methods' options: {name: a full key with it}."""
+    keys: dict[str, str] = {}
+    options = [s for method, sampler in SAMPLERS.items()
+               for s in sections(sampler.Options, f"method_options.{method}")]
+    for key, model in [*sections(ExperimentConfig, ""), *options]:
+        for name in model.model_fields:
+            keys.setdefault(name, f"{key}.{name}" if key else name)
+    return keys
+
+
+# lfr/train.py's `train` is the training loop's, which issue 32's loop refactor renames.
+SHARED_NAMES = {("lfr/train.py", "train")}
+
+
+def test_no_function_shares_a_name_with_a_config_key():
+    """A module-level function named like a key (`method_options(...)` next to
+    `cfg.method_options`) reads as the key's value; the functions take other names."""
+    keys = config_keys()
+    clashes = [f"{path.relative_to(REPO)}: {node.name}() and the key {keys[node.name]}"
+               for path in sorted((REPO / "lfr").rglob("*.py"))
+               for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.FunctionDef) and node.name in keys
+               and (str(path.relative_to(REPO)), node.name) not in SHARED_NAMES]
+    assert clashes == []
+    assert {"train", "method_options", "token_dtype", "budgets", "reference_size", "band"} <= set(keys)
 
 
 @pytest.mark.parametrize(("given", "typed"), [

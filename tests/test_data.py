@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from lfr.config import ExperimentConfig, token_dtype
+from lfr.config import ExperimentConfig, token_file_dtype
 from lfr.data import BlockStore, check_data_matches
 from lfr.grid import validate_config
 from lfr.tokenizer import META_FILE, batch_encoder
@@ -97,8 +97,8 @@ def test_an_older_data_folder_says_to_rerun_tokenize(prepared, tmp_path):
     ("auto", 8192, np.uint16), ("auto", 50257, np.uint16), ("auto", 100_000, np.uint32),
     ("uint32", 512, np.uint32),
 ])
-def test_token_dtype(setting, vocab, dtype):
-    assert np.dtype(token_dtype(setting, vocab)) == dtype
+def test_token_file_dtype(setting, vocab, dtype):
+    assert np.dtype(token_file_dtype(setting, vocab)) == dtype
 
 
 def test_data_records_the_config_it_was_built_from(prepared):

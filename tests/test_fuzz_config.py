@@ -22,7 +22,7 @@ from hypothesis_jsonschema import from_schema
 from lfr import grid
 from lfr.config import ConfigError, ExperimentConfig
 from lfr.grid import validate_config
-from lfr.sampling import SAMPLERS, RunFacts, build_sampler, method_options
+from lfr.sampling import SAMPLERS, RunFacts, build_sampler, validated_options
 
 if not hasattr(cu.many, "more"):
     class OldMany(cu.many):
@@ -126,9 +126,9 @@ def check(raw: dict[str, Any]) -> ExperimentConfig | None:
     jsonschema.validate(raw, SCHEMA)
     for size, method, seed in grid.runs(cfg):
         grid.size_resources(cfg, size), cfg.model_preset(size), grid.profiled(cfg, size, method, seed)
-        method_options(method, cfg.method_options.get(method, {}))
+        validated_options(method, cfg.method_options.get(method, {}))
         if SAMPLERS[method].needs_block_scores:
-            cfg.model_preset(grid.reference_size(cfg, method))
+            cfg.model_preset(grid.reference_model_size(cfg, method))
     grid.smallest_model(cfg)
     validate_config(json.loads(cfg.model_dump_json()), "dumped")  # the stages' --config-json
     return cfg

@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO
 
 from lfr import grid
-from lfr.config import ConfigError, SizeResources, schema_problems
-from lfr.grid import load_config, unequal_lengths, validate_config
+from lfr.config import ConfigError, SizeResources
+from lfr.grid import load_config, schema_problems, unequal_lengths, validate_config
 from lfr.sampling import SAMPLERS
 
 
@@ -143,8 +143,8 @@ def test_runs_follow_the_config_order_with_method_sizes_and_size_seeds():
 def test_a_sweep_adds_each_budget_of_its_methods_and_sizes():
     cfg = validate_config({**GRID, "sweep": {"methods": ["random"], "sizes": ["nano"],
                                              "budgets": [2, 0.5, 1]}})
-    assert grid.budgets(cfg, "nano", "random") == [0.5, 1.0, 2.0]
-    assert grid.budgets(cfg, "micro", "random") == grid.budgets(cfg, "nano", "lfr") == [1.0]
+    assert grid.run_budgets(cfg, "nano", "random") == [0.5, 1.0, 2.0]
+    assert grid.run_budgets(cfg, "micro", "random") == grid.run_budgets(cfg, "nano", "lfr") == [1.0]
     assert grid.trained_runs(cfg) == [
         ("nano", "random", 0.5, 0), ("nano", "random", 0.5, 1), ("nano", "random", 1.0, 0),
         ("nano", "random", 1.0, 1), ("nano", "random", 2.0, 0), ("nano", "random", 2.0, 1),
@@ -193,12 +193,12 @@ def test_smallest_model_counts_parameters_first_on_ties():
 
 def test_reference_size_is_the_option_else_the_smallest_model():
     raw = {"models": ["micro", "nano"], "methods": ["random", "ppl-prune"]}
-    assert grid.reference_size(validate_config(raw), "ppl-prune") == "nano"
+    assert grid.reference_model_size(validate_config(raw), "ppl-prune") == "nano"
     cfg = validate_config({**raw, "method_options": {"ppl-prune": {"reference_size": "gpt2"}}})
-    assert grid.reference_size(cfg, "ppl-prune") == "gpt2"
+    assert grid.reference_model_size(cfg, "ppl-prune") == "gpt2"
     assert [m for m, s in SAMPLERS.items() if s.needs_block_scores] == ["ppl-prune", "rho-loss"]
     with pytest.raises(ValueError, match="uses no reference model"):
-        grid.reference_size(cfg, "random")
+        grid.reference_model_size(cfg, "random")
 
 
 def test_a_method_given_another_run_length_is_noted_naming_both_keys():

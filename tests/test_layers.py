@@ -73,13 +73,13 @@ def planted(tmp_path: Path, module: str, line: str) -> Path:
 
 
 PLANTS = [
-    ("lfr/sampling/base.py", "import torch", {"sampling"}),
+    ("lfr/sampling/base.py", "import torch", {"sampling", "config-helpers"}),  # schema documents options
     ("lfr/report/summarize.py", "from lfr.train import train", {"report"}),
     ("lfr/devices.py", "from lfr import runtime", {"launch"}),  # runtime imports torch where it runs
     ("lfr/sampling/base.py", "from lfr import grid", {"acyclic"}),  # grid imports sampling
     # cli imports config (a cycle) and torch (through lfr.runtime), and so then does every user of
-    # config (the samplers; the report side does not use it)
-    ("lfr/config.py", "from lfr import cli", {"config", "cli", "acyclic", "sampling"}),
+    # config (the samplers and the config's helpers; the report side does not use it)
+    ("lfr/config.py", "from lfr import cli", {"config", "config-helpers", "cli", "acyclic", "sampling"}),
 ]
 
 
@@ -104,7 +104,8 @@ def test_light_modules_do_not_import_torch():
     """At run time too: a top-level import of a library that imports torch (transformers, lm_eval)
     is not in the contracts' graph, which stops at the libraries that lfr imports."""
     code = ("import sys, lfr.config, lfr.grid, lfr.report.summarize, lfr.report.figures, lfr.sampling, "
-            "lfr.corpus, lfr.eval_tasks, lfr.report.plot, lfr.launch; assert 'torch' not in sys.modules")
+            "lfr.corpus, lfr.eval_tasks, lfr.report.plot, lfr.launch, lfr.config_files, lfr.schema, lfr.cli; "
+            "assert 'torch' not in sys.modules")
     r = run(REPO, sys.executable, "-c", code)
     assert r.returncode == 0, r.stderr
 

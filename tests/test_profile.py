@@ -14,14 +14,14 @@ from transformers import GPT2LMHeadModel
 from lfr.config import ProfileConfig
 from lfr.data import BlockStore
 from lfr.model import block_losses
-from lfr.profile import profile_run, sample_blocks
+from lfr.profile import profile_run, sampled_block_ids
 
 
 def test_sample_is_fixed_by_seed_and_capped():
-    a, b = sample_blocks(1000, 100, 0), sample_blocks(1000, 100, 0)
+    a, b = sampled_block_ids(1000, 100, 0), sampled_block_ids(1000, 100, 0)
     assert np.array_equal(a, b) and len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
-    assert not np.array_equal(a, sample_blocks(1000, 100, 1))
-    assert np.array_equal(sample_blocks(50, 100, 0), np.arange(50))  # all blocks when fewer
+    assert not np.array_equal(a, sampled_block_ids(1000, 100, 1))
+    assert np.array_equal(sampled_block_ids(50, 100, 0), np.arange(50))  # all blocks when fewer
 
 
 def test_snapshots_cover_init_intervals_phase_boundaries_and_the_end(profiled):

@@ -7,7 +7,7 @@ import pytest
 from test_sampling import check_resume, make, step_ids
 
 from lfr.config import ConfigError
-from lfr.sampling import BlockScores, method_options
+from lfr.sampling import BlockScores, validated_options
 
 # 12 blocks, 0 and 1 in the reference shard; the pool 2..11 with irreducible and training losses
 IRREDUCIBLE = [3.0, 1.0, 2.0, 5.0, 0.5, 2.0, 4.0, 1.0, 3.0, 2.5]
@@ -68,7 +68,7 @@ def test_rho_loss_needs_scores_and_a_valid_pool_factor():
     with pytest.raises(ValueError, match="rho-loss needs reference-model scores"):
         build_sampler("rho-loss", RunFacts(20, 2, 16, 0, 1.0), {})
     with pytest.raises(ConfigError, match="pool_factor"):
-        method_options("rho-loss", {"pool_factor": 0})
+        validated_options("rho-loss", {"pool_factor": 0})
     s = make("rho-loss", 12, 2, block_scores=hand_scores())
     with pytest.raises(RuntimeError, match="before its candidates"):
         s.batch_ids(0)

@@ -8,7 +8,7 @@ import pytest
 from test_sampling import check_resume, make, step_ids
 
 from lfr.config import ConfigError
-from lfr.sampling import method_options
+from lfr.sampling import validated_options
 from lfr.sampling.selective_backprop import percentiles
 
 
@@ -83,6 +83,6 @@ def test_selective_backprop_resumes_exactly(tmp_path):
 
 def test_bad_options_name_the_key():
     with pytest.raises(ConfigError, match="beta"):
-        method_options("selective-backprop", {"beta": -1})
+        validated_options("selective-backprop", {"beta": -1})
     with pytest.raises(ConfigError, match="history"):
-        method_options("selective-backprop", {"history": 0})
+        validated_options("selective-backprop", {"history": 0})

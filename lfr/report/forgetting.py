@@ -15,6 +15,7 @@ block-level noise around the shared learning trend; `threshold_nats` fixes it in
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,18 @@ def analyze(profile_dirs: list[Path], run_dirs: list[Path], data_dir: Path, out_
         write_csv(path, pd.DataFrame(rows))
     write_parquet(out_blocks, pd.concat(classes, ignore_index=True))
     return table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr forgetting`."""
+    parser.add_argument("--profiles", type=Path, nargs="+", required=True, help="`profile` output folders")
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="their run folders (records)")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by `tokenize`")
+    parser.add_argument("--out-forgetting", type=Path, required=True, help="forgetting.csv to write")
+    parser.add_argument("--out-domains", type=Path, required=True, help="domains.csv to write")
+    parser.add_argument("--out-kept", type=Path, required=True, help="kept_domains.csv to write")
+    parser.add_argument("--out-blocks", type=Path, required=True,
+                        help="forgetting_blocks.parquet to write (each profiled block's class per run)")
 
 
 def main(cfg: Any, profiles: list[Path], runs: list[Path], data: Path, out_forgetting: Path,

@@ -9,6 +9,7 @@ it too (rule `plot`'s inputs per figure, rule `all`'s figures). A figure's funct
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,21 @@ def figure_spec(figure: str) -> Figure:
 def draw_function(spec: Figure) -> Callable[..., Any]:
     module, _, name = spec.draw.partition(":")
     return getattr(importlib.import_module(f"lfr.report.{module}"), name)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr plot`."""
+    parser.add_argument("--figure", required=True,
+                        help="which figure: a name in FIGURES of lfr/report/plot.py")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the .png to write; the .pdf goes next to it")
+    parser.add_argument("--runs", type=Path, nargs="+",
+                        help="finished run folders (with run.json and metrics.parquet) (curve figures)")
+    parser.add_argument("--main", type=Path, help="results/tables/main.csv (table figures)")
+    parser.add_argument("--profiles", type=Path, nargs="+",
+                        help="`profile` output folders (profiling figures)")
+    parser.add_argument("--tables", type=Path, help="folder of forgetting.csv etc. (forgetting figures)")
+    parser.add_argument("--scaling", type=Path, help="results/tables/scaling.csv (the scaling figure)")
 
 
 def main(figure: str, out: Path, runs: list[Path] | None = None, main: Path | None = None,

@@ -65,6 +65,7 @@ chosen on the runs it is then compared with, on both sides alike.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import zlib
@@ -377,7 +378,7 @@ def params_at_row(fit: Fit, target: float, inside: tuple[float, float]) -> dict[
             "estimate": value, "estimate_lo": lo, "estimate_hi": hi, "note": note}
 
 
-def band(method: str, rungs: list[Rung]) -> pd.DataFrame:
+def trend_band(method: str, rungs: list[Rung]) -> pd.DataFrame:
     """The line and its pointwise band on BAND_POINTS parameter counts from half the smallest
     fitted size to twice GPT-2 124M or the largest, and at each fitted size (the figure's):
     `kind` fit inside the fitted sizes, else extrapolation."""
@@ -550,12 +551,21 @@ def scaling(by_seed: pd.DataFrame, forgetting: Path | None = None,
         rungs = [r for _, r, note in entries if not note]
         left_out = [f"{s} ({note})" for s, _, note in entries if note]
         rows += trend_rows(method, rungs, left_out, ladder)
-        bands.append(band(method, rungs))
+        bands.append(trend_band(method, rungs))
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table[TEXT] = table[TEXT].astype(object).where(table[TEXT].notna(), "")
     table[COUNTS] = table[COUNTS].astype("Int64")
     band_table = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame(columns=BAND_COLUMNS)
     return table, lrs, band_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr scaling`."""
+    parser.add_argument("--by-seed", type=Path, required=True,
+                        help="results/tables/main_by_seed.csv (summarize)")
+    parser.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="scaling.csv to write; learning_rates.csv and scaling_band.csv go next to it")
 
 
 def main(by_seed: Path, out: Path, forgetting: Path | None = None) -> str:

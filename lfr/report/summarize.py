@@ -39,6 +39,7 @@ Definitions (also in results/tables/README.md):
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -311,6 +312,20 @@ def summarize(run_dirs: list[Path], out_csv: Path, eval_files: list[Path] = (),
     write_csv(out_csv, main)
     write_with(Path(out_csv).with_name("summary.md"), lambda p: p.write_text(summary_markdown(main)))
     return main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m lfr summarize`."""
+    parser.add_argument("--runs", type=Path, nargs="+", required=True,
+                        help="finished run folders (with run.json and metrics.parquet)")
+    parser.add_argument("--evals", type=Path, nargs="*", help="tidy eval parquets (evaluate)")
+    parser.add_argument("--forgetting", type=Path, help="results/tables/forgetting.csv (profiled runs)")
+    parser.add_argument("--reference-bpb", type=Path, nargs="*",
+                        help="val_bpb.json of the reference models (reference-bpb)")
+    parser.add_argument("--reference-tokens",
+                        help="JSON {reference: its public training tokens} (eval.reference_tokens)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="main.csv to write; main_by_seed.csv goes next to it")
 
 
 def main(runs: list[Path], out: Path, evals: list[Path] | None = None,

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lfr.config import ConfigError, format_errors
+from lfr.config import ConfigError
+from lfr.config_errors import format_errors
 from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
 from lfr.sampling.infobatch import InfoBatchSampler
 from lfr.sampling.leitner import LeitnerSampler
@@ -32,7 +33,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
-def method_options(name: str, raw: dict[str, Any]) -> SamplerOptions:
+def validated_options(name: str, raw: dict[str, Any]) -> SamplerOptions:
     """The validated options of method `name`; ConfigError naming each bad `method_options` key."""
     if name not in SAMPLERS:
         raise ConfigError(f"method {name!r} is unknown; choose from {sorted(SAMPLERS)}")
@@ -45,9 +46,9 @@ def method_options(name: str, raw: dict[str, Any]) -> SamplerOptions:
 
 def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     """Instantiate sampler `name`, validating its options."""
-    opts = method_options(name, options)
+    opts = validated_options(name, options)
     return SAMPLERS[name](run, opts)
 
 
 __all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler",
-           "method_options"]
+           "validated_options"]

@@ -33,14 +33,17 @@ class SamplerOptions(BaseModel):
     """Options of one sampler; plug-ins subclass this. Unknown keys are errors, and so are inf and
     NaN (YAML's `.inf` passes `gt=0`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)  # docs/configuration.md shows them
 
 
 class RunLengthOptions(SamplerOptions):
     """Options of a method without a schedule of its own: it runs as long as `random`."""
 
     epochs: Epochs | None = None
-    """Run length in passes' worth of draws over all blocks (equal tokens); default train.epochs."""
+    """Run length in passes' worth of draws over all blocks; default train.epochs, random's (equal
+    tokens). Another value trains other tokens than random's: the config check says so and the
+    tables leave the method out of the equal-budget comparison."""
 
 
 @dataclass(frozen=True)

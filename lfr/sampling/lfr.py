@@ -61,6 +61,8 @@ MAX_REPEATS = 1000
 
 class PhaseSpec(SamplerOptions):
     kind: Literal["learn", "focus", "review"]
+    """`learn`: all blocks, each one's loss recorded; `focus`: the scored blocks less the fraction
+    `drop` with the lowest score; `review`: all blocks again, recording on."""
     drop: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """focus: fraction of scored blocks dropped (the lowest scores)."""
     epochs: Epochs | None = None

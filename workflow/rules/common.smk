@@ -11,9 +11,10 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from lfr import folders, grid
-from lfr.config import MODEL_PRESETS, ConfigError, budget_name, merge_config, typed_overrides
+from lfr.config import MODEL_PRESETS, ConfigError, budget_name
+from lfr.config_files import merge_config, typed_overrides
 from lfr.data import DATA_FORMAT
-from lfr.sampling import SAMPLERS, method_options
+from lfr.sampling import SAMPLERS, validated_options
 
 # --config values come as strings (`seeds=[0,1]`: ['0', '1']); re-read them as typed values. Snakemake
 # has merged them into config already, mappings key by key, so this replaces the same leaves.
@@ -99,7 +100,7 @@ def run_config(size, method):
     their defaults filled in), not the grid's lists, so adding a size or a method, or editing
     another method's options, changes no param of this job and retrains nothing."""
     dump = CFG.model_dump(mode="json")
-    options = method_options(method, CFG.method_options.get(method, {})).model_dump(mode="json")
+    options = validated_options(method, CFG.method_options.get(method, {})).model_dump(mode="json")
     sizes = {size, options.get("reference_size")}  # a reference (ppl-prune, rho-loss) may be custom
     job = {key: dump[key] for key in ("corpus", "tokenizer", "data", "train", "offline")}
     job |= {"models": [size], "methods": [method], "method_options": {method: options},
@@ -246,7 +247,7 @@ def block_scores_input(wildcards):
     """The reference scores of a method that needs them (ppl-prune, rho-loss), else nothing."""
     if not SAMPLERS[wildcards.method].needs_block_scores:
         return []
-    ref_size = grid.reference_size(CFG, wildcards.method)
+    ref_size = grid.reference_model_size(CFG, wildcards.method)
     folder = SCORES_DIR.format(method=wildcards.method, ref_size=ref_size, seed=wildcards.seed)
     return os.path.join(folder, "block_scores.parquet")
 
