@@ -41,7 +41,7 @@ def speedup(row: pd.Series) -> str:
     return f"{number(row.iso_speedup)}x [{number(row.iso_speedup_lo)}, {number(row.iso_speedup_hi)}]"
 
 
-def delta(row: pd.Series) -> str:
+def loss_difference(row: pd.Series) -> str:
     """`+0.079 [+0.068, +0.090]`, without an interval where there is none, `-` for random."""
     if row.method == BASELINE or pd.isna(row.delta_val_loss):
         return "-"
@@ -72,7 +72,7 @@ def headline(main: pd.DataFrame) -> list[str]:
     seeds = f"{int(row.n_seeds)} seed{'s' if row.n_seeds != 1 else ''}"
     return [f"**Headline:** {method} against random at {row['size']}, {seeds}, budget 1:",
             f"- iso-loss speed-up {speedup(row)}",
-            f"- Δ val_loss at equal tokens {delta(row)} nats",
+            f"- Δ val_loss at equal tokens {loss_difference(row)} nats",
             f"- verdict: {VERDICTS[row.verdict]}"]
 
 
@@ -84,7 +84,7 @@ def summary_markdown(main: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|"]
     for _, row in rows.iterrows():
         lines.append(f"| {row['size']} | {row.method} | {int(row.n_seeds)} | {number(row.val_loss)} | "
-                     f"{speedup(row)} | {delta(row)} | {row.verdict or '-'} |")
+                     f"{speedup(row)} | {loss_difference(row)} | {row.verdict or '-'} |")
     lines += ["", "Budget 1, the config's learning rate. Speed-up: the training compute random needs to "
               "reach the method's final validation loss, over the method's (below 1: the method needs "
               "more); a bound where that loss lies outside random's budgets. Δ val_loss: the method's "
