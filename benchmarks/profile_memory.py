@@ -51,7 +51,7 @@ def estimate_bytes(shape: Shape, batch: int, chunk_tokens: int | None, gpu: bool
 
 
 MEASURE = """
-import json, resource, sys
+import ctypes, json, resource, sys
 import numpy as np, torch
 from lfr.config import MODEL_PRESETS
 from lfr.model import build_model, model_config, num_params
@@ -73,6 +73,9 @@ def rss():
 
 cpu = torch.device("cpu")
 profile_losses(model, Blocks(), np.arange(1), 1, cpu, chunk_tokens=chunk or None)  # warm-up
+# Pin what is mapped now (where allowed): a kernel that pages out cold file pages (DAMON) would
+# drop torch's code from RSS before the pass and count it again as the pass touches it.
+ctypes.CDLL(None).mlockall(1)  # MCL_CURRENT
 before = rss()
 profile_losses(model, Blocks(), np.arange(batch), batch, cpu, chunk_tokens=chunk or None)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

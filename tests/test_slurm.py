@@ -157,7 +157,7 @@ def interrupted_epochs(smoke_run: Path, seconds: float) -> int:
     return math.ceil(seconds * info["train_tokens_per_s"] / epoch_tokens)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: an xdist worker may end a module's scope between its tests
 def interrupted(slurm, slurm_smoke, smoke_run, tmp_path_factory):
     """One training run on the cluster, interrupted three ways; what each step saw.
 
