@@ -239,11 +239,12 @@ def reference(prepared, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The `slow` tests first (xdist hands tests out in this order, so that no long one ends the
-    run alone); `gpu` tests run only with LFR_TEST_GPU=1 on a machine with CUDA."""
+    """The grouped tests (the SLURM ones: the longest chain), then the `slow` ones, first: xdist
+    hands tests out in this order, so that no long one ends the run alone. `gpu` tests run only
+    with LFR_TEST_GPU=1 on a machine with CUDA."""
     import torch
 
-    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: files keep their order
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None, "slow" not in item.keywords))
     if os.environ.get("LFR_TEST_GPU") == "1" and torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA and LFR_TEST_GPU=1")

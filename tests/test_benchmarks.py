@@ -25,6 +25,7 @@ from lfr.config import MODEL_PRESETS, ModelPreset
 from lfr.model import build_model, flops_per_token, model_config
 
 
+@pytest.mark.slow
 def test_only_replaces_its_own_rows_and_keeps_the_others(tmp_path):
     out = tmp_path / "benchmarks.csv"
     earlier = pd.DataFrame({"benchmark": ["train_loop", "lfr_sampler_overhead", "demo_job:train/x"],
@@ -67,6 +68,7 @@ def test_sampler_scale_gives_every_sampler_a_row_against_the_projected_step(tmp_
     assert r.state_bytes == 5000 * (1 + 8 + 8 + 4 + 8 + 8 + 4 * 4) + 4 * 8
 
 
+@pytest.mark.slow
 def test_input_pipeline_times_both_feeds_of_the_same_steps(tmp_path):
     out = tmp_path / "benchmarks.csv"
     main(["--only", "input_pipeline", "--repeats", "2", "--steps", "3", "--out", str(out),
@@ -113,6 +115,7 @@ def only_these(names: set[str], site: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_runs_with_only_torch_transformers_numpy_pandas_pyarrow(tmp_path):
     """`python -m benchmarks --gpu --dry` in a Python that sees only the five packages and their
     dependencies (-S: no site-packages) writes every row of the GPU check, with consistent figures."""
@@ -177,6 +180,7 @@ def test_nanogpt_reference_frees_its_logits_and_matches_our_model():
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ours.parameters())
 
 
+@pytest.mark.slow
 def test_profile_memory_is_measured_in_a_fresh_process_and_matches_its_estimate(tmp_path):
     """The accounting behind docs/scale.md's GPU figures (benchmarks/profile_memory.py) predicts the
     CPU pass's measured peak within 30%, logits chunked and not (it counts 13-16% more than is

@@ -139,6 +139,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 def test_stages_reuse_large_freed_cpu_tensors():
     """A 64 MiB tensor (demo logits) made and freed 50 times: with glibc's defaults each one is
     fresh zero-filled pages (a page fault per 4 KiB page); after `keep_freed_memory` the heap

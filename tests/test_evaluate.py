@@ -132,6 +132,7 @@ def test_lm_eval_on_a_checkpoint(trained, tasks, tmp_path):
     assert raw["results"]["lfr_mc"]["acc,none"] == overall.loc[("lfr_mc", "acc"), "value"]
 
 
+@pytest.mark.slow
 def test_rolling_perplexity_agrees_with_our_val_loss(trained, tmp_path):
     """lm-eval's lfr_ppl over every held-out document vs our loss over all val blocks, in nats per
     token and in bits per byte (lm-eval's `bits_per_byte` against our val_bpb).
@@ -189,6 +190,7 @@ def test_exported_checkpoint_matches_the_training_model(trained):
     assert val == pytest.approx(summary["val_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_lm_eval_cli_runs_on_the_checkpoint(trained, tasks):
     _, _, out, _ = trained
     r = subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
@@ -199,6 +201,7 @@ def test_lm_eval_cli_runs_on_the_checkpoint(trained, tasks):
     assert "lfr_mc" in r.stdout and "acc" in r.stdout
 
 
+@pytest.mark.slow
 def test_paper_task_names_are_known_to_lm_eval():
     from lm_eval.tasks import TaskManager
 

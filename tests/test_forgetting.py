@@ -121,6 +121,7 @@ def test_domain_rows_give_each_domains_fractions_and_which_halved_its_drop_first
         assert rows[domain] == pytest.approx(values, rel=1e-5, nan_ok=True), domain
 
 
+@pytest.mark.slow
 def test_analysis_tables(profiled, forgetting_tables):
     _, out, _, _, _ = profiled
     tables, table = forgetting_tables

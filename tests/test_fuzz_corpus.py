@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_corpus_formats import compress
@@ -19,6 +20,7 @@ from test_corpus_formats import compress
 from lfr.config import CorpusConfig
 from lfr.corpus import prepare_corpus
 
+pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("LFR_FUZZ_EXAMPLES", "150"))  # raise it for a longer hunt
 FUZZ = settings(derandomize=EXAMPLES <= 150, deadline=None, max_examples=EXAMPLES, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

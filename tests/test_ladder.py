@@ -115,6 +115,7 @@ def subset_run(prepared, tmp_path_factory):
     return cfg, root, out, summary
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_its_sizes_subset_and_says_so(subset_run):
     _, root, out, summary = subset_run
     available = BlockStore.open(root / "data", "train").num_blocks
@@ -130,6 +131,7 @@ def test_a_run_trains_on_its_sizes_subset_and_says_so(subset_run):
     assert profiled.block_id.nunique() == 32 and set(profiled.block_id) <= ids
 
 
+@pytest.mark.slow
 def test_a_learning_rate_multiple_is_its_own_run(prepared, trained, tmp_path):
     cfg, root, _, base = trained
     summary = run_train(cfg, "random", root, tmp_path / "run", lr_mult=2.0)
@@ -140,6 +142,7 @@ def test_a_learning_rate_multiple_is_its_own_run(prepared, trained, tmp_path):
     assert lr.max() == pytest.approx(2 * cfg.train.lr, rel=0.05)
 
 
+@pytest.mark.slow
 def test_a_too_small_corpus_stops_the_dry_run_once_the_data_exists(tmp_path):
     """Before any job: the corpus's size is known from data/meta.json of the config's data root."""
     import yaml
@@ -160,6 +163,7 @@ def test_a_too_small_corpus_stops_the_dry_run_once_the_data_exists(tmp_path):
     assert "the corpus has 2,000 training blocks (64,000 tokens)" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "train", "evaluate"), [("scale", 96, 36), ("scale-gpu", 106, 42)])
 def test_the_ladder_configs_plan_every_run(name, train, evaluate, tmp_path):
     """Every size x method x seed at budget 1, random's sweep at every size and the learning-rate

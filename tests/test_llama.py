@@ -66,6 +66,7 @@ def test_a_tiny_llama_trains_and_exports_an_hf_llama(llama_run):
     assert estimate_val_loss(model, store, ids, 8, Dist()) == pytest.approx(summary["val_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_llama_run_resumes_bit_exactly(llama_run, tmp_path):
     from safetensors.torch import load_file
 
@@ -102,6 +103,7 @@ def test_profiling_a_llama_run_scores_its_snapshots(llama_run, tmp_path):
     assert abs(table[table.checkpoint_step == 0].loss.mean() - math.log(512)) < 0.3
 
 
+@pytest.mark.slow
 def test_lm_eval_loads_the_llama_folder(llama_run, tmp_path):
     """lm-eval's HF model on the exported folder, offline, on the local perplexity task over every
     held-out document: its bits per byte agree with our validation loss's (as for GPT-2 in

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_train, tiny_config
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_the_metrics_log(prepared, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -64,6 +65,7 @@ def wandb_rows(path) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_an_offline_wandb_run_in_the_run_folder_holds_the_metrics_log(prepared, tmp_path, monkeypatch):
     """train.wandb with the config's `offline` (the default): no network (W&B's server is made
     unreachable), and the run folder's wandb/ holds every metrics row at its step."""

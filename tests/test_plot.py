@@ -49,6 +49,7 @@ def test_downstream_figure_says_when_no_task_ran(runs, tmp_path):
     assert (tmp_path / "downstream.pdf").is_file()
 
 
+@pytest.mark.slow
 def test_every_registered_figure_is_drawn(runs, profiled, forgetting_tables, tmp_path):
     """Each figure of the registry, given everything a figure can read, takes what it says it
     reads (in its order) and writes its png and pdf."""

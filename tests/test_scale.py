@@ -132,6 +132,7 @@ PAPER_GRIDS = {"paper": {"train": 22, "evaluate": 14, "profile": 4},
                             "profile": 4}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_GRIDS)
 def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(name, tmp_path):
     profile, paper = REPO / "workflow/profiles/slurm", REPO / f"config/{name}.yaml"

@@ -122,6 +122,7 @@ def slope_coverage(repeats: int, n_boot: int, sizes: list[str], shared: bool, si
     return covered / repeats
 
 
+@pytest.mark.slow
 def test_the_slope_interval_covers_the_truth_about_95_percent_of_the_time():
     """300 ladders each (binomial SD ~0.012), 400 replicates. Pooled draws: 3 sizes, lfr's seeds
     not random's, noise 0.03; measured with 1000 ladders of 2000 replicates: 0.961 (4 sizes:

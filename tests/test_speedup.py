@@ -175,6 +175,7 @@ def coverage(n_seeds: int, repeats: int, n_boot: int = N_BOOT, truth: float = 2.
     return covered / repeats
 
 
+@pytest.mark.slow
 def test_the_pooled_interval_covers_the_truth_about_95_percent_of_the_time_with_3_seeds():
     """The method's seeds are not random's: the pooled parametric bootstrap. 3 seeds a point, 120
     repeats of 300 replicates (binomial SE ~0.02). Measured with more: 0.953 (2000 repeats of
@@ -183,6 +184,7 @@ def test_the_pooled_interval_covers_the_truth_about_95_percent_of_the_time_with_
     assert coverage(n_seeds=3, repeats=120, n_boot=300, shared=False) == pytest.approx(0.95, abs=0.05)
 
 
+@pytest.mark.slow
 def test_the_paired_interval_covers_the_truth_with_a_shared_seed_effect():
     """The method shares random's seeds, and each seed shifts all its runs by N(0, 0.05) (as one
     initialisation does) over noise of 0.01: the paired t interval, 120 repeats. Measured with

@@ -31,12 +31,14 @@ def snakemake(target, *args, cwd, check=False):
     return r
 
 
+@pytest.mark.slow
 def test_lint_is_clean():
     r = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["config.yaml", "peers.yaml", "smoke.yaml", "paper.yaml"])
 def test_every_job_of_a_shipped_config_accepts_its_config_sections(tmp_path, config):
     """Each rule passes its job only some config sections; the CLI must accept them on their own
@@ -61,6 +63,7 @@ def test_the_own_corpus_config_is_the_demos_but_for_its_corpus_and_name():
     assert data_root(REPO / "config/peers.yaml") == "results"  # the demo's data: its runs shared
 
 
+@pytest.mark.slow
 def test_paper_config_plans_every_run_and_reference(tmp_path):
     r = snakemake("results/paper/tables/main.csv", "-n", "-p", "--configfile",
                   str(REPO / "config/paper.yaml"), cwd=tmp_path, check=True)
@@ -79,6 +82,7 @@ def test_paper_config_plans_every_run_and_reference(tmp_path):
     assert len(corpora) >= 10 and all(c == paper for c in corpora), corpora[:1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("override", "key"), [
     ({"train": {"batch_size": "sixteen"}}, "train.batch_size"),
     ({"models": ["nano", "gpt7"]}, "models[1]: 'gpt7' is unknown"),
@@ -245,6 +249,7 @@ def test_another_corpus_in_the_same_folder_builds_its_own_and_leaves_the_firsts(
     assert main.method.tolist() == ["random"] and main.val_loss.notna().all()
 
 
+@pytest.mark.slow
 def test_edited_data_sections_of_the_default_config_never_replace_its_runs(tmp_path):
     """results/ belongs to config/config.yaml's data: a folder whose results/data was built with
     other settings (as after editing those sections in place) stops before any job."""
@@ -304,6 +309,7 @@ def test_a_tiny_ladder_reaches_the_trend_and_its_figure(smoke_copy, tmp_path):
     assert main.passes.between(0.95, 4.01).all() and set(main.lr_mult) == {1.0, 2.0}
 
 
+@pytest.mark.slow
 def test_a_time_limit_only_where_one_is_asked_for(tmp_path):
     r = snakemake("all", "-n", "-p", "--configfile", str(REPO / "config/smoke.yaml"), cwd=tmp_path,
                   check=True)
@@ -391,6 +397,7 @@ DEMO_NANO = ["random", "lfr", "lfr-random-drop"]
 DEMO_BUDGETS = ["0.25", "0.5", "1", "2", "4"]  # random's sweep at nano
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "nano_seeds", "micro_seeds"), [
     (["seeds=[0,1]"], "012", "01"),  # size_seeds: {nano: [0, 1, 2]} wins for nano
     (["seeds=[0,1]", "size_seeds={nano: [0, 1, 2, 3, 4]}"], "01234", "01"),  # README's "more seeds"
