@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lfr.config import ConfigError, format_errors
-from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
+from lfr.sampling.base import Batch, BlockScores, RunFacts, RunLengthOptions, Sampler, SamplerOptions
 from lfr.sampling.infobatch import InfoBatchSampler
 from lfr.sampling.leitner import LeitnerSampler
 from lfr.sampling.lfr import LFRRandomDropSampler, LFRReverseSampler, LFRSampler
@@ -49,5 +49,5 @@ def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     return SAMPLERS[name](run, opts)
 
 
-__all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler",
-           "method_options"]
+__all__ = ["SAMPLERS", "Batch", "BlockScores", "RunFacts", "RunLengthOptions", "Sampler", "SamplerOptions",
+           "build_sampler", "method_options"]
