@@ -1,10 +1,10 @@
 """The contract between the training loop and a data-selection method (a *sampler*).
 
-The loop knows nothing else about methods: it asks for the global block ids of each optimizer
-step, trains on them, and reports back each block's training loss from that same forward pass
-(taken before the update, so recording costs no extra FLOPs). Samplers see only block ids,
-losses and the run's facts (no torch, no model); they own their RNG, which goes into the
-checkpoint with the rest of their state.
+The loop knows nothing else about methods: it asks for the global block ids (and loss weights)
+of each optimizer step, trains on them, and reports back each block's training loss from that
+same forward pass (taken before the update, so recording costs no extra FLOPs). Samplers see
+only block ids, losses and the run's facts (no torch, no model); they own their RNG, which goes
+into the checkpoint with the rest of their state. docs/adding-a-method.md walks through a new one.
 """
 
 from __future__ import annotations
