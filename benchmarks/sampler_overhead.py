@@ -33,13 +33,13 @@ def run(name: str, args: argparse.Namespace, tokens: torch.Tensor) -> tuple[list
     steps = range(sampler.num_steps() - args.steps, sampler.num_steps())
     rng = np.random.default_rng(0)
     for step in range(steps.start):  # fast-forward with synthetic losses, no model
-        ids = sampler.batch_ids(step)
+        ids = sampler.batch_ids(step).ids
         sampler.observe(step, ids, rng.random(len(ids), dtype=np.float32))
         sampler.records()
     step_times, sampler_times = [], []
     for step in steps:
         t0 = time.perf_counter()
-        ids = sampler.batch_ids(step)
+        ids = sampler.batch_ids(step).ids
         t1 = time.perf_counter()
         x, y = tokens[ids % len(tokens), :-1], tokens[ids % len(tokens), 1:]
         losses = block_losses(model, x, y)

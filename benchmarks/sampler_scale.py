@@ -4,7 +4,7 @@ numpy only, no model: 8.8M blocks of 1024 tokens (OpenWebText's ~9B tokens), 480
 optimizer step and 4 epochs (config/paper.yaml), synthetic losses. Each registered method is put
 in a state a real run reaches (synthesised: random losses, scores, boxes) and the loop's calls of
 each step are timed (candidate_ids and observe_candidates where a method scores candidates,
-batch_ids, loss_weights, observe, records):
+batch_ids, observe, records):
 - the steady mean per step;
 - the work of a step that starts a phase or a pass (LFR's selection, InfoBatch's pruned epoch, a
   pass's permutation), amortized over that phase or pass; the figure per step is the steady mean
@@ -136,11 +136,10 @@ def timed_step(sampler: Sampler, step: int, losses: np.ndarray) -> float:
     """Seconds of the loop's sampler calls of one step; candidates (rho-loss, selective-backprop)
     get `losses` repeated to their length (the scoring pass itself is the model's time)."""
     t0 = time.perf_counter()
-    while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+    while (c := sampler.candidate_ids(step)) is not None:
         sampler.observe_candidates(step, c, np.resize(losses, len(c)))
-    ids = sampler.batch_ids(step)
-    sampler.loss_weights(ids)
-    if sampler.reads_losses:
+    ids = sampler.batch_ids(step).ids
+    if sampler.observes != "none":
         sampler.observe(step, ids, losses)
     sampler.records()
     return time.perf_counter() - t0
@@ -235,8 +234,8 @@ def measure(name: str, blocks: int = BLOCKS, steps: int = 200, seed: int = 0) ->
 def describe(r: Result, blocks: int, step_s: float, per_token: float) -> str:
     """The row's description: what was timed, the split of the figure, memory, the projection."""
     ms = lambda s: f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s * 1e3:,.0f} ms"  # noqa: E731
-    calls = "candidates, " if SAMPLERS[r.name].scores_candidates else ""
-    parts = [f"{r.name}: the sampler's calls per optimizer step ({calls}batch_ids, loss_weights, "
+    calls = "candidates, " if SAMPLERS[r.name].candidate_ids is not Sampler.candidate_ids else ""
+    parts = [f"{r.name}: the sampler's calls per optimizer step ({calls}batch_ids, "
              f"observe, records) at {blocks:,} blocks x {BLOCK_SIZE} tokens, {BATCH_BLOCKS} blocks/step, "
              f"synthetic losses, numpy only; steady mean {ms(r.steady_mean_s)} over "
              f"{len(r.steady_s)} steps"]

@@ -3,7 +3,8 @@
 Each save writes `ckpt-<step>.pt` (temporary file, fsync, rename) and then its manifest
 `ckpt-<step>.json` with the byte size and sha256. Loading takes the newest checkpoint whose
 manifest matches, so a file truncated by a kill or a full disk is detected and skipped (with a
-warning) instead of crashing deep inside torch.load.
+warning) instead of crashing deep inside torch.load. `TrainState` is what a run saves and
+resumes from, written and read back in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from lfr.files import atomic_path, write_json
+from lfr.sampling import Sampler
 
 log = logging.getLogger(__name__)
 KEEP = 2
@@ -85,3 +88,37 @@ def load_latest(ckpt_dir: Path | None) -> dict[str, Any] | None:
     if manifests or any(Path(ckpt_dir).glob("ckpt-*.pt")):
         raise RuntimeError(f"{ckpt_dir}: no intact checkpoint; delete the folder to restart the run")
     return None
+
+
+@dataclass
+class TrainState:
+    """What a run continues from after a stop: the weights, the optimizer, the sampler, where the
+    run is and what it logged so far. `save` writes it to `folder` (the run's resume folder) and
+    `load` reads it back (with every RNG state), the same keys in the same place."""
+
+    model: torch.nn.Module  # the plain module (not compiled, not DDP-wrapped)
+    optimizer: torch.optim.Optimizer
+    sampler: Sampler
+    folder: Path | None  # where checkpoints go; None: the run never saves one
+    step: int = 0  # optimizer steps done
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.parquet's rows so far
+    elapsed_s: float = 0.0  # the run's wall time so far (carried over a resume)
+    scored_blocks: int = 0  # candidates scored so far (Sampler.candidate_ids), charged as forward-only
+
+    def save(self) -> Path:
+        assert self.folder is not None
+        return save(self.folder, self.step, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(), "metrics": self.metrics, "elapsed_s": self.elapsed_s,
+            "scored_blocks": self.scored_blocks})
+
+    def load(self) -> bool:
+        """Continue from the newest intact checkpoint in `folder`; False if there is none."""
+        if (state := load_latest(self.folder)) is None:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.metrics, self.elapsed_s = state["step"], state["metrics"], state["elapsed_s"]
+        self.scored_blocks = state.get("scored_blocks", 0)
+        return True

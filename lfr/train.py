@@ -1,12 +1,13 @@
 """Stage `train`: pretrain one model (GPT-2 or Llama; size x method x seed) from scratch.
 
-nanoGPT's loop, with fixed data blocks chosen by a sampler plug-in. Each step: set the LR, run
-grad_accum micro-batches (forward once, per-block losses, backward), clip, step, hand the
-per-block losses to the sampler (one step late for a sampler that accepts it, so the device
-never waits for the host), log (validating when due), checkpoint, stop if asked. A sampler that
-scores candidates first gets their no-grad losses from the updated model, then picks the next
-batch; those tokens are charged as forward-only. The loop never names a method. Runs under
-torchrun (DDP): every rank draws the same global ids and trains its slice.
+nanoGPT's loop (`Loop.run`), with fixed data blocks chosen by a sampler plug-in. Each step: set
+the LR, run grad_accum micro-batches (forward once, per-block losses, backward), clip, step, hand
+the per-block losses to the sampler (`LossHandOff`: one step late for a sampler that observes
+late, so the device never waits for the host), log (validating when due), checkpoint
+(`TrainState`), stop if asked, and choose and load the next batch. A sampler that proposes
+candidates first gets their no-grad losses from the updated model, then picks the next batch;
+those tokens are charged as forward-only. The loop never names a method. Runs under torchrun
+(DDP): every rank draws the same global ids and trains its slice.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from lfr import checkpoint
+from lfr.checkpoint import TrainState
 from lfr.config import (
     ExperimentConfig,
     ProfileConfig,
@@ -121,6 +122,11 @@ class Job:
     lr_mult: float = 1.0
     """Multiple of train.lr (the learning-rate check's runs)."""
 
+    @property
+    def partial(self) -> Path:
+        """Where the run's records and snapshots grow (they move to out_dir at the end)."""
+        return Path(self.resume_dir or self.out_dir)
+
 
 def lr_at(step: int, num_steps: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to lr * min_lr_ratio exactly at the last step."""
@@ -170,13 +176,15 @@ class StopRequest:
     """Set by SIGTERM/SIGUSR1 (preemption, scancel, a --signal of the user's) or by a deadline:
     `stop_margin_s` (None: lfr.config.default_stop_margin_s) before the earlier of the job's limit
     as given (`time_limit_min` from the launch) and, in a SLURM job, the limit that SLURM enforces
-    (squeue, asked once by each node's first process). Checked every step; under DDP the ranks'
-    requests travel with the losses, so a stop takes effect at the next step whose losses are
-    sent: every step if the sampler reads them, else every log row."""
+    (squeue, asked once by each node's first process); or after `stop_at_step` steps. Checked
+    every step; under DDP the ranks' requests travel with the losses, so a stop takes effect at
+    the next step whose losses are sent: every step if the sampler observes them, else every log
+    row. `why`: the reason the run stops before its end, once decided."""
 
     def __init__(self, t_launch: float, time_limit_min: float | None, stop_margin_s: float | None = None,
-                 slurm: tuple[float, float] | None = None) -> None:
+                 slurm: tuple[float, float] | None = None, stop_at_step: int | None = None) -> None:
         self.deadline, self.signal, self.budget_s, self.margin_s = None, None, None, 0.0
+        self.stop_at_step, self.why = stop_at_step, None
         limits = [(t_launch + 60 * time_limit_min, 60 * time_limit_min)] if time_limit_min else []
         if slurm is None and os.environ.get("LOCAL_RANK", "0") == "0":
             slurm = slurm_time()
@@ -203,6 +211,19 @@ class StopRequest:
                     "the job a longer limit (resources.<size>.runtime_min) or a smaller "
                     "resources.<size>.stop_margin_s")
         return "the job's time limit is near"
+
+    def check(self, step: int, world: int) -> None:
+        """Decide `why` after `step` steps: stop_at_step, or this process's own request (one
+        process; under DDP the request comes with the losses, see `asked_elsewhere`)."""
+        if step == self.stop_at_step:
+            self.why = "stop_at_step"
+        elif world == 1 and self.why is None:
+            self.why = self.reason()
+
+    def asked_elsewhere(self) -> None:
+        """Some rank was asked to stop (the flag that came with the losses)."""
+        if self.why is None:
+            self.why = self.reason() or "another rank was asked to stop"
 
 
 def phase_ends(sampler: Sampler, num_steps: int) -> set[int]:
@@ -318,26 +339,20 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     if (num_steps := sampler.num_steps()) < 1:
         raise ValueError(f"{method.name}: the plan has 0 steps of {batch_blocks} blocks; the corpus has "
                          f"{store.num_blocks} blocks. Lower train.batch_size or add data")
-    step, rows, elapsed, scored = 0, [], 0.0, 0
-    if (state := checkpoint.load_latest(job.resume_dir)) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        step, rows, elapsed = state["step"], state["metrics"], state["elapsed_s"]
-        scored = state.get("scored_blocks", 0)
-        log.info("resumed from %s at step %d", job.resume_dir, step)
+    state = TrainState(model, optimizer, sampler, job.resume_dir)
+    if state.load():
+        log.info("resumed from %s at step %d", job.resume_dir, state.step)
     stepped = torch.compile(model) if tc.compile else model
     if d.world > 1:
         stepped = DDP(stepped, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    partial = Path(job.resume_dir or job.out_dir)  # records and snapshots move to out_dir at the end
-    records = partial / "records.partial"
     tokens_per_step, ends = batch_blocks * T, phase_ends(sampler, num_steps)
-    snaps = SnapshotWriter(partial / "snapshots.partial", job.snapshots, snapshot_steps(
+    snaps = SnapshotWriter(job.partial / "snapshots.partial", job.snapshots, snapshot_steps(
         ends, num_steps, tokens_per_step, job.snapshots) if job.snapshots and d.main else [])
     peak = peak_flops(tc.peak_tflops, d.device)
-    live = live_logs(run_cfg, job, method, T, meta["vocab_size"], step) if d.main else []
-    metrics = MetricsLog(rows, elapsed, tokens_per_step, flops_per_token(model), peak and peak * d.world,
-                         live)
+    live = live_logs(run_cfg, job, method, T, meta["vocab_size"], state.step) if d.main else []
+    # the log appends its rows to the state's list: a checkpoint holds them
+    metrics = MetricsLog(state.metrics, state.elapsed_s, tokens_per_step, flops_per_token(model),
+                         peak and peak * d.world, live)
     val_ids = val_subset(val_store.num_blocks, tc.eval_blocks)
     val_bytes = int(target_bytes(job.data_dir, "val")[val_ids].sum())
 
@@ -346,20 +361,26 @@ def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, len(val_ids) * T, val_bytes)}
 
     # from here on, a signal or the job's time limit saves and stops
-    stopper = StopRequest(t_launch, job.time_limit_min, job.stop_margin_s)
-    if step == 0:
+    stopper = StopRequest(t_launch, job.time_limit_min, job.stop_margin_s, stop_at_step=job.stop_at_step)
+    if state.step == 0:
         metrics.first(sampler.phase(0), validate())
     loader = BatchLoader(store, tc.batch_size * tc.grad_accum, d.rank, d.device)
-    loop = Loop(cfg, job, d, stepped, model, optimizer, sampler, loader, metrics, snaps, ends,
-                records, validate, stopper, scored_blocks=scored)
+    loop = Loop(tc, d, state, stepped, loader, metrics, snaps, job.partial / "records.partial", validate,
+                stopper, num_steps, logged_steps(tc, num_steps, ends))
     try:
-        loop.run(step, num_steps, f"train {job.size}/{method.name}/s{job.seed}")
+        loop.run(f"train {job.size}/{method.name}/s{job.seed}")
     finally:
         loader.close()
         for curves in live:
             curves.close()
-    return finish_run(run_cfg, job, method, d, model, sampler, metrics, snaps, records, num_steps, T, meta,
-                      loop.scored_blocks, ids)
+    return finish_run(run_cfg, job, method, d, state, metrics, snaps, num_steps, T, meta, ids)
+
+
+def logged_steps(tc: TrainConfig, num_steps: int, ends: set[int]) -> frozenset[int]:
+    """The step counts after which the metrics log gets a row: every log_every and eval_every,
+    each phase's end (so the log holds every phase's exact span) and the last."""
+    every = (range(n, num_steps + 1, n) for n in (tc.log_every, tc.eval_every))
+    return frozenset().union(*every, ends, {num_steps})
 
 
 @dataclass
@@ -369,151 +390,178 @@ class Pending:
     step: int  # steps done, this one included
     ids: np.ndarray
     lr: float
-    flight: InFlight | None  # None: no losses sent (a sampler that reads none, no log row)
+    flight: InFlight | None  # None: not sent (no reader)
+
+
+class LossHandOff:
+    """How each step's per-block losses get from the device to the host without stalling it.
+
+    The device runs ahead of the host: an optimizer step returns as soon as its work is queued,
+    and reading a loss on the host waits for the device. So the loop `put`s a step's losses
+    here, sending them to the host only when something reads them (a sampler that observes, a
+    log row, a checkpoint, a stop, the end), and collects them as late as it may: a step's
+    losses are landed once the next step is queued (`put` returns the one pending before), or at
+    once when they are needed before the next step (`take`). The host thus waits at most once a
+    step, and for a sampler that observes "late" the device never waits for the host. Two flags
+    travel with the losses: a rank was asked to stop (under DDP the ranks agree on a stop this
+    way) and a non-finite loss since the last send, which the steps whose losses stay on the
+    device accumulate in `bad`, so that a NaN is caught at the next send."""
+
+    def __init__(self, d: Dist, resume_dir: Path | None, checked: int) -> None:
+        self.d, self.resume_dir = d, resume_dir
+        self.checked = checked  # the last step whose losses were checked on the host
+        self.bad = torch.zeros(1, device=d.device)
+        self.pending: Pending | None = None
+
+    def put(self, step: int, ids: np.ndarray, lr: float, local: torch.Tensor, send: bool,
+            asked: bool) -> Pending | None:
+        """Queue step `step`'s losses `local` (this rank's, on the device), sending them and the
+        flags (`asked`: this rank was asked to stop) if `send`; return the step pending before."""
+        self.bad = torch.maximum(self.bad, (~torch.isfinite(local)).any().float())
+        flight = None
+        if send:
+            flags = torch.cat([torch.full((1,), float(asked), device=self.d.device), self.bad])
+            self.bad = torch.zeros(1, device=self.d.device)
+            flight = send_to_host(local, flags, self.d)
+        previous, self.pending = self.pending, Pending(step, ids, lr, flight)
+        return previous
+
+    def take(self) -> Pending | None:
+        previous, self.pending = self.pending, None
+        return previous
+
+    def wait(self, p: Pending) -> tuple[np.ndarray, bool] | None:
+        """The global batch's losses of a sent step, checked finite, and whether a rank was asked
+        to stop; None for a step whose losses were not sent."""
+        if p.flight is None:
+            return None
+        losses, (asked, bad) = p.flight.wait()
+        check_finite(losses, p.ids, p.step, self.resume_dir, self.checked if bad else None)
+        self.checked = p.step
+        return losses, bool(asked)
 
 
 @dataclass
 class Loop:
-    """The training loop and what it touches; `run` is nanoGPT's loop.
+    """nanoGPT's loop with a sampler: `run` trains from `state.step` to `num_steps`."""
 
-    The host waits for the device at most once a step, and only when the step's losses are
-    needed: the sampler reads them, or a log row, a checkpoint, a stop or the end. A sampler that
-    accepts late losses gets them one step late, once the next step is queued on the device, and
-    the next step's batch is prepared while the device works, so the device does not wait for
-    the host. Under DDP the ranks' stop requests travel with the losses."""
-
-    cfg: ExperimentConfig
-    job: Job
+    tc: TrainConfig
     d: Dist
+    state: TrainState  # what a checkpoint holds; `step` is the loop's counter
     stepped: torch.nn.Module  # the model as trained (compiled, DDP-wrapped)
-    model: torch.nn.Module  # the plain module: its weights are saved
-    optimizer: torch.optim.Optimizer
-    sampler: Sampler
     loader: BatchLoader
     metrics: MetricsLog
     snaps: SnapshotWriter
-    ends: set[int]  # steps after which a sampler phase ends: each gets a metrics row
-    records_dir: Path
+    records_dir: Path  # the sampler's tables, as it hands them over
     validate: Callable[[], dict[str, float]]  # val_loss and val_bpb
     stopper: StopRequest
-    scored_blocks: int = 0  # candidates scored so far (sampler.scores_candidates), in the checkpoint
-    num_steps: int = 0
-    pending: Pending | None = None
-    stop: str | None = None  # why the run stops before its end
-    landed: int = 0  # the last step whose losses were checked on the host
-    bad: torch.Tensor | None = None  # on the device: a non-finite loss since the last sync
-    bar: Any = None  # the progress bar
+    num_steps: int
+    logged: frozenset[int]  # the steps after which the metrics log gets a row
 
-    def run(self, step: int, num_steps: int, desc: str) -> None:
-        tc, d, sampler, job = self.cfg.train, self.d, self.sampler, self.job
-        late_ok = not sampler.reads_losses or sampler.accepts_late_losses
-        self.num_steps, self.landed = num_steps, step
-        self.bar = tqdm(total=num_steps, initial=step, desc=desc, disable=not d.main, unit="step",
-                        mininterval=2.0)
-        self.bad = torch.zeros(1, device=d.device)
-        self.prefetch(step)
-        while step < num_steps:
+    losses: LossHandOff = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.losses = LossHandOff(self.d, self.state.folder, self.state.step)
+
+    def run(self, desc: str) -> None:
+        tc, d, st, sampler, losses = self.tc, self.d, self.state, self.state.sampler, self.losses
+        bar = tqdm(total=self.num_steps, initial=st.step, desc=desc, disable=not d.main, unit="step",
+                   mininterval=2.0)
+        self.prefetch(st.step)
+        while st.step < self.num_steps:
             if d.main:
-                self.snaps.maybe_save(step, self.model)
-            lr = lr_at(step, num_steps, tc)
-            for group in self.optimizer.param_groups:
+                self.snaps.maybe_save(st.step, st.model)
+            lr = lr_at(st.step, self.num_steps, tc)
+            for group in st.optimizer.param_groups:
                 group["lr"] = lr
             batch = self.loader.get()
-            local = optimizer_step(self.stepped, self.optimizer, batch, tc, d)
-            step += 1
-            self.bar.update()
-            now = self.needed_now(step)
-            self.bad = torch.maximum(self.bad, (~torch.isfinite(local)).any().float())
-            flight = self.send(local) if sampler.reads_losses or now else None
-            self.land()  # the previous step's losses, now that this step is queued
-            self.pending = Pending(step, batch.ids, lr, flight)
-            if now or not late_ok or self.stop:
-                self.land()
-            if job.resume_dir and d.main and (step % tc.ckpt_every == 0 or self.stop) and step < num_steps:
-                checkpoint.save(job.resume_dir, step, {
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "sampler": sampler.state_dict(), "metrics": self.metrics.rows,
-                    "elapsed_s": self.metrics.elapsed(), "scored_blocks": self.scored_blocks})
-            if self.stop and step < num_steps:
-                self.bar.close()  # so the message below is the log's last line
+            local = optimizer_step(self.stepped, st.optimizer, batch, tc, d)
+            step = st.step = st.step + 1
+            bar.update()
+            self.stopper.check(step, d.world)
+            now = self.needs_losses(step)
+            send = sampler.observes != "none" or now
+            asked = send and d.world > 1 and self.stopper.reason() is not None
+            self.land(losses.put(step, batch.ids, lr, local, send, asked))  # the previous step's
+            if now or sampler.observes == "now" or self.stopper.why:
+                self.land(losses.take())
+            if step in self.logged:  # landed: the log's last row is this step's
+                bar.set_postfix(loss=f"{self.metrics.rows[-1]['train_loss']:.3f}")
+            if (st.folder and d.main and (step % tc.ckpt_every == 0 or self.stopper.why)
+                    and step < self.num_steps):
+                st.elapsed_s = self.metrics.elapsed()
+                st.save()
+            if self.stopper.why and step < self.num_steps:
+                bar.close()  # so the message below is the log's last line
                 raise TrainingInterrupted(
-                    f"stopped at step {step}/{num_steps} ({self.stop}) to resume later; the checkpoint is "
-                    f"in {job.resume_dir}. To continue, rerun the same command (snakemake: the same target; "
-                    "with retries, as in the SLURM profile, the retry resumes by itself)")
-            if step < num_steps:
+                    f"stopped at step {step}/{self.num_steps} ({self.stopper.why}) to resume later; the "
+                    f"checkpoint is in {st.folder}. To continue, rerun the same command (snakemake: the "
+                    "same target; with retries, as in the SLURM profile, the retry resumes by itself)")
+            if step < self.num_steps:
                 self.prefetch(step)
-        self.bar.close()
+        bar.close()
 
     def prefetch(self, step: int) -> None:
         """Choose step `step`'s batch (scoring the sampler's candidates first, with the model as
         updated by step - 1) and start loading it."""
-        sampler, tc = self.sampler, self.cfg.train
-        while sampler.scores_candidates and (candidates := sampler.candidate_ids(step)) is not None:
+        sampler, tc = self.state.sampler, self.tc
+        while (candidates := sampler.candidate_ids(step)) is not None:
             # DDP's own forward may sync buffers: a collective that ranks with fewer candidates skip
             scorer = self.stepped.module if isinstance(self.stepped, DDP) else self.stepped
             losses = score_candidates(scorer, self.loader.store, candidates, tc.batch_size, self.d,
                                       tc.dtype)
             sampler.observe_candidates(step, candidates, losses)
-            self.scored_blocks += len(candidates)
-        ids = sampler.batch_ids(step)
-        self.loader.prefetch(ids, sampler.loss_weights(ids))
+            self.state.scored_blocks += len(candidates)
+        self.loader.prefetch(*sampler.batch_ids(step))
 
-    def needed_now(self, step: int) -> bool:
-        """Whether this step's losses must reach the host before the next step starts."""
-        tc, job = self.cfg.train, self.job
-        if step == job.stop_at_step:
-            self.stop = "stop_at_step"
-        elif self.d.world == 1 and self.stop is None:  # under DDP it comes with the losses
-            self.stop = self.stopper.reason()
-        return (self.logged(step) or step == self.num_steps or self.stop is not None
-                or (job.resume_dir is not None and step % tc.ckpt_every == 0))
+    def needs_losses(self, step: int) -> bool:
+        """Whether the losses of the step just done must reach the host before the next step."""
+        return (step in self.logged or step == self.num_steps or self.stopper.why is not None
+                or (self.state.folder is not None and step % self.tc.ckpt_every == 0))
 
-    def send(self, local: torch.Tensor) -> InFlight:
-        asked = self.d.world > 1 and self.stopper.reason() is not None
-        flags = torch.cat([torch.full((1,), float(asked), device=self.d.device), self.bad])
-        self.bad = torch.zeros(1, device=self.d.device)
-        return send_to_host(local, flags, self.d)
-
-    def land(self) -> None:
-        """Hand the pending step's losses to the finite check, the sampler and the log."""
-        p, self.pending, tc = self.pending, None, self.cfg.train
+    def land(self, p: Pending | None) -> None:
+        """Hand a trained step's losses to the finite check, the sampler and the log."""
         if p is None:
             return
-        if p.flight is not None:
-            losses, (asked, bad) = p.flight.wait()
-            check_finite(losses, p.ids, p.step, self.job.resume_dir, self.landed if bad else None)
-            self.landed = p.step
-            if asked and self.stop is None:
-                self.stop = self.stopper.reason() or "another rank was asked to stop"
-            if self.sampler.reads_losses:
-                self.sampler.observe(p.step - 1, p.ids, losses)
-        for name, table in self.sampler.records().items():
+        sampler = self.state.sampler
+        if (got := self.losses.wait(p)) is not None:
+            losses, asked = got
+            if asked:
+                self.stopper.asked_elsewhere()
+            if sampler.observes != "none":
+                sampler.observe(p.step - 1, p.ids, losses)
+        for name, table in sampler.records().items():
             if self.d.main:
                 if "block_id" in table.columns:  # the split's own ids, not the subset's
                     table = table.assign(block_id=self.loader.store.global_ids(table.block_id.to_numpy()))
                 write_parquet(self.records_dir / f"{name}.parquet", table)
-        if self.logged(p.step):
-            due = p.step % tc.eval_every == 0 or p.step == self.num_steps
-            row = self.metrics.add(p.step, self.sampler.phase(p.step - 1), float(losses.mean()), p.lr,
-                                   self.sampler.kept_fraction(), self.validate if due else None)
-            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}")
-
-    def logged(self, step: int) -> bool:
-        """Whether the metrics log gets a row after `step` steps."""
-        tc = self.cfg.train
-        return (step % tc.log_every == 0 or step % tc.eval_every == 0 or step == self.num_steps
-                or step in self.ends)
+        if p.step in self.logged:
+            due = p.step % self.tc.eval_every == 0 or p.step == self.num_steps
+            self.metrics.add(p.step, sampler.phase(p.step - 1), float(losses.mean()), p.lr,
+                             sampler.kept_fraction(), self.validate if due else None)
 
 
-def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: torch.nn.Module,
-               sampler: Sampler, metrics: MetricsLog, snaps: SnapshotWriter, records: Path,
-               steps: int, T: int, meta: dict[str, Any], scored_blocks: int = 0,
+def reference_charges(scores: BlockScores | None) -> dict[str, Any]:
+    """run.json's charges for the reference model of a method that needs block scores (ppl-prune,
+    rho-loss): its training tokens, its no-grad scoring pass over the pool (forward-only tokens
+    of that model) and its own FLOPs per token; zeros without one."""
+    if scores is None:
+        return {"reference_train_tokens": 0, "reference_scoring_tokens": 0,
+                "reference_flops_per_token": 0.0}
+    return {"reference_train_tokens": scores.reference_train_tokens,
+            "reference_scoring_tokens": scores.scoring_tokens,
+            "reference_flops_per_token": scores.reference_flops_per_token}
+
+
+def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, state: TrainState,
+               metrics: MetricsLog, snaps: SnapshotWriter, steps: int, T: int, meta: dict[str, Any],
                ids: np.ndarray | None = None) -> dict[str, Any]:
     """The run's last snapshot, HF model folder, metrics, records, snapshots and run.json (the
-    returned summary); the resume folder goes. `scored_blocks`: the candidates the loop scored,
-    charged as forward-only tokens; `ids`: the blocks it drew from, if not all
+    returned summary); the resume folder goes. `ids`: the blocks it drew from, if not all
     (train.tokens_per_param)."""
+    model, sampler = state.model, state.sampler
     tokens_per_step, params = sampler.batch_blocks * T, num_params(model)
+    reference = reference_charges(sampler.run.block_scores if sampler.needs_block_scores else None)
     summary = {
         "size": job.size, "method": method.name, "budget": job.budget, "lr_mult": job.lr_mult,
         "seed": job.seed, "params": params, "params_nonemb": params - embedding_params(model),
@@ -525,11 +573,12 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
         "val_loss": metrics.rows[-1]["val_loss"], "val_bpb": metrics.rows[-1]["val_bpb"],
         "wall_s": metrics.elapsed(), "device": str(d.device),
         "train_tokens_per_s": metrics.train_tokens_per_s(steps), "flops_per_token": flops_per_token(model),
-        "forward_only_tokens": sampler.forward_only_tokens + scored_blocks * T,
-        "candidate_tokens": scored_blocks * T,
-        "reference_train_tokens": sampler.reference_train_tokens,
-        "reference_scoring_tokens": sampler.reference_scoring_tokens,
-        "reference_flops_per_token": sampler.reference_flops_per_token,
+        # candidates the loop scored, and the reference's scoring pass: no-grad forward passes
+        "forward_only_tokens": reference["reference_scoring_tokens"] + state.scored_blocks * T,
+        "candidate_tokens": state.scored_blocks * T,
+        "reference_train_tokens": reference["reference_train_tokens"],
+        "reference_scoring_tokens": reference["reference_scoring_tokens"],
+        "reference_flops_per_token": reference["reference_flops_per_token"],
         "sampler_state_sha256": state_digest(sampler.state_dict()), **job.run_info,
     }
     summary["settings"] = run_settings(cfg, job.size, method, T, meta["vocab_size"], job.budget)
@@ -546,6 +595,7 @@ def finish_run(cfg: ExperimentConfig, job: Job, method: Method, d: Dist, model: 
             tok.model_max_length = T
             tok.save_pretrained(tmp)
         write_parquet(out / "metrics.parquet", pd.DataFrame(metrics.rows))
+        records = job.partial / "records.partial"
         records.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / "records", ignore_errors=True)
         os.replace(records, out / "records")

@@ -12,7 +12,7 @@ import torch
 from conftest import run_train
 
 import lfr.distributed
-from lfr.sampling.base import RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
+from lfr.sampling.base import Batch, RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
 from lfr.train import Job, Method, train
 
 
@@ -20,7 +20,6 @@ class ScoresItsBatch(Sampler):
     """Proposes step s's batch in rounds of `rounds` sizes (the last round what is left), trains on
     it, and records the candidates' and the training pass's losses."""
 
-    scores_candidates: ClassVar[bool] = True
     rounds: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, run: RunFacts, options: SamplerOptions) -> None:
@@ -46,8 +45,8 @@ class ScoresItsBatch(Sampler):
     def observe_candidates(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         self.scored.setdefault(step, []).append((ids, losses))
 
-    def batch_ids(self, step: int) -> np.ndarray:
-        return np.concatenate([ids for ids, _ in self.scored[step]])
+    def batch_ids(self, step: int) -> Batch:
+        return Batch(np.concatenate([ids for ids, _ in self.scored[step]]))
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         self.trained[step] = losses

@@ -164,10 +164,9 @@ def test_accepted_method_options_plan_and_run_a_sampler(method, data, num_blocks
         return
     rng = np.random.default_rng(0)
     for step in range(min(sampler.num_steps(), 20)):
-        while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+        while (c := sampler.candidate_ids(step)) is not None:
             sampler.observe_candidates(step, c, rng.uniform(0, 12, len(c)).astype(np.float32))
-        ids = sampler.batch_ids(step)
-        sampler.loss_weights(ids)
+        ids = sampler.batch_ids(step).ids
         sampler.observe(step, ids, rng.uniform(0, 12, len(ids)).astype(np.float32))
 
 

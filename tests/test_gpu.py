@@ -67,7 +67,7 @@ def test_on_cuda_random_waits_only_at_log_rows_and_late_losses_change_no_run(pre
     rows = len(pd.read_parquet(tmp_path / "random/metrics.parquet")) - 1
     assert lfr.distributed.host_syncs - before == rows
     late = run_train(gpu_config(), "lfr", root, tmp_path / "late")
-    monkeypatch.setattr(LFRSampler, "accepts_late_losses", False)
+    monkeypatch.setattr(LFRSampler, "observes", "now")
     now = run_train(gpu_config(), "lfr", root, tmp_path / "now")
     a, b = (pd.read_parquet(tmp_path / f"{r}/metrics.parquet") for r in ("late", "now"))
     cols = ["step", "phase", "kept_fraction"]

@@ -41,8 +41,7 @@ def test_infobatch_prunes_then_anneals_at_equal_tokens():
     assert s.num_steps() == make("random", N, B, epochs=8).num_steps() == 80
     starts, weights, served = [], [], []
     for step in range(s.num_steps()):
-        ids = s.batch_ids(step)
-        w = s.loss_weights(ids)
+        ids, w = s.batch_ids(step)
         weights.append(w)
         served.append(ids)
         starts.append(s.epoch_start)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_sampling import make
 
 from lfr.sampling import RunFacts
-from lfr.sampling.base import Sampler, epoch_permutation, equal_token_steps
+from lfr.sampling.base import Batch, Sampler, epoch_permutation
 from lfr.sampling.leitner import NEVER, LeitnerOptions
 
 
@@ -22,7 +22,6 @@ class ReferenceLeitner(Sampler):
     def __init__(self, run: RunFacts, options: LeitnerOptions) -> None:
         super().__init__(run, options)
         N = self.num_blocks
-        self.steps = equal_token_steps(run, options.epochs)
         scale = N / self.batch_blocks if options.unit == "epochs" else 1.0
         self.interval = np.array([max(1, math.ceil(i * scale)) for i in options.intervals], np.int64)
         self.new_order = epoch_permutation(N, self.seed, 0)
@@ -35,9 +34,6 @@ class ReferenceLeitner(Sampler):
         self.next_new = 0
         self.ema = np.nan
 
-    def num_steps(self) -> int:
-        return self.steps
-
     def _smallest(self, candidates: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
         k = min(k, len(candidates))
         if k <= 0:
@@ -46,7 +42,7 @@ class ReferenceLeitner(Sampler):
         part = np.argpartition(combined, k - 1)[:k] if k < len(combined) else np.arange(len(combined))
         return candidates[part[np.argsort(combined[part])]].astype(np.int64)
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         B = self.batch_blocks
         due = np.flatnonzero(self.due <= step)
         picked = self._smallest(due, self.due[due], B)
@@ -62,7 +58,7 @@ class ReferenceLeitner(Sampler):
         ids = np.concatenate([picked, new, stale]).astype(np.int64)
         if len(ids) < B:
             ids = np.resize(ids, B)
-        return ids
+        return Batch(ids)
 
     def transition(self, ids: np.ndarray, losses: np.ndarray) -> None:
         prev, box = self.last_loss[ids], self.box[ids].astype(np.int64)
@@ -113,8 +109,8 @@ def run_both(num_blocks: int, batch: int, seed: int, epochs: float, options: dic
             resumed.load_state_dict(new.state_dict())
             new = resumed
         due = int((ref.due <= step).sum())
-        ids = new.batch_ids(step)
-        np.testing.assert_array_equal(ids, ref.batch_ids(step), err_msg=f"step {step}")
+        ids = new.batch_ids(step).ids
+        np.testing.assert_array_equal(ids, ref.batch_ids(step).ids, err_msg=f"step {step}")
         stale_steps += ref.next_new == num_blocks and due < batch
         if rng.random() < stray:
             ids = rng.integers(0, num_blocks, batch)
@@ -156,7 +152,7 @@ def test_leitner_box_transitions_on_a_hand_made_sequence():
     box = lambda *ids: [int(s.box[i]) for i in ids]  # noqa: E731
 
     def step(n, expected_ids, losses):
-        ids = s.batch_ids(n)
+        ids = s.batch_ids(n).ids
         assert ids.tolist() == expected_ids, n
         s.observe(n, ids, np.array(losses, dtype=np.float32))
 
@@ -182,7 +178,7 @@ def test_leitner_reviews_due_blocks_on_schedule():
     s = make("leitner", 6, 2, epochs=10, unit="steps", intervals=[3], promote_below=1e-9)
     seen_at = {i: [] for i in range(6)}
     for n in range(s.num_steps()):
-        ids = s.batch_ids(n)
+        ids = s.batch_ids(n).ids
         for i in ids:
             seen_at[int(i)].append(n)
         s.observe(n, ids, np.ones(2, dtype=np.float32))
@@ -193,7 +189,7 @@ def test_leitner_reviews_due_blocks_on_schedule():
     rng = np.random.default_rng(0)
     for n in range(s.num_steps()):
         due = np.flatnonzero(s.due <= n)
-        ids = s.batch_ids(n)
+        ids = s.batch_ids(n).ids
         if len(due) <= 4:
             assert set(due) <= set(ids), n
         else:
@@ -205,11 +201,11 @@ def test_leitner_reviews_due_blocks_on_schedule():
 
 def test_leitner_fills_with_new_then_least_recently_seen():
     s = make("leitner", 10, 5, epochs=4, unit="steps", intervals=[3])  # reviews every 3 steps
-    first = s.batch_ids(0)
+    first = s.batch_ids(0).ids
     assert first.tolist() == s.new_order[:5].tolist()
     s.observe(0, first, np.full(5, 2.0, np.float32))
-    second = s.batch_ids(1)
+    second = s.batch_ids(1).ids
     assert second.tolist() == s.new_order[5:].tolist()  # new blocks before anything seen
     s.observe(1, second, np.full(5, 2.0, np.float32))
     assert s.due.min() == 3  # nothing due at step 2: the batch is the 5 least recently seen,
-    assert sorted(s.batch_ids(2).tolist()) == sorted(first.tolist())  # i.e. step 0's blocks
+    assert sorted(s.batch_ids(2).ids.tolist()) == sorted(first.tolist())  # i.e. step 0's blocks

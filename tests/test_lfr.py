@@ -17,7 +17,7 @@ def drive(sampler, loss_of, until=None):
     """Run the sampler's whole plan, reporting loss_of(ids, step); return ids per step."""
     served = []
     for step in range(sampler.num_steps() if until is None else until):
-        ids = sampler.batch_ids(step)
+        ids = sampler.batch_ids(step).ids
         sampler.observe(step, ids, loss_of(ids, step).astype(np.float32))
         served.append(ids)
     return served
@@ -209,7 +209,7 @@ def test_resume_mid_phase_gives_the_same_order():
         b = make("lfr", 100, 10, epochs=3.1, reps=2)
         b.load_state_dict(a.state_dict())
         for step in range(cut, b.num_steps()):
-            ids = b.batch_ids(step)
+            ids = b.batch_ids(step).ids
             b.observe(step, ids, loss(ids, step).astype(np.float32))
             served.append(ids)
         assert all(np.array_equal(x, y) for x, y in zip(full, served, strict=True)), cut
@@ -219,7 +219,7 @@ def test_phase_records_are_emitted_at_each_boundary():
     s = make("lfr", 100, 10, epochs=2.8, reps=1)
     tables = {}
     for step in range(s.num_steps()):
-        ids = s.batch_ids(step)
+        ids = s.batch_ids(step).ids
         s.observe(step, ids, ids * 1.0)
         tables |= s.records()
     assert list(tables) == ["phase00_learn", "phase01_focus", "phase02_review", "phase03_focus", "final"]

@@ -64,7 +64,7 @@ def lfr_calls(prepared, tmp_path_factory):
     for late in (True, False):
         calls: list[tuple[str, int]] = []
         mp = pytest.MonkeyPatch()
-        mp.setattr(LFRSampler, "accepts_late_losses", late)
+        mp.setattr(LFRSampler, "observes", "late" if late else "now")
         mp.setattr(LFRSampler, "batch_ids", recorded(LFRSampler.batch_ids, "ids", calls))
         mp.setattr(LFRSampler, "observe", recorded(LFRSampler.observe, "observe", calls))
         out = tmp_path_factory.mktemp(f"late-{late}")

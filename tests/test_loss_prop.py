@@ -31,9 +31,8 @@ def test_loss_prop_frequencies_and_weights_follow_the_formula():
     np.testing.assert_allclose(s.probabilities(), p, rtol=1e-6)
     counts = np.zeros(N)
     for step in range(2000):  # 200k draws; losses held fixed (no observe)
-        ids = s.batch_ids(step)
+        ids, w = s.batch_ids(step)
         counts += np.bincount(ids, minlength=N)
-        w = s.loss_weights(ids)
         beta = 0.4 + 0.6 * step / (s.num_steps() - 1)
         np.testing.assert_allclose(w, (N * p[ids]) ** -beta / (N * p.min()) ** -beta, rtol=1e-5)
     rel = np.abs(counts / counts.sum() - p) / p
@@ -85,9 +84,9 @@ def test_loss_prop_trees_follow_observe_exactly():
     s = make("loss-prop", N, B, epochs=100, alpha=1.5)
     rng = np.random.default_rng(0)
     for step in range(300):
-        ids = s.batch_ids(step)
+        ids, w = s.batch_ids(step)
         p = formula(s.loss, 1.5)
-        np.testing.assert_allclose(s.loss_weights(ids), (p[ids] / p.min()) ** -s.beta(step), rtol=1e-6)
+        np.testing.assert_allclose(w, (p[ids] / p.min()) ** -s.beta(step), rtol=1e-6)
         losses = rng.uniform(0, 8, B).astype(np.float32)
         losses[(rng.random(B) < 0.02) | (step == 299)] = np.nan  # the last step: unseen blocks left
         s.observe(step, ids, losses)
@@ -97,4 +96,4 @@ def test_loss_prop_trees_follow_observe_exactly():
     for tree in ("prio_sum", "unseen", "loss_min", "loss_max"):
         np.testing.assert_array_equal(getattr(resumed, tree), getattr(s, tree), err_msg=tree)
     np.testing.assert_allclose(s.probabilities(), formula(s.loss, 1.5), rtol=1e-12)
-    np.testing.assert_array_equal(resumed.batch_ids(300), s.batch_ids(300))
+    np.testing.assert_array_equal(resumed.batch_ids(300).ids, s.batch_ids(300).ids)

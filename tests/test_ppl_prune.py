@@ -28,12 +28,16 @@ def test_ppl_prune_keeps_the_exact_band_and_samples_it_uniformly(band, expected)
     s = make("ppl-prune", 20, 3, epochs=9, block_scores=hand_scores(), keep=0.5, band=band)
     assert s.kept.tolist() == list(expected)
     assert s.num_steps() == make("random", 20, 3, epochs=9).num_steps() == 60  # equal tokens
-    draws = np.concatenate([s.batch_ids(step) for step in range(s.num_steps())])
+    draws = np.concatenate([s.batch_ids(step).ids for step in range(s.num_steps())])
     assert set(draws) == set(expected)
     counts = np.bincount(draws, minlength=20)[list(expected)]
     assert counts.tolist() == [20] * 9  # 180 draws = 20 full passes over the 9 kept blocks
-    assert s.forward_only_tokens == s.reference_scoring_tokens == 18 * 16 and s.reference_train_tokens == 640
-    assert s.reference_flops_per_token == 1234.0  # the FLOPs of its passes are the reference's
+    from lfr.train import reference_charges
+
+    # the run is charged the reference's training and scoring, at the reference's FLOPs a token
+    assert reference_charges(s.run.block_scores) == {"reference_train_tokens": 640,
+                                                     "reference_scoring_tokens": 18 * 16,
+                                                     "reference_flops_per_token": 1234.0}
 
 
 def test_ppl_prune_band_ties_break_by_id():

@@ -34,14 +34,17 @@ def test_rho_loss_trains_on_the_largest_reducible_loss(batch, pool_factor, expec
     """pool_factor x batch = 10 candidates: each step scores the whole pool (one pass)."""
     s = make("rho-loss", 12, batch, epochs=3, block_scores=hand_scores(), pool_factor=pool_factor)
     for step in range(3):
-        ids, scored = step_ids(s, step, train_loss)
+        (ids, _), scored = step_ids(s, step, train_loss)
         assert len(scored) == 1 and sorted(scored[0].tolist()) == list(range(2, 12))  # never the shard
         assert ids.tolist() == expected
         assert s.candidate_ids(step) is None  # scored once per step
     assert s.num_steps() == make("random", 12, batch, epochs=3).num_steps()  # equal tokens
     assert s.kept_fraction() == 10 / 12  # the pool's share of the blocks
-    assert s.forward_only_tokens == s.reference_scoring_tokens == 160 and s.reference_train_tokens == 640
-    assert s.reference_flops_per_token == 1234.0
+    from lfr.train import reference_charges
+
+    assert reference_charges(s.run.block_scores) == {"reference_train_tokens": 640,
+                                                     "reference_scoring_tokens": 160,
+                                                     "reference_flops_per_token": 1234.0}
 
 
 def test_rho_loss_candidates_are_uniform_passes_over_the_pool():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lfr.sampling import SAMPLERS, BlockScores, RunFacts, build_sampler
+from lfr.sampling import SAMPLERS, BlockScores, RunFacts, Sampler, build_sampler
 
 
 def synthetic_scores(num_blocks, seed=0):
@@ -24,11 +24,11 @@ def make(name, num_blocks, batch_blocks, seed=0, epochs=1.0, block_scores=None, 
 
 
 def step_ids(sampler, step, loss_of):
-    """The loop's calls for step `step`'s ids: score the candidates of a `scores_candidates`
-    method with loss_of(ids, step) (float32) until it has a batch, then batch_ids; the scored
-    candidates come back in the second value."""
+    """The loop's calls for step `step`'s batch: score the candidates the method proposes with
+    loss_of(ids, step) (float32) until it has a batch, then batch_ids; the scored candidates
+    come back in the second value."""
     scored = []
-    while sampler.scores_candidates and (c := sampler.candidate_ids(step)) is not None:
+    while (c := sampler.candidate_ids(step)) is not None:
         assert c.dtype == np.int64 and len(c) > 0
         sampler.observe_candidates(step, c, loss_of(c, step).astype(np.float32))
         scored.append(c)
@@ -39,19 +39,21 @@ def step_ids(sampler, step, loss_of):
 def test_sampler_contract(name):
     a, b = make(name, 103, 8, seed=3, epochs=2), make(name, 103, 8, seed=3, epochs=2)
     steps = a.num_steps()
-    assert steps > 0
+    assert steps > 0 and a.observes in ("none", "now", "late")
+    scorer = type(a).candidate_ids is not Sampler.candidate_ids  # proposes candidates
     candidate_loss = lambda ids, step: 2 + np.cos(ids + 0.3 * step)  # noqa: E731
     scored_ids: set[int] = set()
     for step in range(steps):
-        ids, scored = step_ids(a, step, candidate_loss)
-        ids_b, scored_b = step_ids(b, step, candidate_loss)
+        (ids, w), scored = step_ids(a, step, candidate_loss)
+        (ids_b, w_b), scored_b = step_ids(b, step, candidate_loss)
         assert ids.dtype == np.int64 and len(ids) == 8
+        assert (w is None and w_b is None) or (w.dtype == np.float32 and np.array_equal(w, w_b)
+                                               and len(w) == 8 and (w > 0).all())
         assert ids.min() >= 0 and ids.max() < 103
         np.testing.assert_array_equal(ids, ids_b)
         assert len(scored) == len(scored_b) and all(map(np.array_equal, scored, scored_b))
-        assert a.scores_candidates or not scored
         scored_ids.update(np.concatenate(scored or [np.zeros(0, np.int64)]).tolist())
-        if a.scores_candidates:  # it trains on blocks scored for this step or an earlier one
+        if scorer:  # it trains on blocks scored for this step or an earlier one
             assert set(ids.tolist()) <= scored_ids
         losses = (ids % 7).astype(np.float32)
         a.observe(step, ids, losses)
@@ -80,8 +82,8 @@ def check_resume(new, loss_of, cut, ckpt_dir):
     def run(sampler, steps):
         out = []
         for step in steps:
-            ids, _ = step_ids(sampler, step, loss_of)
-            if sampler.reads_losses:
+            (ids, _), _ = step_ids(sampler, step, loss_of)
+            if sampler.observes != "none":
                 sampler.observe(step, ids, loss_of(ids, step).astype(np.float32))
             out.append(ids)
         return out

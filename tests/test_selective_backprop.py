@@ -58,7 +58,7 @@ def test_steps_train_the_kept_candidates_in_order():
     stream, trained = [], []
     for step in range(s.num_steps()):
         before, kept_before = len(s.queue), s.kept
-        ids, scored = step_ids(s, step, loss)
+        (ids, _), scored = step_ids(s, step, loss)
         assert all(len(c) == 8 for c in scored)
         assert (before >= 8) == (not scored)  # leftovers enough: no scoring
         assert len(s.queue) == before + s.kept - kept_before - 8 < 8  # scored until a batch, no more

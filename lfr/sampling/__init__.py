@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from lfr.config import ConfigError
 from lfr.config_errors import format_errors
-from lfr.sampling.base import BlockScores, RunFacts, Sampler, SamplerOptions
+from lfr.sampling.base import Batch, BlockScores, RunFacts, RunLengthOptions, Sampler, SamplerOptions
 from lfr.sampling.infobatch import InfoBatchSampler
 from lfr.sampling.leitner import LeitnerSampler
 from lfr.sampling.lfr import LFRRandomDropSampler, LFRReverseSampler, LFRSampler
@@ -50,5 +50,5 @@ def build_sampler(name: str, run: RunFacts, options: dict[str, Any]) -> Sampler:
     return SAMPLERS[name](run, opts)
 
 
-__all__ = ["SAMPLERS", "BlockScores", "RunFacts", "Sampler", "SamplerOptions", "build_sampler",
-           "validated_options"]
+__all__ = ["SAMPLERS", "Batch", "BlockScores", "RunFacts", "RunLengthOptions", "Sampler", "SamplerOptions",
+           "build_sampler", "validated_options"]

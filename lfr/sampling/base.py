@@ -1,10 +1,10 @@
 """The contract between the training loop and a data-selection method (a *sampler*).
 
-The loop knows nothing else about methods: it asks for the global block ids of each optimizer
-step, trains on them, and reports back each block's training loss from that same forward pass
-(taken before the update, so recording costs no extra FLOPs). Samplers see only block ids,
-losses and the run's facts (no torch, no model); they own their RNG, which goes into the
-checkpoint with the rest of their state.
+The loop knows nothing else about methods: it asks for the global block ids (and loss weights)
+of each optimizer step, trains on them, and reports back each block's training loss from that
+same forward pass (taken before the update, so recording costs no extra FLOPs). Samplers see
+only block ids, losses and the run's facts (no torch, no model); they own their RNG, which goes
+into the checkpoint with the rest of their state. docs/adding-a-method.md walks through a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,8 @@ class RunFacts:
     epochs: float
     """train.epochs: the run length of methods that have no schedule of their own."""
     block_scores: BlockScores | None = None
-    """Reference-model scores of every block, for methods with `needs_block_scores`."""
+    """Reference-model scores of every block, for methods with `needs_block_scores`; they also
+    hold the reference's compute, which the run is charged with."""
     budget: float = 1.0
     """Multiple of the method's default run length (a sweep's run): a method without a schedule
     runs budget x epochs passes' worth of draws; LFR scales every phase."""
@@ -108,66 +109,72 @@ class BlockScores:
                    float(info.get("flops_per_token", 0)))
 
 
+class Batch(NamedTuple):
+    """One optimizer step's blocks, as `Sampler.batch_ids` returns them."""
+
+    ids: np.ndarray
+    """Global block ids (int64, length batch_blocks); an id may repeat (e.g. at a pass boundary)."""
+    weights: np.ndarray | None = None
+    """Per-draw loss weights (float32, the same length), or None: all ones."""
+
+
+Observes = Literal["none", "now", "late"]
+"""When `Sampler.observe` gets a step's training losses: never, before the next step's
+`batch_ids`, or one step late (see `Sampler.observes`)."""
+
+
 class Sampler(ABC):
-    """Decides which training blocks make up each optimizer step."""
+    """Decides which training blocks make up each optimizer step.
+
+    A subclass implements `batch_ids`; everything else has a default: runs as long as `random`
+    (`num_steps`), reads no candidates, one phase, no records, no state. docs/adding-a-method.md
+    walks through a complete one."""
 
     Options: ClassVar[type[SamplerOptions]] = SamplerOptions
     needs_block_scores: ClassVar[bool] = False
-    """The workflow trains and scores a reference model first and passes `RunFacts.block_scores`."""
-    reads_losses: ClassVar[bool] = True
-    """`observe` uses the losses; False lets the loop skip gathering them across ranks."""
-    accepts_late_losses: ClassVar[bool] = False
-    """Within a phase, `batch_ids(step + 1)` neither depends on `observe(step, ...)` nor changes
-    the state: the loop may then call `observe` one step late, after queuing the next step (and
-    prepare that step's batch while the device works). It hands every loss over before a phase's
-    first `batch_ids` and before saving a checkpoint."""
-    scores_candidates: ClassVar[bool] = False
-    """Before each step the loop scores the blocks `candidate_ids` proposes (a no-grad forward of
-    the model being trained) and hands their losses to `observe_candidates`; the loop charges
-    those tokens as `forward_only_tokens`."""
-    forward_only_tokens: int = 0
-    """Tokens this method runs through a model outside training steps (scoring passes) other
-    than the candidates the loop scores (which the loop counts itself)."""
-    reference_train_tokens: int = 0
-    """Optimizer-step tokens spent training a reference model for this method."""
-    reference_scoring_tokens: int = 0
-    """The part of `forward_only_tokens` that runs through the reference model, not this one."""
-    reference_flops_per_token: float = 0.0
-    """The reference model's training FLOPs per token; 0 without one."""
+    """The workflow trains and scores a reference model first and passes `RunFacts.block_scores`;
+    the run is charged with that model's compute (its training and scoring tokens)."""
+    observes: ClassVar[Observes] = "now"
+    """When the loop calls `observe` with a step's training losses:
+    - "none": never (the loop then gathers no losses across ranks but for its log);
+    - "now": before it asks for the next step's `batch_ids`;
+    - "late": one step late, once the next step is queued on the device (whose batch is prepared
+      meanwhile), for a sampler whose `batch_ids(step + 1)` within a phase neither depends on
+      `observe(step, ...)` nor changes the state. Every loss is handed over before a phase's
+      first `batch_ids` and before a checkpoint."""
 
     def __init__(self, run: RunFacts, options: SamplerOptions):
         self.run, self.options = run, options
         self.num_blocks, self.batch_blocks, self.seed = run.num_blocks, run.batch_blocks, run.seed
 
-    @abstractmethod
     def num_steps(self) -> int:
-        """Optimizer steps in the whole plan; fixed before step 0 (the LR schedule spans it)."""
+        """Optimizer steps in the whole plan; fixed before step 0 (the LR schedule spans it).
+        Default: random's run length (equal tokens), from the options' `epochs` if they have one
+        (`RunLengthOptions`)."""
+        return equal_token_steps(self.run, getattr(self.options, "epochs", None))
 
     @abstractmethod
-    def batch_ids(self, step: int) -> np.ndarray:
-        """Global block ids (int64, length batch_blocks) of optimizer step `step`.
+    def batch_ids(self, step: int) -> Batch:
+        """The blocks of optimizer step `step` and their loss weights.
 
         Steps are requested in order 0, 1, ...; every DDP rank gets the same ids and takes its
         own slice.
         """
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
-        """Per-block training losses (mean token CE) of the blocks just trained (called only when
-        `reads_losses`). Default: ignore."""
+        """Per-block training losses (mean token CE, from the training forward pass, before the
+        update) of the blocks step `step` trained, as `observes` says when. Default: ignore."""
 
     def candidate_ids(self, step: int) -> np.ndarray | None:
         """Global block ids (int64) to score before `batch_ids(step)`, or None when the step's
-        batch can be chosen (called only when `scores_candidates`). The loop asks again after
-        each `observe_candidates`, so a method may score several rounds per step."""
+        batch can be chosen (the default: no candidates). The loop asks again after each
+        `observe_candidates`, so a method may score several rounds per step; it charges the
+        scored tokens as forward-only."""
         return None
 
     def observe_candidates(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         """Per-block losses (mean token CE; no-grad, eval mode, after step - 1's update) of the
         ids the last `candidate_ids(step)` returned, in their order, the same on every rank."""
-
-    def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
-        """Per-block loss weights for the next step; None means all ones."""
-        return None
 
     def phase(self, step: int) -> str:
         """Name of the phase that step `step` belongs to (a column of the metrics log)."""
@@ -186,6 +193,7 @@ class Sampler(ABC):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything `batch_ids` depends on that the run changed, for the checkpoint."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,16 +235,16 @@ class PoolSampler(Sampler):
     """Uniform sampling without replacement from a fixed pool of blocks (`self.pool`, set by the
     subclass): back-to-back passes, each in its own seeded order (`order_key`, then the pass)."""
 
-    reads_losses: ClassVar[bool] = False
+    observes: ClassVar[Observes] = "none"
     pool: np.ndarray
     order_key: tuple[int, ...] = ()
     """Integers between the seed and the pass number in each pass's RNG key (a stream of its own)."""
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         if not hasattr(self, "_order"):
             self._order = EpochOrder(len(self.pool), self.seed, *self.order_key)
         start = step * self.batch_blocks
-        return epoch_draws(self.pool, start, start + self.batch_blocks, self._order)
+        return Batch(epoch_draws(self.pool, start, start + self.batch_blocks, self._order))
 
 
 def equal_token_steps(run: RunFacts, epochs: float | None) -> int:

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import RunFacts, RunLengthOptions, Sampler, equal_token_steps
+from lfr.sampling.base import Batch, RunFacts, RunLengthOptions, Sampler
 
 
 class InfoBatchOptions(RunLengthOptions):
@@ -41,18 +41,13 @@ class InfoBatchSampler(Sampler):
 
     def __init__(self, run: RunFacts, options: InfoBatchOptions) -> None:
         super().__init__(run, options)
-        self.steps = equal_token_steps(run, options.epochs)
-        self.anneal_step = round(options.delta * self.steps)
+        self.anneal_step = round(options.delta * self.num_steps())
         self.score = np.full(self.num_blocks, np.nan, dtype=np.float32)  # last loss; NaN = unseen
         self.epoch = -1
         self.epoch_start = 0  # draw position of the current epoch's first draw
         self.order = np.zeros(0, dtype=np.int64)  # the current epoch's draws, in order
         self.weight = np.zeros(0, dtype=np.float32)  # their loss weights
         self.pruned = np.zeros(0, dtype=np.int64)  # ids left out of the current epoch (sorted)
-        self._step_weights: np.ndarray | None = None
-
-    def num_steps(self) -> int:
-        return self.steps
 
     def phase(self, step: int) -> str:
         return "prune" if step < self.anneal_step else "anneal"
@@ -83,7 +78,9 @@ class InfoBatchSampler(Sampler):
         self.epoch, self.epoch_start = self.epoch + 1, position
         self.order, self.weight, self.pruned = order, weight, pruned
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
+        """The step's draws and their weights (per draw, not per id: an id may repeat across an
+        epoch boundary with a different weight)."""
         pos, end = step * self.batch_blocks, (step + 1) * self.batch_blocks
         assert pos >= self.epoch_start, "steps are requested in order"
         ids, weights = [], []
@@ -95,16 +92,10 @@ class InfoBatchSampler(Sampler):
             ids.append(self.order[a:b])
             weights.append(self.weight[a:b])
             pos += b - a
-        self._step_weights = np.concatenate(weights)
-        return np.concatenate(ids)
+        return Batch(np.concatenate(ids), np.concatenate(weights))
 
     def kept_fraction(self) -> float:
         return 1 - len(self.pruned) / self.num_blocks
-
-    def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
-        """The weights of the draws of the last `batch_ids` call (an id may repeat across an
-        epoch boundary with a different weight, so they are per draw, not per id)."""
-        return self._step_weights
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         self.score[ids] = losses

@@ -38,12 +38,12 @@ import numpy as np
 from pydantic import Field
 
 from lfr.sampling.base import (
+    Batch,
     Epochs,
     RunFacts,
     RunLengthOptions,
     Sampler,
     epoch_permutation,
-    equal_token_steps,
 )
 
 NEVER = np.iinfo(np.int64).max  # `due` of a block never seen
@@ -97,7 +97,6 @@ class LeitnerSampler(Sampler):
     def __init__(self, run: RunFacts, options: LeitnerOptions) -> None:
         super().__init__(run, options)
         N = self.num_blocks
-        self.steps = equal_token_steps(run, options.epochs)
         scale = N / self.batch_blocks if options.unit == "epochs" else 1.0
         self.interval = np.array([max(1, math.ceil(i * scale)) for i in options.intervals], np.int64)
         self.new_order = epoch_permutation(N, self.seed, 0)  # new blocks enter as random's epoch 0
@@ -111,16 +110,13 @@ class LeitnerSampler(Sampler):
         self.ema = np.nan
         self._build_queues()
 
-    def num_steps(self) -> int:
-        return self.steps
-
     def _first(self, heads: list[np.ndarray], key: np.ndarray, k: int) -> np.ndarray:
         """The k blocks with the smallest (key, rank) among the queue heads, in that order."""
         candidates = np.concatenate(heads)
         order = np.lexsort((self.rank[candidates], key[candidates]))[:k]
         return candidates[order].astype(np.int64)
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         B = self.batch_blocks
         heads = [q.peek(0, B) for q in self.queues]  # a step draws at most B from one box
         due = [h[: np.searchsorted(self.due[h], step, side="right")] for h in heads]
@@ -134,7 +130,7 @@ class LeitnerSampler(Sampler):
         ids = np.concatenate([picked, new, stale]).astype(np.int64)
         if len(ids) < B:  # fewer blocks than a batch: repeat (only in toy settings)
             ids = np.resize(ids, B)
-        return ids
+        return Batch(ids)
 
     def transition(self, ids: np.ndarray, losses: np.ndarray) -> None:
         """New boxes of the blocks just trained, from their losses (see the module docstring)."""

@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from lfr.sampling.base import (
+    Batch,
     EpochOrder,
     Epochs,
     RunFacts,
@@ -153,7 +154,7 @@ class LFRSampler(Sampler):
     Options = LFROptions
     options: LFROptions
     drop_rule: ClassVar[Literal["lowest", "random", "highest"]] = "lowest"
-    accepts_late_losses: ClassVar[bool] = True  # the kept set changes only when a phase starts
+    observes = "late"  # the kept set changes only when a phase starts
 
     def __init__(self, run: RunFacts, options: LFROptions) -> None:
         super().__init__(run, options)
@@ -291,12 +292,12 @@ class LFRSampler(Sampler):
             self.score[seen] = self.last_loss[seen]
 
     # -- the Sampler contract --------------------------------------------------------------
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         phase = self._phase_at(step)
         if phase.index != self.current:
             self._enter(phase)
         start = (step - phase.start_step) * self.batch_blocks
-        return self._draws(phase.index, self.active, start, start + self.batch_blocks)
+        return Batch(self._draws(phase.index, self.active, start, start + self.batch_blocks))
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         np.add.at(self.visits, ids, 1)  # an id can repeat within a step at an epoch boundary

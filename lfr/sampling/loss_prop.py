@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import RunFacts, RunLengthOptions, Sampler, equal_token_steps
+from lfr.sampling.base import Batch, RunFacts, RunLengthOptions, Sampler
 
 
 class LossPropOptions(RunLengthOptions):
@@ -78,9 +78,8 @@ class LossPropSampler(Sampler):
 
     def __init__(self, run: RunFacts, options: LossPropOptions) -> None:
         super().__init__(run, options)
-        self.steps = equal_token_steps(run, options.epochs)
+        self.steps = self.num_steps()  # beta's schedule spans them
         self._set_loss(np.full(self.num_blocks, np.nan, dtype=np.float32))  # last loss; NaN = unseen
-        self._step_weights: np.ndarray | None = None
 
     def _set_loss(self, loss: np.ndarray) -> None:
         self.loss = loss
@@ -89,9 +88,6 @@ class LossPropSampler(Sampler):
         self.unseen = tree_build((~seen).astype(np.int32), np.add)
         self.loss_min = tree_build(loss, np.fmin)  # fmin/fmax skip NaN: the seen blocks' extremes
         self.loss_max = tree_build(loss, np.fmax)
-
-    def num_steps(self) -> int:
-        return self.steps
 
     def beta(self, step: int) -> float:
         b0 = self.options.beta0
@@ -140,14 +136,10 @@ class LossPropSampler(Sampler):
         p = np.where(self.unseen[n + ids] > 0, top, self.prio_sum[n + ids]) / total
         return ((p / p_min) ** -self.beta(step)).astype(np.float32)
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         rng = np.random.default_rng([self.seed, step])
         ids = self.draw(rng.random(self.batch_blocks))
-        self._step_weights = self.weights(ids, step)
-        return ids
-
-    def loss_weights(self, ids: np.ndarray) -> np.ndarray | None:
-        return self._step_weights
+        return Batch(ids, self.weights(ids, step))
 
     def observe(self, step: int, ids: np.ndarray, losses: np.ndarray) -> None:
         self.loss[ids] = losses  # a repeated id keeps its last loss

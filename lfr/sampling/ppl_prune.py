@@ -11,9 +11,9 @@ from this method's pool, so the pruned model never trains on the reference's dat
 the band `band` (low, middle or high scores) of a fraction `keep` is kept, and training samples
 uniformly within it: a fresh seeded permutation of the kept set each pass, for as many steps as
 `random` (equal tokens), so kept blocks repeat ~1/keep times as often. The reference model's
-training tokens and the scoring pass are this method's extra compute (`reference_train_tokens`,
-`forward_only_tokens` = `reference_scoring_tokens` in run.json), at the reference's own FLOPs per
-token (`reference_flops_per_token`).
+training tokens and the scoring pass are this method's extra compute, which the loop reads from
+the block scores (run.json's `reference_train_tokens`, and `forward_only_tokens` =
+`reference_scoring_tokens`), at the reference's own FLOPs per token (`reference_flops_per_token`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from lfr.sampling.base import (
     PoolSampler,
     RunFacts,
     RunLengthOptions,
-    Sampler,
     SamplerOptions,
-    equal_token_steps,
 )
 
 SHARD_STREAM = 0x5EF  # keeps the shard's generator apart from the epoch permutations
@@ -73,23 +71,20 @@ def reference_shard(num_blocks: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, SHARD_STREAM]).permutation(num_blocks)[:size])
 
 
-def reference_pool(sampler: Sampler, method: str) -> tuple[BlockScores, np.ndarray]:
+def reference_pool(run: RunFacts, method: str) -> tuple[BlockScores, np.ndarray]:
     """The run's block scores, checked against the corpus, and the sorted ids of the blocks the
-    reference model scored (outside its shard); charges `sampler` with the reference's compute:
-    its training and its scoring pass."""
-    scores = sampler.run.block_scores
+    reference model scored (outside its shard). The loop charges the run with the reference's
+    compute that the scores hold."""
+    scores = run.block_scores
     if scores is None:
         raise ValueError(f"{method} needs reference-model scores: the workflow's score_reference "
                          "rule writes them; by hand pass `python -m lfr train --block-scores FILE`")
-    if len(scores.score) != sampler.num_blocks:
+    if len(scores.score) != run.num_blocks:
         raise ValueError(f"the block scores cover {len(scores.score)} blocks, the corpus has "
-                         f"{sampler.num_blocks}: they come from another tokenization")
+                         f"{run.num_blocks}: they come from another tokenization")
     scored = np.flatnonzero(~scores.reference & ~np.isnan(scores.score))
     if not len(scored):
         raise ValueError("no scored block outside the reference shard")
-    sampler.forward_only_tokens = sampler.reference_scoring_tokens = scores.scoring_tokens
-    sampler.reference_train_tokens = scores.reference_train_tokens
-    sampler.reference_flops_per_token = scores.reference_flops_per_token
     return scores, scored
 
 
@@ -113,12 +108,8 @@ class PplPruneSampler(PoolSampler):
 
     def __init__(self, run: RunFacts, options: PplPruneOptions) -> None:
         super().__init__(run, options)
-        scores, scored = reference_pool(self, "ppl-prune")
+        scores, scored = reference_pool(run, "ppl-prune")
         self.kept = self.pool = band_ids(scores.score, scored, options.keep, options.band)
-        self.steps = equal_token_steps(run, options.epochs)
-
-    def num_steps(self) -> int:
-        return self.steps
 
     def phase(self, step: int) -> str:
         return f"band:{self.options.band}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lfr.sampling.base import PoolSampler, RunFacts, RunLengthOptions, equal_token_steps
+from lfr.sampling.base import PoolSampler, RunFacts, RunLengthOptions
 
 
 class RandomSampler(PoolSampler):
@@ -15,6 +15,3 @@ class RandomSampler(PoolSampler):
     def __init__(self, run: RunFacts, options: RunLengthOptions) -> None:
         super().__init__(run, options)
         self.pool = np.arange(self.num_blocks)
-
-    def num_steps(self) -> int:
-        return equal_token_steps(self.run, self.options.epochs)

@@ -30,7 +30,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from lfr.sampling.base import EpochOrder, RunFacts, Sampler, epoch_draws, equal_token_steps
+from lfr.sampling.base import Batch, EpochOrder, RunFacts, Sampler, epoch_draws
 from lfr.sampling.ppl_prune import ReferenceOptions, reference_pool
 
 CANDIDATE_STREAM = 0x4B0  # the candidate passes' RNG key, apart from other methods' passes
@@ -46,21 +46,16 @@ class RhoLossSampler(Sampler):
     Options = RhoLossOptions
     options: RhoLossOptions
     needs_block_scores: ClassVar[bool] = True
-    reads_losses: ClassVar[bool] = False  # it reads the candidates' losses only
-    scores_candidates: ClassVar[bool] = True
+    observes = "none"  # it reads the candidates' losses only
 
     def __init__(self, run: RunFacts, options: RhoLossOptions) -> None:
         super().__init__(run, options)
-        scores, self.pool = reference_pool(self, "rho-loss")
+        scores, self.pool = reference_pool(run, "rho-loss")
         self.irreducible = scores.score  # float32 per block, NaN in the shard
-        self.steps = equal_token_steps(run, options.epochs)
         self.num_candidates = options.pool_factor * self.batch_blocks
         self.order = EpochOrder(len(self.pool), self.seed, CANDIDATE_STREAM)
         self.scored_step = -1  # the step whose candidates' losses are in hand
         self.ids, self.losses = np.zeros(0, np.int64), np.zeros(0, np.float64)
-
-    def num_steps(self) -> int:
-        return self.steps
 
     def candidate_ids(self, step: int) -> np.ndarray | None:
         if self.scored_step == step:
@@ -72,11 +67,11 @@ class RhoLossSampler(Sampler):
         self.scored_step, self.ids = step, np.array(ids, dtype=np.int64)  # a copy: the loop may reuse
         self.losses = np.array(losses, dtype=np.float64)
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         if self.scored_step != step:
             raise RuntimeError(f"rho-loss: batch_ids({step}) before its candidates were scored")
         reducible = self.losses - self.irreducible[self.ids].astype(np.float64)
-        return self.ids[np.lexsort((self.ids, -reducible))[: self.batch_blocks]]
+        return Batch(self.ids[np.lexsort((self.ids, -reducible))[: self.batch_blocks]])
 
     def kept_fraction(self) -> float:
         return len(self.pool) / self.num_blocks

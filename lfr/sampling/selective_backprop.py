@@ -19,18 +19,18 @@ tokens. `kept_fraction` is the share of the candidates scored so far that were k
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
 from lfr.sampling.base import (
+    Batch,
     EpochOrder,
     RunFacts,
     RunLengthOptions,
     Sampler,
     epoch_draws,
-    equal_token_steps,
 )
 
 STREAM = 0x5B  # the candidate passes' and keep draws' RNG key, apart from other methods' passes
@@ -60,21 +60,16 @@ def percentiles(history: np.ndarray, losses: np.ndarray, window: int) -> np.ndar
 class SelectiveBackpropSampler(Sampler):
     Options = SelectiveBackpropOptions
     options: SelectiveBackpropOptions
-    reads_losses: ClassVar[bool] = False  # it reads the candidates' losses only
-    scores_candidates: ClassVar[bool] = True
+    observes = "none"  # it reads the candidates' losses only
 
     def __init__(self, run: RunFacts, options: SelectiveBackpropOptions) -> None:
         super().__init__(run, options)
-        self.steps = equal_token_steps(run, options.epochs)
         self.blocks = np.arange(self.num_blocks, dtype=np.int64)
         self.order = EpochOrder(self.num_blocks, self.seed, STREAM)
         self.position = 0  # candidates streamed so far
         self.history = np.zeros(0, np.float32)  # the last `history` losses, oldest first
         self.queue = np.zeros(0, np.int64)  # kept ids, not yet trained
         self.scored = self.kept = 0
-
-    def num_steps(self) -> int:
-        return self.steps
 
     def candidate_ids(self, step: int) -> np.ndarray | None:
         if len(self.queue) >= self.batch_blocks:
@@ -104,12 +99,12 @@ class SelectiveBackpropSampler(Sampler):
             self.history = np.concatenate([self.history, part])[-window:]
         return p
 
-    def batch_ids(self, step: int) -> np.ndarray:
+    def batch_ids(self, step: int) -> Batch:
         if len(self.queue) < self.batch_blocks:
             raise RuntimeError(f"selective-backprop: batch_ids({step}) before its candidates "
                                "filled the queue")
         ids, self.queue = self.queue[: self.batch_blocks], self.queue[self.batch_blocks :]
-        return ids
+        return Batch(ids)
 
     def kept_fraction(self) -> float:
         return self.kept / self.scored if self.scored else 1.0
