@@ -43,6 +43,7 @@ def example(monkeypatch):
     return module.LossWeightedSampler, config
 
 
+@pytest.mark.slow
 def test_the_example_trains_the_ids_and_weights_it_returns_and_resumes(prepared, tmp_path, example,
                                                                        monkeypatch):
     sampler_class, config = example

@@ -15,6 +15,8 @@ import lfr.distributed
 from lfr.sampling.base import Batch, RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
 from lfr.train import Job, Method, train
 
+pytestmark = pytest.mark.slow  # each test trains through the loop with candidate scoring
+
 
 class ScoresItsBatch(Sampler):
     """Proposes step s's batch in rounds of `rounds` sizes (the last round what is left), trains on

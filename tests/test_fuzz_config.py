@@ -13,6 +13,7 @@ import hypothesis.internal.conjecture.utils as cu
 import hypothesis_jsonschema._from_schema as hjs
 import jsonschema
 import numpy as np
+import pytest
 import yaml
 from conftest import REPO
 from hypothesis import HealthCheck, assume, given, settings
@@ -43,6 +44,7 @@ if not hasattr(cu.many, "more"):
 SCHEMA = json.loads((REPO / "workflow/schemas/config.schema.json").read_text())
 SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
 TOP = set(SCHEMA["properties"])
+pytestmark = pytest.mark.slow  # fuzzing: hundreds of configs
 FAST = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 

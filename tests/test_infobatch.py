@@ -71,6 +71,7 @@ def test_infobatch_never_prunes_unseen_blocks():
         assert pruned.size and pruned.max() < 25 and set(range(25, 50)) <= set(order)
 
 
+@pytest.mark.slow
 def test_infobatch_prunes_and_anneals_through_the_loop_at_equal_tokens(prepared, tmp_path):
     """1.2 epochs with delta 0.95: a full first epoch, pruned (weighted) draws, then the anneal;
     the run matches random's token count. (Exact resume is the sampler round-trip above plus the

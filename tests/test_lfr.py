@@ -104,6 +104,7 @@ def test_extreme_phase_lengths_plan_at_once():
                                                {"kind": "focus", "drop": 0.6, "epochs": 1}])
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(st.integers(2, 3000), st.integers(1, 64), st.integers(1, 5), st.sampled_from([1, 2, 4]),
        st.sampled_from([0.25, 0.5, 1.0, 2.0]), st.sampled_from(["lfr", "lfr-random-drop"]),

@@ -32,6 +32,7 @@ def counted(cfg, method, root, out, **job):
     return summary, lfr.distributed.host_syncs - before, pd.read_parquet(out / "metrics.parquet")
 
 
+@pytest.mark.slow
 def test_random_waits_for_the_device_only_at_log_rows_and_checkpoints(prepared, tmp_path):
     cfg, root = prepared
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"log_every": 4, "eval_every": 8,
@@ -112,6 +113,7 @@ def test_the_log_has_each_phases_kept_fraction(lfr_calls):
     assert set(rows.kept_fraction) >= {1.0} and rows.kept_fraction.min() < 0.1
 
 
+@pytest.mark.slow
 def test_a_sampler_that_takes_no_late_losses_observes_each_step_before_the_next(prepared, tmp_path,
                                                                                 monkeypatch):
     from lfr.sampling.loss_prop import LossPropSampler

@@ -63,6 +63,7 @@ def test_bad_peer_option_names_the_key():
         validate_config(raw)
 
 
+@pytest.mark.slow
 def test_peers_config_is_valid_and_plans_references(tmp_path):
     from test_workflow import snakemake
 
@@ -80,6 +81,7 @@ def test_peers_config_is_valid_and_plans_references(tmp_path):
         assert f"results/scores/{method}/nano/seed0/block_scores.parquet" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ppl-prune", "loss-prop", "leitner"])
 def test_peer_trains_through_the_loop_at_equal_tokens(name, trained, reference, tmp_path):
     _cfg, root, random_dir, _ = trained

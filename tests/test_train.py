@@ -99,6 +99,7 @@ def test_lr_warms_up_then_decays_fully():
     assert lrs[-1] == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(finished, tmp_path):
     cfg, root, out, _ = finished
     resume = tmp_path / "resume"
@@ -178,6 +179,7 @@ def test_phase_figure_draws_the_planned_spans(lfr_run, tmp_path):
     assert drawn == list(zip(planned.start_tokens, planned.end_tokens, strict=True))
 
 
+@pytest.mark.slow
 def test_lfr_with_dropout_resumes_to_the_same_run(prepared, tmp_path):
     """Dropout draws from torch's global RNG every step, so the resumed run matches only if the
     checkpoint restores the RNGs; LFR resumes mid-focus with its scores, kept set and window."""
@@ -372,6 +374,7 @@ def test_a_padded_vocabulary_is_never_predicted_and_leaves_the_loss_as_it_is(pre
     assert generated.max() < 500
 
 
+@pytest.mark.slow
 def test_train_batch_blocks_trains_as_the_grad_accum_it_implies(prepared, tmp_path):
     _, root = prepared
     short = {"batch_size": 4, "epochs": 0.2}
@@ -384,6 +387,7 @@ def test_train_batch_blocks_trains_as_the_grad_accum_it_implies(prepared, tmp_pa
     assert implied["settings"]["train"]["grad_accum"] == 1
 
 
+@pytest.mark.slow
 def test_a_budget_is_its_own_run_decayed_at_its_own_end(prepared, tmp_path):
     """A sweep's run at budget 0.5 trains half the steps of the default run (`random`: 0.5 x
     epochs passes) and its LR reaches the floor at its own last step, not halfway down a cosine."""
