@@ -4,7 +4,7 @@ Every figure is a ratio of two measurements taken side by side in this one proce
 with the order alternating (ours first, then reference first, ...) so that drifting machine load
 hits both alike; the table gives the median and the min/max over the repeats. Benchmarks:
 
-- `train_loop`: tokens/s of lfr.train.train (the real loop: sampler, memmap batches,
+- `train_loop`: tokens/s of lfr.train.train_run (the real loop: sampler, memmap batches,
   optimizer_step with per-block losses, clipping, AdamW, logging) against a minimal plain-PyTorch
   loop of the same HF GPT-2, batch and dtype (memmap batch, forward, mean CE, backward, AdamW).
 - `model_vs_nanogpt`: tokens/s of a training step of our model (transformers' GPT2LMHeadModel)
@@ -118,7 +118,7 @@ def demo_model(root: Path, cfg: ExperimentConfig) -> torch.nn.Module:
 
 # -- benchmarks -----------------------------------------------------------------------------
 def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int) -> Row:
-    from lfr.train import Job, Method, train
+    from lfr.train import Job, Method, train_run
 
     store = BlockStore.open(root / "data", "train")
     tc = cfg.train
@@ -129,7 +129,7 @@ def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int
     def ours() -> float:
         with tempfile.TemporaryDirectory() as out:
             job = Job("micro", 0, root / "data", root / "tokenizer", Path(out))
-            summary = train(run_cfg, job, Method.registered(run_cfg, "random"))
+            summary = train_run(run_cfg, job, Method.registered(run_cfg, "random"))
         assert summary["steps"] == steps, summary["steps"]
         return summary["train_tokens_per_s"]
 
@@ -147,7 +147,7 @@ def bench_train_loop(root: Path, cfg: ExperimentConfig, repeats: int, steps: int
             opt.zero_grad(set_to_none=True)
         return steps * tc.batch_size * T / (time.perf_counter() - t0)
 
-    row = Row("train_loop", f"lfr.train.train (random, micro, batch {tc.batch_size}x{T}, float32, {steps} "
+    row = Row("train_loop", f"lfr.train's loop (random, micro, batch {tc.batch_size}x{T}, float32, {steps} "
               "steps, validation excluded) vs a minimal PyTorch loop of the same model", "tokens/s",
               "ours / reference", ">= 1.0")
     return alternate(ours, minimal, repeats, row, lambda a, b: a / b)

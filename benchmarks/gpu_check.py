@@ -11,13 +11,13 @@ Rows (`ours` against `reference`):
 
 - `gpu_mfu`: model FLOP/s of our loop (nanoGPT's 6N + 12LTC per token x tokens/s) against the
   GPU's dense bf16 peak (lfr.metrics.PEAK_TFLOPS, or --peak-tflops); goal >= 0.45.
-- `gpu_train_loop`: tokens/s of lfr.train.train (method random) against a minimal nanoGPT-style
+- `gpu_train_loop`: tokens/s of lfr.train.train_run (method random) against a minimal nanoGPT-style
   loop of the same HF model, batch, dtype, compile, clipping and fused AdamW; goal >= 0.95.
 - `gpu_fused_loss`: ours against the minimal loop with the loss compiled into the model's graph
   (informational: what compiling the loss too would be worth; ours compiles the model alone).
 - `gpu_fixed_cost`: seconds of a run beyond its steps at the steady rate (compilation, model
   build, validation, saving), ours against the minimal loop's.
-- `gpu_lfr_loop`: tokens/s of lfr.train.train with LFR (learn half the run, then focus on half
+- `gpu_lfr_loop`: tokens/s of lfr.train.train_run with LFR (learn half the run, then focus on half
   the blocks) against random; goal >= 0.98.
 - `gpu_lfr_sampler_overhead`: LFR's bookkeeping per step beyond random's (batch_ids, observe,
   records; synthetic losses, whole paper-v1 plan, 20,000 blocks) over our step; goal <= 0.01.
@@ -30,7 +30,7 @@ Rows (`ours` against `reference`):
   the measurement (compiled training runs faster: an upper bound).
 - `gpu_check_wall`: the check's wall time after the imports; goal <= 480 s.
 
-Throughput of lfr.train.train is read from its metrics log: the rows after the first `skip`
+Throughput of lfr.train.train_run is read from its metrics log: the rows after the first `skip`
 steps, so compilation and warm-up are left out.
 
 `--dry`: the same code on the CPU with a tiny model (nano, block 64, a 300-token BPE padded to 384)
@@ -159,12 +159,12 @@ def steady(metrics: pd.DataFrame, skip: int) -> tuple[float, float]:
 
 
 def our_loop(cfg: ExperimentConfig, root: Path, method: str, shape: Shape) -> tuple[float, float, float]:
-    """lfr.train.train: steady tokens/s, MFU, and seconds beyond the steps at that rate."""
-    from lfr.train import Job, Method, train
+    """lfr.train.train_run: steady tokens/s, MFU, and seconds beyond the steps at that rate."""
+    from lfr.train import Job, Method, train_run
 
     out = root / "runs" / method
     t0 = time.perf_counter()
-    summary = train(cfg, Job(shape.size, 0, root / "data", root / "tokenizer", out),
+    summary = train_run(cfg, Job(shape.size, 0, root / "data", root / "tokenizer", out),
                     Method.registered(cfg, method))
     wall = time.perf_counter() - t0
     assert summary["steps"] == shape.steps, (method, summary["steps"])
@@ -276,19 +276,19 @@ def rows_of(shape: Shape, cfg: ExperimentConfig, root: Path) -> list[Row]:
             f"{', compiled' if shape.compile else ''}, {shape.steps} steps, the first {shape.skip} untimed: ")
     ratio = "ours / reference"
     return [
-        Row("gpu_mfu", what + "model FLOP/s of lfr.train.train (random; nanoGPT's 6N + 12LTC per token) vs "
+        Row("gpu_mfu", what + "model FLOP/s of lfr.train's loop (random; nanoGPT's 6N + 12LTC per token) vs "
             "the device's dense bf16 peak", "TFLOP/s", "ours / reference (MFU)", ">= 0.45",
             [mfu * peak], [peak], [mfu]),
-        Row("gpu_train_loop", what + "lfr.train.train (random) vs a minimal nanoGPT-style loop of the same "
+        Row("gpu_train_loop", what + "lfr.train's loop (random) vs a minimal nanoGPT-style loop of the same "
             "HF model (batch, dtype, compile, clipping, fused AdamW; no host sync)", "tokens/s", ratio,
             ">= 0.95", [ours], [minimal], [ours / minimal]),
-        Row("gpu_fused_loss", what + "lfr.train.train (random; the model compiled, the loss eager) vs the "
+        Row("gpu_fused_loss", what + "lfr.train's loop (random; the model compiled, the loss eager) vs the "
             "minimal loop with the loss compiled into the model's graph", "tokens/s", ratio, "",
             [ours], [fused], [ours / fused]),
         Row("gpu_fixed_cost", what + "a run's seconds beyond its steps at the steady rate (compilation, "
-            "model build, validation, saving): lfr.train.train vs the minimal loop", "s", "", "",
+            "model build, validation, saving): lfr.train.train_run vs the minimal loop", "s", "", "",
             [ours_fixed], [minimal_fixed]),
-        Row("gpu_lfr_loop", what + f"lfr.train.train with LFR (learn {shape.steps // 2} steps, then focus "
+        Row("gpu_lfr_loop", what + f"lfr.train's loop with LFR (learn {shape.steps // 2} steps, then focus "
             "on half the blocks) vs with random", "tokens/s", ratio, ">= 0.98", [lfr], [ours], [lfr / ours]),
         Row("gpu_lfr_sampler_overhead", what + "LFR's bookkeeping per step (batch_ids, observe, records; "
             f"synthetic losses, the whole paper-v1 plan at {shape.sampler_blocks:,} blocks of which "

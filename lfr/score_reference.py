@@ -30,7 +30,7 @@ from lfr.model import scored_batches
 from lfr.runtime import git_commit, resolve_device
 from lfr.sampling import BlockScores, validated_options
 from lfr.sampling.ppl_prune import ReferenceOptions, ShardSampler, reference_shard
-from lfr.train import Job, Method, train
+from lfr.train import Job, Method, train_run
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def score_reference(cfg: ExperimentConfig, method: str, seed: int, data_dir: Pat
                        lambda facts, ids: ShardSampler(facts, shard, epochs))
     # its shard of the whole pool, whatever subset a size's runs draw from (they take its scores)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"tokens_per_param": None})})
-    summary = train(cfg, Job(size, seed, data_dir, tok_dir, out_dir / "reference", resume_dir,
+    summary = train_run(cfg, Job(size, seed, data_dir, tok_dir, out_dir / "reference", resume_dir,
                              run_info or {}), reference)
 
     device = resolve_device(cfg.train.device, "train.device")

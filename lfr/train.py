@@ -312,7 +312,7 @@ def train_blocks(cfg: ExperimentConfig, size: str, store: BlockStore, params: in
     return BlockSubset(store, subset_ids(store.num_blocks, plan.blocks)), plan.epochs
 
 
-def train(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
+def train_run(cfg: ExperimentConfig, job: Job, method: Method) -> dict[str, Any]:
     """Train one run; write out_dir/{model/, metrics.parquet, records/, snapshots/, run.json}.
 
     metrics.parquet has a row every log_every and eval_every steps and after each phase's last
@@ -649,4 +649,4 @@ def main(cfg: ExperimentConfig, size: str, method: str, seed: int, data: Path, t
               snapshots=ProfileConfig.model_validate_json(snapshots) if snapshots else None,
               time_limit_min=time_limit_min, stop_margin_s=stop_margin_s, budget=budget,
               lr_mult=lr_mult)
-    train(cfg, job, Method.registered(cfg, method, block_scores))
+    train_run(cfg, job, Method.registered(cfg, method, block_scores))

@@ -205,10 +205,10 @@ def forgetting_tables(profiled, tmp_path_factory):
 
 def run_train(cfg, method, root, out, size="nano", seed=0, block_scores=None, data=None, **job):
     """Train one run of `method` on the prepared folder `root` (its data, or `data`) into `out`."""
-    from lfr.train import Job, Method, train
+    from lfr.train import Job, Method, train_run
 
     job = Job(size, seed, data or root / "data", root / "tokenizer", out, **job)
-    return train(cfg, job, Method.registered(cfg, method, block_scores))
+    return train_run(cfg, job, Method.registered(cfg, method, block_scores))
 
 
 def fixed_losses(num_blocks, seed=0):

@@ -13,7 +13,7 @@ from conftest import run_train
 
 import lfr.distributed
 from lfr.sampling.base import Batch, RunFacts, Sampler, SamplerOptions, epoch_draws, epoch_permutation
-from lfr.train import Job, Method, train
+from lfr.train import Job, Method, train_run
 
 pytestmark = pytest.mark.slow  # each test trains through the loop with candidate scoring
 
@@ -72,7 +72,7 @@ def test_candidates_are_scored_by_the_model_the_step_trains_and_their_tokens_are
         return samplers[-1]
 
     before = lfr.distributed.host_syncs
-    summary = train(half, Job("nano", 0, root / "data", root / "tokenizer", tmp_path),
+    summary = train_run(half, Job("nano", 0, root / "data", root / "tokenizer", tmp_path),
                     Method("scores-its-batch", {}, build))
     syncs, sampler, steps = lfr.distributed.host_syncs - before, samplers[0], summary["steps"]
     assert steps > 5 and sorted(sampler.trained) == list(range(steps))
