@@ -26,12 +26,12 @@ demo: $(STAMP)
 # The suite spreads over the cores (pytest-xdist); WORKERS=0 runs it in one process (a debugger).
 WORKERS ?= auto
 test: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup
+	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 # The edit loop: the suite without the end-to-end DAG runs (marked slow).
 # The edit loop: the suite without the tests marked slow (DAG runs, DDP, SLURM, fuzzing).
 test-fast: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not slow"
+	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m benchmarks --out results/benchmarks.csv

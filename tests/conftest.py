@@ -1,8 +1,8 @@
 """Shared fixtures: offline env, CPU only, and one tiny prepared dataset per session.
 
-`make test` spreads the suite over the cores (pytest-xdist, `--dist loadgroup`): the expensive
-session fixtures are built once per session for all workers (`shared`), the tests marked `slow`
-are handed out first, and tests that need one resource (the SLURM cluster) share a group."""
+`make test` spreads the suite over the cores (pytest-xdist, `--dist loadfile`: a file's tests
+run in one worker, so the SLURM tests share one cluster): the expensive session fixtures are built
+once per session for all workers (`shared`), and the longest files are handed out first."""
 
 from __future__ import annotations
 
@@ -238,13 +238,19 @@ def reference(prepared, tmp_path_factory):
     return cfg, out, info
 
 
+# The files of the longest chains of work, longest first (the SLURM cluster's, the DAG runs').
+LONGEST_FILES = ["test_slurm.py", "test_workflow.py", "test_scale.py", "test_ddp.py", "test_benchmarks.py",
+                 "test_fuzz_config.py", "test_candidates.py"]
+
+
 def pytest_collection_modifyitems(config, items):
-    """The grouped tests (the SLURM ones: the longest chain), then the `slow` ones, first: xdist
-    hands tests out in this order, so that no long one ends the run alone. `gpu` tests run only
-    with LFR_TEST_GPU=1 on a machine with CUDA."""
+    """The longest files first, then the rest as collected: xdist hands files out in this order,
+    so that no long one ends the run alone. `gpu` tests run only with LFR_TEST_GPU=1 on a machine
+    with CUDA."""
     import torch
 
-    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None, "slow" not in item.keywords))
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     if os.environ.get("LFR_TEST_GPU") == "1" and torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA and LFR_TEST_GPU=1")

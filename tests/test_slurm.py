@@ -26,7 +26,7 @@ import yaml
 from conftest import REPO
 from safetensors.torch import load_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one worker
+pytestmark = pytest.mark.slow
 
 # The override profile for a node of 2 CPUs and 6 GB without accounting: layered on the shipped
 # profile with --profile, it sets keys the shipped one leaves to the cluster.
@@ -157,7 +157,7 @@ def interrupted_epochs(smoke_run: Path, seconds: float) -> int:
     return math.ceil(seconds * info["train_tokens_per_s"] / epoch_tokens)
 
 
-@pytest.fixture(scope="session")  # not module: an xdist worker may end a module's scope between its tests
+@pytest.fixture(scope="module")
 def interrupted(slurm, slurm_smoke, smoke_run, tmp_path_factory):
     """One training run on the cluster, interrupted three ways; what each step saw.
 
