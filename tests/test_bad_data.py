@@ -174,7 +174,7 @@ MEASURE = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_50mb_single_line_document_is_read_and_tokenized_in_bounded_memory(prepared, tmp_path):
     """One 50 MB JSON line (natural text) through the corpus and tokenize stages, in a fresh
-    process: ~15 s on 2 cores, peak memory ~0.8-1.1 GB (1.2 GB if the document were encoded whole
+    process: ~15 s on 2 cores, peak memory ~0.8-1.7 GB (1.2 GB if the document were encoded whole
     with tiktoken, ~10x that with HF tokenizers). GPT-2's tokenizer (tiktoken) keeps the test
     short; the trained BPE takes the same code path (pieces) at ~1.5 MB/s on 2 cores."""
     _, root = prepared
@@ -194,7 +194,8 @@ def test_a_50mb_single_line_document_is_read_and_tokenized_in_bounded_memory(pre
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["train_documents"] + info["val_documents"] == 21
     assert info["train_tokens"] + info["val_tokens"] > size / 5  # ~3.5 characters per token
-    # Peak RSS was 0.8 GB alone and 1.1 GB in a loaded CI run (the ids of the document are held
-    # as Python ints before they become uint16); encoding whole costs ~1.2 GB with tiktoken and
-    # ~9 GB with HF tokenizers. The bound catches the latter, not the former.
-    assert info["max_rss_mb"] < 1500, info  # < 30 bytes per character of the document
+    # Peak RSS was 0.8 GB alone, 1.1 GB in a loaded CI run and 1.7 GB beside another xdist
+    # worker (the ids of the document are held as Python ints before they become uint16);
+    # encoding whole costs ~1.2 GB with tiktoken and ~9 GB with HF tokenizers. The bound catches
+    # the latter, not the former.
+    assert info["max_rss_mb"] < 3000, info  # < 60 bytes per character of the document
