@@ -28,7 +28,6 @@ WORKERS ?= auto
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
-# The edit loop: the suite without the end-to-end DAG runs (marked slow).
 # The edit loop: the suite without the tests marked slow (DAG runs, DDP, SLURM, fuzzing).
 test-fast: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow"
