@@ -14,7 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-cpu.txt pyproject.to
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints-cpu.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-compile -c constraints-cpu.txt -r requirements-dev.txt
+# pip would compile the packages on one core; compileall uses every core (a few packages ship files
+# that do not compile, which pip skips too)
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -23,14 +26,17 @@ demo: $(STAMP)
 	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) all
 	@echo; awk '/^\*\*Headline/,/^$$/' results/tables/summary.md; echo "The table in brief: results/tables/summary.md"
 
-# The suite spreads over the cores (pytest-xdist); WORKERS=0 runs it in one process (a debugger).
+# The suite spreads over the cores (pytest-xdist), a file to a worker, the longest files first
+# (tests/conftest.py's order, which xdist otherwise replaces by test counts); WORKERS=0 runs it in
+# one process (a debugger).
 WORKERS ?= auto
+XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+	$(OFFLINE) $(BIN)/python -m pytest -q $(XDIST)
 
 # The edit loop: the suite without the tests marked slow (DAG runs, DDP, SLURM, fuzzing).
 test-fast: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow"
+	$(OFFLINE) $(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m benchmarks --out results/benchmarks.csv

@@ -87,23 +87,32 @@ def shared(tmp_path_factory, name: str, build) -> Path:
     return folder
 
 
+# A folder or file name that holds what shells and libraries like to interpret: space, $VAR,
+# parentheses, quotes, ~, non-ASCII.
+ODD = "wörk dir $HOME (1) 'q' \"dq\" ~x"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke config's whole DAG (corpus to figures), run once per session on the local
-    executor: tests/test_workflow.py checks it, tests/test_slurm.py compares a cluster's run with
-    it. Read it only; a test that runs Snakemake in it takes `smoke_copy`."""
+    executor, in a working folder and from a config file (a copy of config/smoke.yaml) named with
+    ODD, so that every rule's command must quote its paths: tests/test_workflow.py checks it,
+    tests/test_slurm.py compares a cluster's run with it. Read it only; a test that runs Snakemake
+    in it takes `smoke_copy`."""
     import subprocess
     import sys
 
-    def build(cwd: Path) -> None:
+    def build(folder: Path) -> None:
+        cwd = folder / ODD
+        cwd.mkdir()
+        config = Path(shutil.copy(REPO / "config/smoke.yaml", cwd / f"config {ODD}.yaml"))
         env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
-                            str(cwd), "all", "--workflow-profile", "none", "--cores", "2",
-                            "--configfile", str(REPO / "config/smoke.yaml")],
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
+                            "all", "--workflow-profile", "none", "--cores", "2", "--configfile", str(config)],
                            capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
-    return shared(tmp_path_factory, "smoke", build)
+    return shared(tmp_path_factory, "smoke", build) / ODD
 
 
 @pytest.fixture
@@ -238,9 +247,11 @@ def reference(prepared, tmp_path_factory):
     return cfg, out, info
 
 
-# The files of the longest chains of work, longest first (the SLURM cluster's, the DAG runs').
+# The files of the longest chains of work, longest first (the SLURM cluster's, the DAG runs'), as
+# measured on 2 cores: xdist hands them out in this order (make test: --no-loadscope-reorder).
 LONGEST_FILES = ["test_slurm.py", "test_workflow.py", "test_scale.py", "test_ddp.py", "test_benchmarks.py",
-                 "test_fuzz_config.py", "test_candidates.py"]
+                 "test_docs.py", "test_fuzz_config.py", "test_evaluate.py", "test_train.py",
+                 "test_scaling.py", "test_candidates.py", "test_speedup.py", "test_loop.py", "test_ladder.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -74,11 +74,13 @@ CANDIDATES_WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import run_train, tiny_config
 
-    root, out, method, scores = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
-    cfg = tiny_config(train={{"batch_size": 2, "grad_accum": 2, "epochs": 0.5}})
-    summary = run_train(cfg, method, root, out, block_scores=Path(scores[0]) if scores else None)
-    (out / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
+    root, out, scores = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    cfg = tiny_config(train={{"batch_size": 2, "grad_accum": 2, "epochs": {epochs}}})
+    for method, given in (("rho-loss", scores), ("selective-backprop", None)):  # one launch for both
+        summary = run_train(cfg, method, root, out / method, block_scores=given)
+        (out / method / f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(summary))
 """)
+CANDIDATE_EPOCHS = 0.25  # ~120 steps of 8 blocks: many candidate pools and keep draws to compare
 
 
 @pytest.mark.slow
@@ -91,14 +93,14 @@ def test_candidate_scoring_methods_stay_identical_across_two_ranks(prepared, ref
     from conftest import run_train, tiny_config
 
     _, root = prepared
-    cfg = tiny_config(train={"epochs": 0.5})
+    cfg = tiny_config(train={"epochs": CANDIDATE_EPOCHS})
     scores = reference[1] / "block_scores.parquet"
     worker = tmp_path / "worker.py"
-    worker.write_text(CANDIDATES_WORKER.format(tests=str(Path(__file__).parent)))
+    worker.write_text(CANDIDATES_WORKER.format(tests=str(Path(__file__).parent), epochs=CANDIDATE_EPOCHS))
+    torchrun(worker, str(root), str(tmp_path / "ddp"), str(scores))
     for method in ("rho-loss", "selective-backprop"):
-        given = [scores] if method == "rho-loss" else []
-        torchrun(worker, str(root), str(tmp_path / "ddp" / method), method, *map(str, given))
-        one = run_train(cfg, method, root, tmp_path / "one" / method, block_scores=(given or [None])[0])
+        given = scores if method == "rho-loss" else None
+        one = run_train(cfg, method, root, tmp_path / "one" / method, block_scores=given)
         ranks = [json.loads((tmp_path / f"ddp/{method}/rank{i}.json").read_text()) for i in (0, 1)]
         assert ranks[0]["world_size"] == 2 and ranks[0]["batch_blocks"] == one["batch_blocks"] == 8
         assert ranks[0]["sampler_state_sha256"] == ranks[1]["sampler_state_sha256"], method

@@ -10,8 +10,9 @@ snakemake, make, python -m lfr, python -m benchmarks or lm_eval. Each runs from 
 root with outputs in a temporary folder, and only as far as it can without side effects:
 
 - snakemake: as printed plus `-n -d TMP` (a dry run; `--lint` and `--unlock` run as printed,
-  `--report` plans the jobs whose outputs the report needs); without `-n` it must say `--cores`
-  or name a profile, as Snakemake requires for local execution;
+  `--report` plans the jobs whose outputs the report needs), through Snakemake's command line in
+  this process (in a process of its own only to show why one failed); without `-n` it must say
+  `--cores` or name a profile, as Snakemake requires for local execution;
 - make TARGET: `make -n TARGET` (the target exists), then each snakemake or benchmark command
   of its recipe as above (`make test` would run this suite: its recipe is only printed);
 - python -m lfr STAGE: `--help` (a bare STAGE names a stage: it must exist);
@@ -31,6 +32,8 @@ each one exists, and every torch it asks for admits a cluster's CUDA build (it k
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -207,7 +210,31 @@ def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -
         args.append("-n")
     if not {"--directory", "-d"} & set(args):
         args += ["-d", str(tmp)]
-    check(run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args], env), what)
+    argv = ["-s", str(REPO / "Snakefile"), *args]
+    if snakemake_in_process(argv, env) != 0:  # the same command in its own process, for its message
+        check(run([sys.executable, "-m", "snakemake", *argv], env), what)
+        pytest.fail(f"{what}\nfailed in this process only")
+
+
+def snakemake_in_process(argv: list[str], env: dict[str, str]) -> int:
+    """Snakemake's command line (snakemake.cli.main) in this process, from the repository root:
+    its exit status. Its imports and the Snakefile's are paid once a worker, not once a command
+    (~2 CPU-s each in a process of its own); the output is dropped."""
+    from unittest import mock
+
+    from snakemake.cli import main
+
+    cwd, code = os.getcwd(), 0
+    try:
+        os.chdir(REPO)  # -d moves Snakemake into the working folder; back here afterwards
+        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **env}), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            main(argv)
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(cwd)
+    return code
 
 
 def parse_in_process(args: list[str], what: str) -> None:
@@ -279,6 +306,8 @@ def test_the_docs_show_commands():
     assert split_comment("a '#b' \"#c\" d#e # f") == ("a '#b' \"#c\" d#e", "f")
 
 
+# Snakemake's own leftovers, which its process would drop silently on exit (snakemake_in_process)
+@pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning", "ignore:coroutine:RuntimeWarning")
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: f"{c.doc}: {c.text}")
 def test_a_printed_command_works_as_printed(cmd, tmp_path):
     words, env = argv_of(cmd.text)
