@@ -219,8 +219,9 @@ def test_a_second_config_builds_its_own_tables_and_keeps_the_firsts(smoke_copy, 
                        profile={"methods": ["random", "lfr"], "sample_blocks": 64})
     r = snakemake("all", "-n", "--configfile", other, cwd=smoke_copy, check=True)
     assert planned_training(r) == [("nano", "infobatch", "0")]
+    # three of `all`'s outputs: the tables and one figure (each of the 12 figures is a job of its own)
     outputs = [f"results/other/{name}" for name in ("tables/main.csv", "tables/forgetting.csv",
-                                                    "figures/val_loss.png")]  # of `all`'s (each figure a job)
+                                                    "figures/val_loss.png")]
     snakemake(outputs, "--cores", "2", "--configfile", other, cwd=smoke_copy, check=True)
     assert {p: p.read_bytes() for p in (smoke_copy / "results/smoke").rglob("*") if p.is_file()} == first
     main = pd.read_csv(smoke_copy / "results/other/tables/main.csv")
