@@ -33,16 +33,23 @@ def unknown_task(name: str) -> str | None:
 
 
 
+def index_file(version: str, tasks_dir: Path) -> Path:
+    """Where the task list of one lm-eval install is cached: keyed by its version, its tasks folder
+    and the names in that folder. Not by the folder's mtime: Python's first import of lm_eval.tasks
+    adds its __pycache__ there, and the next process would index the tasks again."""
+    names = sorted(p.name for p in tasks_dir.iterdir() if p.name != "__pycache__")
+    key = config_hash([version, str(tasks_dir), names])
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
+
+
 @cache
 def lm_eval_tasks() -> frozenset[str]:
     """Every task, group and tag name of the installed lm-eval. Indexing its YAML files takes
-    seconds, so the list is cached on disk per lm-eval version and install."""
+    seconds, so the list is cached on disk per lm-eval install (index_file)."""
     import lm_eval
 
-    tasks_dir = Path(lm_eval.__file__).parent / "tasks"
-    key = config_hash([lm_eval.__version__, str(tasks_dir), tasks_dir.stat().st_mtime_ns])
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    cached = Path(root) / "lfr" / f"lm_eval_tasks-{key}.json"
+    cached = index_file(lm_eval.__version__, Path(lm_eval.__file__).parent / "tasks")
     try:
         return frozenset(json.loads(cached.read_text()))
     except (OSError, ValueError):

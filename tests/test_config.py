@@ -133,6 +133,19 @@ def test_task_names_are_not_skipped_without_lm_eval(monkeypatch):
         validate_config({"eval": {"tasks": ["lfr_mc", "hellaswag"]}})
 
 
+def test_the_task_index_is_kept_across_bytecode_and_rebuilt_for_new_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tasks = tmp_path / "lm_eval/tasks"
+    (tasks / "hellaswag").mkdir(parents=True)
+    first = lm_eval_registry.index_file("0.4.9", tasks)
+    assert first.parent == tmp_path / "cache/lfr"
+    (tasks / "__pycache__").mkdir()  # what the first import of lm_eval.tasks writes
+    assert lm_eval_registry.index_file("0.4.9", tasks) == first
+    (tasks / "arc").mkdir()
+    assert lm_eval_registry.index_file("0.4.9", tasks) != first
+    assert lm_eval_registry.index_file("0.4.10", tasks) != lm_eval_registry.index_file("0.4.9", tasks)
+
+
 def test_custom_model_size_is_accepted():
     cfg = validate_config({"models": ["wide"], "custom_models": {"wide": {"n_layer": 1, "n_head": 2,
                                                                           "n_embd": 32}}})
