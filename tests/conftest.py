@@ -6,8 +6,11 @@ once per session for all workers (`shared`), and the longest files are handed ou
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -19,7 +22,7 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 if os.environ.get("LFR_TEST_GPU") != "1":  # CPU only, unless the GPU tests are asked for
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # dataset caches stay out of the repo
+HF_HOME = os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # caches stay out of the repo
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread a worker: the workers fill the cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -268,6 +271,38 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Snakemake's leftovers after a command in this process, which its own process would drop on exit
+SNAKEMAKE_LEFTOVERS = pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning",
+                                                 "ignore:coroutine:RuntimeWarning")
+
+
+def snakemake_in_process(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Snakemake's command line (snakemake.cli.main) in this process, from the repository root,
+    with `env` over the environment: its exit status and output (its log in stdout). Its imports
+    and the Snakefile's are paid once a worker, not once a command (~2 CPU-s each in a process of
+    its own). A failure's message may bypass the capture: run a failing command in its own process
+    to see why."""
+    from unittest import mock
+
+    from snakemake.cli import main
+
+    cwd, code, out, err = os.getcwd(), 0, io.StringIO(), io.StringIO()
+    try:
+        os.chdir(REPO)  # -d moves Snakemake into the working folder; back here afterwards
+        with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            main(argv)
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["snakemake", *argv], code, out.getvalue(), err.getvalue())
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(HF_HOME, ignore_errors=True)  # this process's cache folder (each worker has its own)
 
 
 def pip_requirements(args, cwd=REPO):

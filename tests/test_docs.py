@@ -32,8 +32,6 @@ each one exists, and every torch it asks for admits a cluster's CUDA build (it k
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import re
 import shlex
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, pip_requirements
+from conftest import REPO, SNAKEMAKE_LEFTOVERS, pip_requirements, snakemake_in_process
 
 
 def nav_pages(nav: list) -> list[str]:
@@ -211,30 +209,9 @@ def run_snakemake(words: list[str], env: dict[str, str], tmp: Path, what: str) -
     if not {"--directory", "-d"} & set(args):
         args += ["-d", str(tmp)]
     argv = ["-s", str(REPO / "Snakefile"), *args]
-    if snakemake_in_process(argv, env) != 0:  # the same command in its own process, for its message
+    if snakemake_in_process(argv, {**CLUSTER_ENV, **env}).returncode != 0:  # in its own process: why
         check(run([sys.executable, "-m", "snakemake", *argv], env), what)
         pytest.fail(f"{what}\nfailed in this process only")
-
-
-def snakemake_in_process(argv: list[str], env: dict[str, str]) -> int:
-    """Snakemake's command line (snakemake.cli.main) in this process, from the repository root:
-    its exit status. Its imports and the Snakefile's are paid once a worker, not once a command
-    (~2 CPU-s each in a process of its own); the output is dropped."""
-    from unittest import mock
-
-    from snakemake.cli import main
-
-    cwd, code = os.getcwd(), 0
-    try:
-        os.chdir(REPO)  # -d moves Snakemake into the working folder; back here afterwards
-        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **env}), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            main(argv)
-    except SystemExit as stop:
-        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
-    finally:
-        os.chdir(cwd)
-    return code
 
 
 def parse_in_process(args: list[str], what: str) -> None:
@@ -306,8 +283,7 @@ def test_the_docs_show_commands():
     assert split_comment("a '#b' \"#c\" d#e # f") == ("a '#b' \"#c\" d#e", "f")
 
 
-# Snakemake's own leftovers, which its process would drop silently on exit (snakemake_in_process)
-@pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning", "ignore:coroutine:RuntimeWarning")
+@SNAKEMAKE_LEFTOVERS
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: f"{c.doc}: {c.text}")
 def test_a_printed_command_works_as_printed(cmd, tmp_path):
     words, env = argv_of(cmd.text)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, data_root, tiny_config
+from conftest import REPO, SNAKEMAKE_LEFTOVERS, data_root, snakemake_in_process, tiny_config
 from safetensors.torch import load_file
 
 SMOKE = data_root(REPO / "config/smoke.yaml")  # where the smoke config's runs go
@@ -133,13 +133,16 @@ PAPER_GRIDS = {"paper": {"train": 22, "evaluate": 14, "profile": 4},
 
 
 @pytest.mark.slow
+@SNAKEMAKE_LEFTOVERS
 @pytest.mark.parametrize("name", PAPER_GRIDS)
 def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(name, tmp_path):
     profile, paper = REPO / "workflow/profiles/slurm", REPO / f"config/{name}.yaml"
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                        "-n", f"results/{name}/tables/main.csv", "--workflow-profile", str(profile),
-                        "--configfile", str(paper)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    argv = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", f"results/{name}/tables/main.csv",
+            "--workflow-profile", str(profile), "--configfile", str(paper)]
+    r = snakemake_in_process(argv)
+    if r.returncode != 0:  # in a process of its own, for its message
+        failed = subprocess.run([sys.executable, "-m", "snakemake", *argv], capture_output=True, text=True)
+        pytest.fail(failed.stdout[-2000:] + failed.stderr[-2000:])
     counts = {job: int(n) for job, n in re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M)}
     assert {job: counts.get(job) for job in PAPER_GRIDS[name]} == PAPER_GRIDS[name]
 

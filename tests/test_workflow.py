@@ -17,22 +17,28 @@ import pandas as pd
 import pytest
 import slurm_cluster
 import yaml
-from conftest import ODD, REPO, data_root
+from conftest import ODD, REPO, SNAKEMAKE_LEFTOVERS, data_root, snakemake_in_process
 
 from lfr.config import ConfigError
 from lfr.grid import load_config, validate_config
 
+pytestmark = SNAKEMAKE_LEFTOVERS  # its dry runs run in this process (snakemake)
+
 
 def snakemake(target, *args, cwd, check=False):
     """Run snakemake on `target` (or a list of targets) in cwd (targets go first: --configfile takes
-    several values)."""
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    several values). A dry run that must pass runs in this process (conftest.snakemake_in_process);
+    if it fails there, in a process of its own, for its message."""
     targets = [target] if isinstance(target, str) else target
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(cwd),
-                        *targets, "--workflow-profile", "none", *args],
-                       capture_output=True, text=True, env=env, timeout=600)
+    argv = ["-s", str(REPO / "Snakefile"), "-d", str(cwd), *targets, "--workflow-profile", "none", *args]
+    if check and "-n" in args and (r := snakemake_in_process(argv)).returncode == 0:
+        return r
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", *argv], capture_output=True, text=True, env=env,
+                       timeout=600)
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "-n" not in args, f"{argv}: failed in this process only"
     return r
 
 
