@@ -22,7 +22,13 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 if os.environ.get("LFR_TEST_GPU") != "1":  # CPU only, unless the GPU tests are asked for
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked child would otherwise deadlock on its pool
-HF_HOME = os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")  # caches stay out of the repo
+# HF's caches stay out of the repo, in a folder for each pytest process (each xdist worker), which
+# its children share (they import this file too) and pytest_unconfigure removes
+_PROCESS = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if os.environ.get("LFR_TEST_HF_HOME_OF") != _PROCESS:
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lfr-tests-hf-")
+    os.environ["LFR_TEST_HF_HOME_OF"] = _PROCESS
+HF_HOME = os.environ["HF_HOME"]
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread a worker: the workers fill the cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -302,7 +308,7 @@ def snakemake_in_process(argv: list[str], env: dict[str, str] | None = None) -> 
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(HF_HOME, ignore_errors=True)  # this process's cache folder (each worker has its own)
+    shutil.rmtree(HF_HOME, ignore_errors=True)
 
 
 def pip_requirements(args, cwd=REPO):

@@ -57,17 +57,31 @@ def test_slurm_profile_submits_training_with_partition_nodes_gpus_time_and_memor
     env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
            "SBATCH_LOG": str(tmp_path / "sbatch.log"), "LFR_SLURM_ACCOUNT": "myacct",
            "LFR_CPU_PARTITION": "cpu", "LFR_GPU_PARTITION": "gpu"}
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-                    f"{root}/runs/nano/random/budget1/seed0/run.json",
-                    f"{root}/runs/micro/random/budget1/seed0/run.json",
-                    "--configfile", str(tmp_path / "cfg.yaml"),
-                    "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
-                    "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime",
-                    # fitted key by key over the rule's requests (README: Fitting the profile)
-                    "--set-resources", "train:qos=long", "train:constraint=a100",
-                    "train:slurm_extra='--exclusive'"],
-                   capture_output=True, text=True, env=env, timeout=300)
-    lines = (tmp_path / "sbatch.log").read_text().splitlines()
+    log, sbatch_log = tmp_path / "snakemake.log", tmp_path / "sbatch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+             f"{root}/runs/nano/random/budget1/seed0/run.json",
+             f"{root}/runs/micro/random/budget1/seed0/run.json",
+             "--configfile", str(tmp_path / "cfg.yaml"),
+             "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--retries", "0",
+             "--slurm-init-seconds-before-status-checks", "1", "--rerun-triggers", "mtime",
+             # fitted key by key over the rule's requests (README: Fitting the profile)
+             "--set-resources", "train:qos=long", "train:constraint=a100", "train:slurm_extra='--exclusive'"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def submitted() -> list[str]:
+        return sbatch_log.read_text().splitlines() if sbatch_log.exists() else []
+
+    # The two submissions are all this test reads: Snakemake then waits ~10 s for its next status
+    # check before it ends on the fake jobs' failure.
+    deadline = time.time() + 300
+    while len(submitted()) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines = submitted()
+    assert len(lines) == 2, log.read_text()[-3000:]
     one, two = (next(line.split() for line in lines if f"size={size}" in line) for size in ("nano", "micro"))
     for flags in (one, two):  # no --signal: the run reads its time limit from SLURM
         assert not any(f.startswith("--signal") for f in flags), flags
