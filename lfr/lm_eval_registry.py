@@ -32,7 +32,6 @@ def unknown_task(name: str) -> str | None:
     return f"{name!r} is not an lm-eval task, group or tag; {hint}"
 
 
-
 def index_file(version: str, tasks_dir: Path) -> Path:
     """Where the task list of one lm-eval install is cached: keyed by its version, its tasks folder
     and the names in that folder. Not by the folder's mtime: Python's first import of lm_eval.tasks
