@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -284,12 +285,13 @@ SNAKEMAKE_LEFTOVERS = pytest.mark.filterwarnings("ignore:unclosed file:ResourceW
                                                  "ignore:coroutine:RuntimeWarning")
 
 
-def snakemake_in_process(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake_in_process(argv: list[str], env: dict[str, str] | None = None,
+                         what: str = "snakemake") -> subprocess.CompletedProcess:
     """Snakemake's command line (snakemake.cli.main) in this process, from the repository root,
-    with `env` over the environment: its exit status and output (its log in stdout). Its imports
-    and the Snakefile's are paid once a worker, not once a command (~2 CPU-s each in a process of
-    its own). A failure's message may bypass the capture: run a failing command in its own process
-    to see why."""
+    with `env` over the environment, for a command that must pass: its output (its log in stdout).
+    Its imports and the Snakefile's are paid once a worker, not once a command (~2 CPU-s each in a
+    process of its own). If it fails, the test fails with the output of the same command run in a
+    process of its own (a failure's message may bypass the capture here)."""
     from unittest import mock
 
     from snakemake.cli import main
@@ -304,6 +306,11 @@ def snakemake_in_process(argv: list[str], env: dict[str, str] | None = None) -> 
         code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
     finally:
         os.chdir(cwd)
+    if code != 0:
+        alone = subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=REPO, capture_output=True,
+                               text=True, env={**os.environ, **(env or {})}, timeout=600)
+        why = (alone.stdout + alone.stderr)[-3000:] if alone.returncode else "failed in this process only"
+        pytest.fail(f"{what}\nexit {code}:\n{why}")
     return subprocess.CompletedProcess(["snakemake", *argv], code, out.getvalue(), err.getvalue())
 
 

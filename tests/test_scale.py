@@ -154,9 +154,6 @@ def test_slurm_profile_dry_run_plans_the_paper_grid_without_slurm(name, tmp_path
     argv = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", f"results/{name}/tables/main.csv",
             "--workflow-profile", str(profile), "--configfile", str(paper)]
     r = snakemake_in_process(argv)
-    if r.returncode != 0:  # in a process of its own, for its message
-        failed = subprocess.run([sys.executable, "-m", "snakemake", *argv], capture_output=True, text=True)
-        pytest.fail(failed.stdout[-2000:] + failed.stderr[-2000:])
     counts = {job: int(n) for job, n in re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M)}
     assert {job: counts.get(job) for job in PAPER_GRIDS[name]} == PAPER_GRIDS[name]
 
